@@ -1,0 +1,94 @@
+/*
+ * quark/actor.h - what an actor implementation can do from inside a turn.
+ *
+ * A turn is one message being handled by one activation: a method call, a
+ * timer tick, or the completion of a call the actor made. An activation runs
+ * one turn at a time on the worker thread it lives on, so its state needs no
+ * locks. Methods marked read-only may interleave with each other while one of
+ * them waits for a deferred reply.
+ *
+ * A method returns QUARK_OK after filling its reply, an error code (with a
+ * message from quark_actor_fail), or QUARK_PENDING after quark_actor_defer():
+ * it then keeps the quark_call handle and replies later, typically from the
+ * completion of a call it made to another actor. Until it replies, its
+ * activation takes no other non-read-only message, yet the worker thread is
+ * free: nothing blocks.
+ *
+ * Every function here must be called on the activation's own turn (from its
+ * methods, hooks, timer ticks or call completions), except where noted.
+ */
+#ifndef QUARK_ACTOR_H
+#define QUARK_ACTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quark/error.h"
+#include "quark/interface.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Longest actor id accepted, in bytes. Ids are 1..QUARK_ID_MAX bytes of any
+ * value except NUL. */
+#define QUARK_ID_MAX 256
+
+/* The activation's state: state_size zeroed bytes, allocated with it. */
+QUARK_API void *quark_actor_state(quark_actor *self);
+
+/* Its id (NUL-terminated) and the registered type name. */
+QUARK_API const char *quark_actor_id(const quark_actor *self);
+QUARK_API const char *quark_actor_type_name(const quark_actor *self);
+
+/* A client for calling other actors from this one. Calls made during a turn
+ * belong to this activation: their completions run as turns of it, and
+ * cycles (A -> B -> A) fail with QUARK_ECYCLE instead of deadlocking. */
+QUARK_API quark_client *quark_actor_client(quark_actor *self);
+
+/* Memory that lives until the current turn returns (for reply strings and
+ * bytes). NULL if out of memory. */
+QUARK_API void *quark_actor_alloc(quark_actor *self, size_t size);
+
+/* Record an error message for the current method and return `err`:
+ *   return quark_actor_fail(self, QUARK_EACTOR, "balance %d too low", b); */
+QUARK_API quark_err quark_actor_fail(quark_actor *self, quark_err err,
+                                     const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Take the reply handle of the method being run; the method then returns
+ * QUARK_PENDING and replies later with quark_reply()/quark_reply_error().
+ * The request message is freed when the method returns: copy what you need. */
+QUARK_API quark_call *quark_actor_defer(quark_actor *self);
+
+/* Send the reply of a deferred call (exactly once; the handle is then gone).
+ * A reply after the call's deadline is dropped. Callable from any turn of the
+ * activation that deferred it. */
+QUARK_API quark_err quark_reply(quark_call *call, const ProtobufCMessage *reply);
+QUARK_API quark_err quark_reply_error(quark_call *call, quark_err err,
+                                      const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Ask for this activation to be deactivated once its current turn (and any
+ * deferred reply) is done; on_deactivate runs, the next call re-activates. */
+QUARK_API void quark_actor_deactivate(quark_actor *self);
+
+/* ---- timers ---- */
+typedef struct quark_timer quark_timer;
+typedef void (*quark_timer_fn)(quark_actor *self, void *arg);
+
+/* Run `fn` as a turn of this activation after `due_ms`, then every
+ * `period_ms` (0: once). Timers die with their activation; a timer keeps it
+ * from going idle only while its tick is running. `out` may be NULL. */
+QUARK_API quark_err quark_actor_timer_start(quark_actor *self, uint64_t due_ms,
+                                            uint64_t period_ms, quark_timer_fn fn,
+                                            void *arg, quark_timer **out);
+
+/* Stop a timer (also from its own tick). A one-shot timer that has fired is
+ * already gone: do not stop it again. */
+QUARK_API void quark_timer_stop(quark_timer *timer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUARK_ACTOR_H */

@@ -1,0 +1,68 @@
+/*
+ * quark/silo.h - a silo: the process that hosts activations.
+ *
+ * A silo runs a fixed set of worker threads. Every activation (type, id)
+ * lives on one worker, chosen by hashing (type, id), and each worker owns its
+ * activations outright: its directory, mailboxes and timers are touched by no
+ * other thread, so the call path takes no global lock. Other threads hand
+ * messages to a worker through a lock-free queue and wake it only when it
+ * sleeps; a call between actors of the same worker never leaves the thread.
+ *
+ * An activation is created by the first message to (type, id), runs one turn
+ * at a time, and is collected when idle for idle_timeout_ms, when it asks
+ * (quark_actor_deactivate), or when the silo stops.
+ */
+#ifndef QUARK_SILO_H
+#define QUARK_SILO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quark/error.h"
+#include "quark/client.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct quark_silo_opts {
+    unsigned workers;             /* worker threads; 0 = online CPUs */
+    uint32_t idle_timeout_ms;     /* collect activations idle this long (default 300000) */
+    uint32_t default_deadline_ms; /* deadline of calls that set none (default 30000) */
+} quark_silo_opts;
+
+/* Fill `opts` with the defaults above. */
+QUARK_API void quark_silo_opts_init(quark_silo_opts *opts);
+
+/* Create a silo (threads are not started yet). Fails, with the registry's
+ * message, if load-time actor registrations conflicted. */
+QUARK_API quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out);
+
+/* Start the worker threads. */
+QUARK_API quark_err quark_silo_start(quark_silo *silo);
+
+/* Stop: refuse new calls (QUARK_ECLOSED), fail queued and waiting calls with
+ * QUARK_ECLOSED, deactivate every activation (on_deactivate runs), join the
+ * workers. Idempotent. Must not be called from a worker thread. */
+QUARK_API quark_err quark_silo_stop(quark_silo *silo);
+
+/* Stop if needed and free. */
+QUARK_API void quark_silo_free(quark_silo *silo);
+
+/* ---- diagnostics (safe from any non-worker thread; a consistent snapshot
+ * of each worker, taken on that worker) ---- */
+
+/* Number of live activations of `type_name`, or of all types if NULL. */
+QUARK_API size_t quark_silo_activation_count(quark_silo *silo, const char *type_name);
+
+typedef void (*quark_activation_fn)(const char *type_name, const char *id, void *arg);
+
+/* Call `fn` for every live activation of `type_name` (all types if NULL),
+ * after the snapshot is taken (not on a worker thread). */
+QUARK_API quark_err quark_silo_list_activations(quark_silo *silo, const char *type_name,
+                                                quark_activation_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUARK_SILO_H */
