@@ -9,10 +9,12 @@
  *
  * A method returns QUARK_OK after filling its reply, an error code (with a
  * message from quark_actor_fail), or QUARK_PENDING after quark_actor_defer():
- * it then keeps the quark_call handle and replies later, typically from the
- * completion of a call it made to another actor. Until it replies, its
- * activation takes no other non-read-only message, yet the worker thread is
- * free: nothing blocks.
+ * it then keeps the quark_deferred handle and replies later, typically from the
+ * completion of a call it made to another actor or from a timer tick. Until
+ * it replies, its activation takes no other incoming non-read-only call, yet
+ * the worker thread is free: nothing blocks. The actor's own work (timer
+ * ticks, completions of calls it made) still runs as turns meanwhile, one at
+ * a time.
  *
  * Every function here must be called on the activation's own turn (from its
  * methods, hooks, timer ticks or call completions), except where noted.
@@ -59,13 +61,13 @@ QUARK_API quark_err quark_actor_fail(quark_actor *self, quark_err err,
 /* Take the reply handle of the method being run; the method then returns
  * QUARK_PENDING and replies later with quark_reply()/quark_reply_error().
  * The request message is freed when the method returns: copy what you need. */
-QUARK_API quark_call *quark_actor_defer(quark_actor *self);
+QUARK_API quark_deferred *quark_actor_defer(quark_actor *self);
 
 /* Send the reply of a deferred call (exactly once; the handle is then gone).
  * A reply after the call's deadline is dropped. Callable from any turn of the
  * activation that deferred it. */
-QUARK_API quark_err quark_reply(quark_call *call, const ProtobufCMessage *reply);
-QUARK_API quark_err quark_reply_error(quark_call *call, quark_err err,
+QUARK_API quark_err quark_reply(quark_deferred *call, const ProtobufCMessage *reply);
+QUARK_API quark_err quark_reply_error(quark_deferred *call, quark_err err,
                                       const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -78,8 +80,9 @@ typedef struct quark_timer quark_timer;
 typedef void (*quark_timer_fn)(quark_actor *self, void *arg);
 
 /* Run `fn` as a turn of this activation after `due_ms`, then every
- * `period_ms` (0: once). Timers die with their activation; a timer keeps it
- * from going idle only while its tick is running. `out` may be NULL. */
+ * `period_ms` (0: once). Ticks run even while a call is deferred (see the top
+ * of this file). Timers die with their activation and do not keep it alive:
+ * only calls count as use for idle collection. `out` may be NULL. */
 QUARK_API quark_err quark_actor_timer_start(quark_actor *self, uint64_t due_ms,
                                             uint64_t period_ms, quark_timer_fn fn,
                                             void *arg, quark_timer **out);

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 typedef struct quark_actor quark_actor;   /* an activation, as its methods see it */
-typedef struct quark_call quark_call;     /* a deferred incoming call (reply handle) */
+typedef struct quark_deferred quark_deferred; /* a deferred incoming call (reply handle) */
 typedef struct quark_client quark_client; /* see quark/client.h */
 typedef struct quark_ref quark_ref;       /* see quark/client.h */
 

@@ -1,0 +1,308 @@
+/*
+ * quark_bench.c - quark-bench: calls/s and latency percentiles of CounterActor.
+ *
+ *   quark-bench --inproc --workload w1        1 call in flight, one counter
+ *   quark-bench --inproc --workload w2        64 in flight (async), 10,000 ids
+ *   quark-bench --inproc --workload activate  1,000,000 fresh counters
+ *
+ * Every run ends with one machine-readable line:
+ *   RESULT workload=<w> transport=inproc calls_per_s=<n> p50_us=<n> p99_us=<n>
+ *          [bytes_per_activation=<n>]
+ * Latency is taken per call with the monotonic clock, from issue to reply.
+ */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "counter_actor.h"
+
+typedef struct opts {
+    const char *workload;
+    long calls;
+    int inflight;
+    int keys;
+    unsigned workers;
+} opts;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *what, quark_err rc)
+{
+    fprintf(stderr, "quark-bench: %s: %s (%s)\n", what, quark_errname(rc), quark_last_error());
+    exit(1);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct_us(uint32_t *lat, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1));
+    return lat[i] / 1000.0;
+}
+
+static void report(const char *w, double secs, long calls, uint32_t *lat, size_t n, long bytes_per_act)
+{
+    qsort(lat, n, sizeof *lat, cmp_u32);
+    double cps = calls / secs;
+    printf("%s: %ld calls in %.3f s = %.0f calls/s; latency p50 %.1f us, p90 %.1f us, p99 %.1f us, "
+           "p99.9 %.1f us, max %.1f us\n",
+           w, calls, secs, cps, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
+           pct_us(lat, n, 0.999), n ? lat[n - 1] / 1000.0 : 0.0);
+    printf("RESULT workload=%s transport=inproc calls_per_s=%.0f p50_us=%.1f p99_us=%.1f", w, cps,
+           pct_us(lat, n, 0.50), pct_us(lat, n, 0.99));
+    if (bytes_per_act >= 0)
+        printf(" bytes_per_activation=%ld", bytes_per_act);
+    printf("\n");
+}
+
+/* ---- w1: one call in flight ---- */
+
+static void run_w1(quark_client *c, const opts *o)
+{
+    quark_ref *r;
+    quark_err rc = quark_examples_CounterActor_ref(c, "w1-counter", &r);
+    if (rc)
+        die("ref", rc);
+    Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    req.delta = 1;
+    uint32_t *lat = malloc(sizeof *lat * (size_t)o->calls);
+    /* warm-up: activation and caches */
+    for (int i = 0; i < 1000; i++) {
+        Quark__Examples__CounterValue *v;
+        if ((rc = quark_examples_CounterActor_Increment(r, &req, &v)))
+            die("Increment", rc);
+        quark_msg_free(v);
+    }
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < o->calls; i++) {
+        uint64_t a = now_ns();
+        Quark__Examples__CounterValue *v;
+        if ((rc = quark_examples_CounterActor_Increment(r, &req, &v)))
+            die("Increment", rc);
+        quark_msg_free(v);
+        lat[i] = (uint32_t)(now_ns() - a);
+    }
+    double secs = (now_ns() - t0) / 1e9;
+    report("w1", secs, o->calls, lat, (size_t)o->calls, -1);
+    free(lat);
+    quark_ref_free(r);
+}
+
+/* ---- w2 / activate: N calls in flight through the async API ---- */
+
+typedef struct slot {
+    struct bench *b;
+    uint64_t start;
+    uint64_t rng;
+    uint32_t *lat;    /* this slot's latencies */
+    long done, quota;
+} slot;
+
+typedef struct bench {
+    quark_ref **refs;
+    int keys;
+    int fresh;        /* activate: a new id per call */
+    quark_client *client;
+    atomic_long next_id;
+    atomic_int finished;
+    Quark__Examples__IncrementRequest req;
+} bench;
+
+static void issue(slot *s);
+
+static void on_reply(quark_err err, const char *errmsg, const Quark__Examples__CounterValue *v,
+                     void *arg)
+{
+    (void)v;
+    slot *s = arg;
+    if (err != QUARK_OK) {
+        fprintf(stderr, "quark-bench: call failed: %s\n", errmsg);
+        exit(1);
+    }
+    s->lat[s->done++] = (uint32_t)(now_ns() - s->start);
+    if (s->done < s->quota)
+        issue(s);
+    else
+        atomic_fetch_add(&s->b->finished, 1);
+}
+
+static void issue(slot *s)
+{
+    bench *b = s->b;
+    quark_ref *r;
+    quark_ref *tmp = NULL;
+    if (b->fresh) {
+        char id[32];
+        snprintf(id, sizeof id, "act-%ld", atomic_fetch_add(&b->next_id, 1));
+        quark_err rc = quark_examples_CounterActor_ref(b->client, id, &tmp);
+        if (rc)
+            die("ref", rc);
+        r = tmp;
+    } else {
+        s->rng ^= s->rng << 13;
+        s->rng ^= s->rng >> 7;
+        s->rng ^= s->rng << 17;
+        r = b->refs[s->rng % (uint64_t)b->keys];
+    }
+    s->start = now_ns();
+    quark_err rc = quark_examples_CounterActor_Increment_async(r, &b->req, on_reply, s);
+    if (rc)
+        die("Increment_async", rc);
+    quark_ref_free(tmp);
+}
+
+static long rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static void run_async(quark_silo *silo, quark_client *c, const opts *o, int fresh)
+{
+    bench b = {.keys = o->keys, .fresh = fresh, .client = c};
+    quark__examples__increment_request__init(&b.req);
+    b.req.delta = 1;
+    if (!fresh) {
+        b.refs = malloc(sizeof *b.refs * (size_t)o->keys);
+        char id[32];
+        for (int i = 0; i < o->keys; i++) {
+            snprintf(id, sizeof id, "counter-%d", i);
+            quark_err rc = quark_examples_CounterActor_ref(c, id, &b.refs[i]);
+            if (rc)
+                die("ref", rc);
+        }
+        /* Activate every key first: w2 measures calls, not activations. */
+        for (int i = 0; i < o->keys; i++) {
+            Quark__Examples__CounterValue *v;
+            quark_err rc = quark_examples_CounterActor_Increment(b.refs[i], &b.req, &v);
+            if (rc)
+                die("warm-up", rc);
+            quark_msg_free(v);
+        }
+    }
+    int n = o->inflight;
+    slot *slots = calloc((size_t)n, sizeof *slots);
+    uint32_t *lat = malloc(sizeof *lat * (size_t)o->calls);
+    long per = o->calls / n, extra = o->calls % n, off = 0;
+    for (int i = 0; i < n; i++) {
+        slots[i].b = &b;
+        slots[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        slots[i].quota = per + (i < extra ? 1 : 0);
+        slots[i].lat = lat + off;
+        off += slots[i].quota;
+    }
+    long rss0 = rss_bytes();
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < n; i++)
+        if (slots[i].quota)
+            issue(&slots[i]);
+        else
+            atomic_fetch_add(&b.finished, 1);
+    while (atomic_load(&b.finished) < n)
+        usleep(200);
+    double secs = (now_ns() - t0) / 1e9;
+    long bytes_per_act = -1;
+    if (fresh) {
+        long rss1 = rss_bytes();
+        size_t live = quark_silo_activation_count(silo, quark_examples_CounterActor_TYPE_NAME);
+        if (live != (size_t)o->calls)
+            fprintf(stderr, "quark-bench: %zu activations live, expected %ld\n", live, o->calls);
+        bytes_per_act = (rss1 - rss0) / (live ? (long)live : 1) - (long)sizeof(struct counter_state);
+        printf("activate: %zu live activations, RSS grew %.1f MiB\n", live, (rss1 - rss0) / 1048576.0);
+    }
+    report(fresh ? "activate" : "w2", secs, o->calls, lat, (size_t)o->calls, bytes_per_act);
+    free(lat);
+    free(slots);
+    if (b.refs) {
+        for (int i = 0; i < o->keys; i++)
+            quark_ref_free(b.refs[i]);
+        free(b.refs);
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
+            "                   [--keys N] [--workers N]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.workload = NULL, .calls = 0, .inflight = 0, .keys = 10000, .workers = 0};
+    int inproc = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--inproc"))
+            inproc = 1;
+        else if (!strcmp(a, "--workload") && v)
+            o.workload = argv[++i];
+        else if (!strcmp(a, "--calls") && v)
+            o.calls = atol(argv[++i]);
+        else if (!strcmp(a, "--inflight") && v)
+            o.inflight = atoi(argv[++i]);
+        else if (!strcmp(a, "--keys") && v)
+            o.keys = atoi(argv[++i]);
+        else if (!strcmp(a, "--workers") && v)
+            o.workers = (unsigned)atoi(argv[++i]);
+        else
+            usage();
+    }
+    if (!inproc || !o.workload)
+        usage();
+    int w1 = !strcmp(o.workload, "w1"), w2 = !strcmp(o.workload, "w2"),
+        act = !strcmp(o.workload, "activate");
+    if (!w1 && !w2 && !act)
+        usage();
+    if (!o.calls)
+        o.calls = w1 ? 1000000 : w2 ? 5000000 : 1000000;
+    if (!o.inflight)
+        o.inflight = w1 ? 1 : 64;
+
+    quark_silo_opts so;
+    quark_silo_opts_init(&so);
+    so.workers = o.workers;
+    so.idle_timeout_ms = 3600 * 1000; /* nothing is collected during a run */
+    quark_silo *silo;
+    quark_err rc = quark_silo_create(&so, &silo);
+    if (rc || (rc = quark_silo_start(silo)))
+        die("silo", rc);
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.embedded = silo;
+    quark_client *c;
+    if ((rc = quark_client_create(&co, &c)) || (rc = quark_client_connect(c)))
+        die("client", rc);
+    printf("quark-bench: workload %s, in-process, %ld calls, %d in flight\n", o.workload, o.calls,
+           o.inflight);
+    if (w1)
+        run_w1(c, &o);
+    else
+        run_async(silo, c, &o, act);
+    quark_client_free(c);
+    quark_silo_free(silo);
+    return 0;
+}

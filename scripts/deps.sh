@@ -1,0 +1,20 @@
+# scripts/deps.sh - the Debian 12 packages Quark needs, installed on demand.
+# Sourced by demo.sh and test.sh; installs only what is missing, so a machine
+# that has everything never touches the network.
+
+QUARK_BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev
+  protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev"
+QUARK_TEST_PKGS="libcmocka-dev"
+
+quark_install_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}

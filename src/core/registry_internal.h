@@ -1,0 +1,34 @@
+/*
+ * registry_internal.h - the registry's view for the runtime: an entry per
+ * registered name, with the name's hash and a method-name index built once.
+ */
+#ifndef QK_REGISTRY_INTERNAL_H
+#define QK_REGISTRY_INTERNAL_H
+
+#include <stdint.h>
+
+#include "quark/registry.h"
+
+typedef struct qk_type_entry {
+    const char *name; /* the registered name */
+    uint32_t name_len;
+    uint64_t name_hash;
+    const quark_actor_type *type;
+    const quark_interface *iface;
+    uint32_t method_mask;   /* slots - 1 */
+    int16_t *method_slots;  /* open addressing: method index + 1, 0 = empty */
+} qk_type_entry;
+
+/* Entry registered under name[0..len), or NULL. Lock-free. */
+const qk_type_entry *qk_registry_lookup(const char *name, size_t len);
+
+/* Method index by name for an entry, or -1. */
+int qk_entry_method_index(const qk_type_entry *e, const char *name, size_t len);
+
+/* The hash a type name is registered and placed under. */
+uint64_t qk_type_name_hash(const char *name, size_t len);
+
+/* Validate an actor type name: 1..QUARK_TYPE_NAME_MAX printable, no spaces. */
+int qk_type_name_valid(const char *name, size_t len);
+
+#endif /* QK_REGISTRY_INTERNAL_H */

@@ -1,0 +1,537 @@
+/*
+ * call.c - making calls and delivering their answers.
+ *
+ * A call is one allocation (qk_msg + chain + id + packed request) sent to the
+ * worker that owns (type, id). How its answer travels depends on the caller:
+ *   - a blocking application thread waits on a futex in a refcounted waiter;
+ *   - an async caller outside any actor gets its callback run right where the
+ *     answer is produced (the callee's worker), the reply passed by pointer;
+ *   - an actor (a call made during a turn) gets a REPLY message on its own
+ *     worker, and its callback runs as a turn of that actor.
+ * Deadlines: the callee's worker times out what it holds (queued or deferred
+ * calls); a blocking waiter also gives up on its own; an actor caller's worker
+ * times out its outcalls. See the exactly-once rule in runtime.h.
+ */
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define QK_WAIT_SPINS 4000 /* polls before a blocking caller sleeps */
+
+qk_msg *qk_msg_new(size_t extra)
+{
+    qk_msg *m = malloc(sizeof *m + extra);
+    if (QK_LIKELY(m != NULL)) {
+        memset(m, 0, sizeof *m);
+    }
+    return m;
+}
+
+void qk_msg_free(qk_msg *m)
+{
+    free(m);
+}
+
+static void futex_wake(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                          .tv_nsec = (long)(ns % 1000000000ull)};
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+}
+
+void qk_waiter_unref(qk_waiter *wt)
+{
+    if (atomic_fetch_sub_explicit(&wt->refs, 1, memory_order_acq_rel) == 1) {
+        free(wt->errmsg);
+        free(wt->reply);
+        free(wt);
+    }
+}
+
+static char *dup_msg(quark_err err, const char *errmsg)
+{
+    const char *s = errmsg && *errmsg ? errmsg : quark_strerror(err);
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d)
+        memcpy(d, s, n + 1);
+    return d;
+}
+
+/* The answer of an actor caller: a REPLY message to its worker. */
+static void answer_actor(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
+                         const ProtobufCMessage *reply)
+{
+    (void)w;
+    size_t len = 0, mlen = 0;
+    if (err == QUARK_OK)
+        len = reply ? protobuf_c_message_get_packed_size(reply) : 0;
+    else
+        mlen = strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
+    qk_msg *r = qk_msg_new(len + mlen);
+    if (QK_UNLIKELY(!r)) {
+        /* No room for the reply: answer ENOMEM without a payload so the
+         * caller's outcall record is still released. */
+        r = qk_msg_new(0);
+        if (!r)
+            return; /* nothing left: the caller's deadline completes it */
+        err = QUARK_ENOMEM;
+        len = mlen = 0;
+    }
+    r->kind = QK_MSG_REPLY;
+    r->err = err;
+    r->r.actor.oc = m->r.actor.oc;
+    if (err == QUARK_OK) {
+        r->args = r->data;
+        r->args_len = (uint32_t)len;
+        if (len)
+            protobuf_c_message_pack(reply, r->args);
+    } else if (mlen) {
+        r->id = (char *)r->data;
+        memcpy(r->id, errmsg ? errmsg : quark_strerror(err), mlen);
+    }
+    qk_send(m->r.actor.w, r);
+}
+
+void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
+               const ProtobufCMessage *reply)
+{
+    if (err == QUARK_OK && m->dl.at_ms && qk_now_ms_coarse() > m->dl.at_ms) {
+        err = QUARK_ETIMEDOUT;
+        errmsg = "deadline exceeded: the reply came after the call's deadline and was dropped";
+    }
+    switch (m->rk) {
+    case QK_RK_WAITER: {
+        qk_waiter *wt = m->r.waiter;
+        wt->err = err;
+        if (err == QUARK_OK && reply) {
+            size_t len = protobuf_c_message_get_packed_size(reply);
+            wt->reply = malloc(len ? len : 1);
+            if (wt->reply) {
+                wt->reply_len = protobuf_c_message_pack(reply, wt->reply);
+            } else {
+                wt->err = QUARK_ENOMEM;
+                wt->errmsg = dup_msg(QUARK_ENOMEM, "out of memory copying the reply");
+            }
+        } else if (err != QUARK_OK) {
+            wt->errmsg = dup_msg(err, errmsg);
+        }
+        atomic_store_explicit(&wt->state, 1, memory_order_release);
+        futex_wake(&wt->state);
+        qk_waiter_unref(wt);
+        break;
+    }
+    case QK_RK_CALLBACK: {
+        /* Run the caller's callback here, outside the callee's turn. */
+        qk_turn saved = w->cur;
+        w->cur.act = NULL;
+        w->cur.msg = NULL;
+        m->r.cb.tramp(m->r.cb.fn, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)),
+                      err == QUARK_OK ? reply : NULL, m->r.cb.arg);
+        w->cur = saved;
+        break;
+    }
+    case QK_RK_ACTOR:
+        answer_actor(w, m, err, errmsg, reply);
+        break;
+    default:
+        break;
+    }
+    m->rk = QK_RK_NONE;
+}
+
+void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err, const char *errmsg,
+                         const uint8_t *reply, size_t len)
+{
+    quark_actor *a = oc->caller;
+    qk_heap_remove(w, &oc->dl);
+    if (a)
+        a->outcalls--;
+    if (a && !oc->done) {
+        oc->done = true;
+        ProtobufCMessage *msg = NULL;
+        if (err == QUARK_OK) {
+            msg = protobuf_c_message_unpack(oc->reply_desc, &w->arena.pb, len, reply);
+            if (!msg) {
+                err = QUARK_EPROTO;
+                errmsg = "the reply could not be decoded";
+            }
+        }
+        qk_run_continuation(w, oc, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)),
+                            msg);
+        free(oc);
+        qk_after_continuation(w, a);
+        return;
+    }
+    free(oc);
+    if (a)
+        qk_after_continuation(w, a); /* it may now be collectible */
+}
+
+/* ---- building a call ---- */
+
+typedef struct qk_prep {
+    quark_silo *silo;
+    const qk_type_entry *entry;
+    unsigned method;        /* index in entry's interface */
+    uint64_t deadline_ms;
+} qk_prep;
+
+static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned method,
+                         const ProtobufCMessage *req, qk_prep *p)
+{
+    if (QK_UNLIKELY(!ref || !iface || !req))
+        return qk_error(QUARK_EINVAL, "call: %s is NULL",
+                        !ref ? "the actor reference" : !iface ? "the interface" : "the request");
+    quark_client *c = ref->client;
+    if (QK_UNLIKELY(!atomic_load_explicit(&c->connected, memory_order_acquire)))
+        return qk_error(QUARK_ENOTCONNECTED, "the client is not connected: call "
+                        "quark_client_connect() first");
+    quark_silo *s = c->silo;
+    if (QK_UNLIKELY(atomic_load_explicit(&s->state, memory_order_acquire) != 1))
+        return qk_error(QUARK_ECLOSED, "the silo is not running");
+    if (QK_UNLIKELY(ref->iface != iface && strcmp(ref->iface->name, iface->name) != 0))
+        return qk_error(QUARK_EINVAL, "the reference to '%s' speaks %s, not %s",
+                        ref->id_len ? ref->data : "", ref->iface->name, iface->name);
+    if (QK_UNLIKELY(method >= iface->n_methods))
+        return qk_error(QUARK_ENOMETHOD, "interface %s has no method number %u", iface->name,
+                        method);
+    const quark_method_desc *md = &iface->methods[method];
+    if (QK_UNLIKELY(req->descriptor != md->input))
+        return qk_error(QUARK_EINVAL, "%s.%s takes a %s, not a %s", iface->name, md->name,
+                        md->input->name, req->descriptor ? req->descriptor->name : "?");
+    const qk_type_entry *e = atomic_load_explicit(&ref->entry, memory_order_acquire);
+    if (QK_UNLIKELY(!e)) {
+        e = qk_registry_lookup(ref->type_name, ref->type_len);
+        if (!e)
+            return qk_error(QUARK_ENOTYPE, "no actor registered for type name '%s'",
+                            ref->type_name);
+        atomic_store_explicit(&ref->entry, e, memory_order_release);
+    }
+    p->method = method;
+    if (QK_UNLIKELY(e->iface != iface && strcmp(e->iface->name, iface->name) != 0)) {
+        int idx = qk_entry_method_index(e, md->name, strlen(md->name));
+        if (idx < 0)
+            return qk_error(QUARK_ENOMETHOD, "actor type '%s' has no method '%s'", e->name,
+                            md->name);
+        p->method = (unsigned)idx;
+    }
+    p->silo = s;
+    p->entry = e;
+    uint32_t dl = ref->deadline_ms ? ref->deadline_ms : c->default_deadline_ms;
+    p->deadline_ms = qk_now_ms_coarse() + dl;
+    return QUARK_OK;
+}
+
+static qk_msg *build(quark_ref *ref, const qk_prep *p, const ProtobufCMessage *req,
+                     const qk_chain_link *chain, uint16_t chain_len, const qk_chain_link *top)
+{
+    size_t args_len = protobuf_c_message_get_packed_size(req);
+    size_t n_links = chain_len + (top ? 1u : 0u);
+    size_t chain_bytes = n_links * sizeof(qk_chain_link);
+    qk_msg *m = qk_msg_new(chain_bytes + ref->id_len + 1u + args_len);
+    if (QK_UNLIKELY(!m))
+        return NULL;
+    m->kind = QK_MSG_CALL;
+    m->type = p->entry;
+    m->method = (uint16_t)p->method;
+    if (p->entry->iface->methods[p->method].flags & QUARK_METHOD_READ_ONLY)
+        m->flags |= QK_MF_READ_ONLY;
+    m->hash = ref->hash;
+    m->dl.kind = QK_DL_MSG;
+    m->dl.at_ms = p->deadline_ms;
+    m->chain = (qk_chain_link *)(void *)m->data;
+    if (chain_len)
+        memcpy(m->chain, chain, chain_len * sizeof *chain);
+    if (top)
+        m->chain[chain_len] = *top;
+    m->chain_len = (uint16_t)n_links;
+    m->id = (char *)m->data + chain_bytes;
+    memcpy(m->id, ref->data, ref->id_len + 1u);
+    m->id_len = ref->id_len;
+    m->args = (uint8_t *)m->id + ref->id_len + 1;
+    m->args_len = (uint32_t)protobuf_c_message_pack(req, m->args);
+    return m;
+}
+
+static inline qk_worker *target(const qk_prep *p, const quark_ref *ref)
+{
+    return &p->silo->workers[qk_worker_of(p->silo, ref->hash)];
+}
+
+quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned method,
+                     const ProtobufCMessage *req, ProtobufCMessage **reply)
+{
+    if (reply)
+        *reply = NULL;
+    if (QK_UNLIKELY(qk_tls_worker != NULL))
+        return qk_error(QUARK_EWOULDBLOCK, "blocking call on a Quark worker thread (inside "
+                        "an actor or a callback) would stall it: use the _async form");
+    qk_prep p;
+    quark_err rc = prepare(ref, iface, method, req, &p);
+    if (rc != QUARK_OK)
+        return rc;
+    qk_waiter *wt = malloc(sizeof *wt);
+    if (!wt)
+        return qk_error(QUARK_ENOMEM, "out of memory making a call");
+    atomic_init(&wt->state, 0);
+    atomic_init(&wt->refs, 2);
+    wt->err = QUARK_OK;
+    wt->errmsg = NULL;
+    wt->reply = NULL;
+    wt->reply_len = 0;
+    qk_msg *m = build(ref, &p, req, NULL, 0, NULL);
+    if (!m) {
+        free(wt);
+        return qk_error(QUARK_ENOMEM, "out of memory making a call");
+    }
+    m->rk = QK_RK_WAITER;
+    m->r.waiter = wt;
+    qk_send(target(&p, ref), m);
+
+    /* Spin briefly (the answer is often microseconds away), then sleep. */
+    for (int i = 0; i < QK_WAIT_SPINS; i++) {
+        if (atomic_load_explicit(&wt->state, memory_order_acquire))
+            goto answered;
+        qk_cpu_relax();
+    }
+    uint64_t until = (p.deadline_ms + 5) * 1000000ull;
+    for (;;) {
+        if (atomic_load_explicit(&wt->state, memory_order_acquire))
+            goto answered;
+        uint64_t now = qk_now_ns();
+        if (now >= until)
+            break;
+        futex_wait(&wt->state, 0, until - now);
+    }
+    qk_waiter_unref(wt); /* the answer, when it comes, frees the rest */
+    return qk_error(QUARK_ETIMEDOUT, "deadline exceeded: %s '%s' did not reply to %s in time",
+                    p.entry->name, ref->data, p.entry->iface->methods[p.method].name);
+answered:
+    rc = wt->err;
+    if (rc != QUARK_OK) {
+        qk_error_str(rc, wt->errmsg ? wt->errmsg : quark_strerror(rc));
+    } else if (reply) {
+        const ProtobufCMessageDescriptor *od = iface->methods[method].output;
+        *reply = protobuf_c_message_unpack(od, NULL, wt->reply_len, wt->reply);
+        if (!*reply)
+            rc = qk_error(QUARK_EPROTO, "the reply of %s could not be decoded as %s",
+                          iface->methods[method].name, od->name);
+        else
+            qk_error_clear();
+    } else {
+        qk_error_clear();
+    }
+    qk_waiter_unref(wt);
+    return rc;
+}
+
+quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsigned method,
+                            const ProtobufCMessage *req, quark__trampoline_fn tramp,
+                            void (*fn)(void), void *arg)
+{
+    if (QK_UNLIKELY(!tramp || !fn))
+        return qk_error(QUARK_EINVAL, "async call: the callback is NULL");
+    qk_prep p;
+    quark_err rc = prepare(ref, iface, method, req, &p);
+    if (rc != QUARK_OK)
+        return rc;
+    qk_worker *w = qk_tls_worker;
+    qk_msg *m;
+    if (w && w->cur.act && w->silo == p.silo) {
+        /* A call made by an actor: its answer comes back as a turn. */
+        quark_actor *a = w->cur.act;
+        if (w->cur.chain_len + 1u > QK_CHAIN_MAX)
+            return qk_error(QUARK_ECYCLE, "call chain deeper than %d calls (a runaway "
+                            "recursion between actors?)", QK_CHAIN_MAX);
+        qk_outcall *oc = malloc(sizeof *oc + w->cur.chain_len * sizeof(qk_chain_link));
+        if (!oc)
+            return qk_error(QUARK_ENOMEM, "out of memory making a call");
+        qk_chain_link top = {.act = a->hash, .turn = w->cur.turn};
+        m = build(ref, &p, req, w->cur.chain, w->cur.chain_len, &top);
+        if (!m) {
+            free(oc);
+            return qk_error(QUARK_ENOMEM, "out of memory making a call");
+        }
+        memset(&oc->dl, 0, sizeof oc->dl);
+        oc->dl.kind = QK_DL_OUTCALL;
+        oc->dl.at_ms = p.deadline_ms;
+        oc->caller = a;
+        oc->tramp = tramp;
+        oc->fn = fn;
+        oc->arg = arg;
+        oc->reply_desc = p.entry->iface->methods[p.method].output;
+        oc->turn = w->cur.turn;
+        oc->chain_len = w->cur.chain_len;
+        oc->done = false;
+        if (w->cur.chain_len)
+            memcpy(oc->chain, w->cur.chain, w->cur.chain_len * sizeof(qk_chain_link));
+        a->outcalls++;
+        qk_heap_insert(w, &oc->dl);
+        m->rk = QK_RK_ACTOR;
+        m->r.actor.oc = oc;
+        m->r.actor.w = w;
+    } else {
+        m = build(ref, &p, req, NULL, 0, NULL);
+        if (!m)
+            return qk_error(QUARK_ENOMEM, "out of memory making a call");
+        m->rk = QK_RK_CALLBACK;
+        m->r.cb.tramp = tramp;
+        m->r.cb.fn = fn;
+        m->r.cb.arg = arg;
+        m->r.cb.desc = iface->methods[method].output;
+    }
+    qk_send(target(&p, ref), m);
+    return QUARK_OK;
+}
+
+static void generic_tramp(void (*fn)(void), quark_err err, const char *errmsg,
+                          const ProtobufCMessage *reply, void *arg)
+{
+    ((quark_reply_fn)fn)(err, errmsg, reply, arg);
+}
+
+quark_err quark_call_async(quark_ref *ref, const quark_interface *iface, unsigned method,
+                           const ProtobufCMessage *req, quark_reply_fn cb, void *arg)
+{
+    return quark__call_async(ref, iface, method, req, generic_tramp, (void (*)(void))cb, arg);
+}
+
+void quark_msg_free(void *msg)
+{
+    if (msg)
+        protobuf_c_message_free_unpacked((ProtobufCMessage *)msg, NULL);
+}
+
+/* ---- clients and references ---- */
+
+void quark_client_opts_init(quark_client_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->connection_string = "localhost:7000";
+    o->cluster_id = "default";
+    o->service_id = "awesome-pizza";
+    o->transport = QUARK_TRANSPORT_GRPC;
+    o->retry.max_attempts = 3;
+    o->retry.initial_backoff_ms = 50;
+    o->retry.max_backoff_ms = 2000;
+    o->default_deadline_ms = 30000;
+}
+
+quark_err quark_client_create(const quark_client_opts *opts, quark_client **out)
+{
+    if (!opts || !out)
+        return qk_error(QUARK_EINVAL, "quark_client_create: %s is NULL", !opts ? "opts" : "out");
+    *out = NULL;
+    if (!opts->embedded)
+        return qk_error(QUARK_EINVAL, "this build of libquark reaches actors only through an "
+                        "embedded silo (set opts.embedded); remote transports are not part "
+                        "of it yet");
+    quark_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return qk_error(QUARK_ENOMEM, "out of memory creating a client");
+    c->opts = *opts;
+    c->silo = opts->embedded;
+    c->default_deadline_ms = opts->default_deadline_ms ? opts->default_deadline_ms : 30000;
+    *out = c;
+    return QUARK_OK;
+}
+
+quark_err quark_client_connect(quark_client *c)
+{
+    if (!c)
+        return qk_error(QUARK_EINVAL, "quark_client_connect: client is NULL");
+    if (atomic_load(&c->silo->state) != 1)
+        return qk_error(QUARK_EUNAVAILABLE, "the embedded silo is not running: call "
+                        "quark_silo_start() first");
+    atomic_store(&c->connected, 1);
+    return QUARK_OK;
+}
+
+quark_err quark_client_disconnect(quark_client *c)
+{
+    if (!c)
+        return qk_error(QUARK_EINVAL, "quark_client_disconnect: client is NULL");
+    atomic_store(&c->connected, 0);
+    return QUARK_OK;
+}
+
+int quark_client_is_connected(const quark_client *c)
+{
+    return c && atomic_load(&((quark_client *)c)->connected) &&
+           atomic_load(&c->silo->state) == 1;
+}
+
+void quark_client_free(quark_client *c)
+{
+    free(c);
+}
+
+quark_err quark_ref_new(quark_client *c, const quark_interface *iface, const char *type_name,
+                        const char *id, quark_ref **out)
+{
+    if (!out)
+        return qk_error(QUARK_EINVAL, "quark_ref_new: out is NULL");
+    *out = NULL;
+    if (!c || !iface || !id)
+        return qk_error(QUARK_EINVAL, "quark_ref_new: %s is NULL",
+                        !c ? "client" : !iface ? "interface" : "id");
+    size_t id_len = strlen(id);
+    if (id_len == 0 || id_len > QUARK_ID_MAX)
+        return qk_error(QUARK_EINVAL, "actor id must be 1..%d bytes (got %zu)", QUARK_ID_MAX,
+                        id_len);
+    size_t tn_len = type_name ? strlen(type_name) : 0;
+    if (type_name && !qk_type_name_valid(type_name, tn_len))
+        return qk_error(QUARK_EINVAL, "type name '%s' is invalid (1..%d printable ASCII "
+                        "characters, no spaces)", type_name, QUARK_TYPE_NAME_MAX);
+    quark_ref *r = calloc(1, sizeof *r + id_len + 1 + (type_name ? tn_len + 1 : 0));
+    if (!r)
+        return qk_error(QUARK_ENOMEM, "out of memory creating an actor reference");
+    r->client = c;
+    r->iface = iface;
+    r->id_len = (uint16_t)id_len;
+    memcpy(r->data, id, id_len + 1);
+    if (type_name) {
+        char *tn = r->data + id_len + 1;
+        memcpy(tn, type_name, tn_len + 1);
+        r->type_name = tn;
+        r->type_len = (uint32_t)tn_len;
+    } else {
+        r->type_name = iface->name;
+        r->type_len = (uint32_t)strlen(iface->name);
+    }
+    r->hash = qk_key_hash(qk_type_name_hash(r->type_name, r->type_len), id, id_len);
+    *out = r;
+    return QUARK_OK;
+}
+
+void quark_ref_free(quark_ref *r)
+{
+    free(r);
+}
+
+const char *quark_ref_id(const quark_ref *r)
+{
+    return r ? r->data : NULL;
+}
+
+const char *quark_ref_type_name(const quark_ref *r)
+{
+    return r ? r->type_name : NULL;
+}
+
+void quark_ref_set_deadline(quark_ref *r, uint32_t ms)
+{
+    if (r)
+        r->deadline_ms = ms;
+}

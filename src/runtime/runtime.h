@@ -1,0 +1,272 @@
+/*
+ * runtime.h - internal structures of the in-process runtime.
+ *
+ * The one idea: every activation is owned by exactly one worker thread, and
+ * everything about it (directory slot, mailbox, timers, deferred calls,
+ * deadlines) is touched only by that thread. Threads talk by moving qk_msg
+ * objects: a call travels to the callee's worker, its answer travels back
+ * (or, for callers outside any actor, completes right there).
+ *
+ * Exactly-once rule for calls: every CALL message is answered exactly once by
+ * the callee side (qk_answer: a reply, an error, a timeout, or ECLOSED at
+ * stop). The caller side may give up earlier (its own deadline), but it
+ * keeps the state the answer needs (waiter refcount, outcall record) until
+ * the answer arrives, so nothing is freed twice or written after free.
+ */
+#ifndef QK_RUNTIME_H
+#define QK_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "quark/quark.h"
+#include "core/arena.h"
+#include "core/common.h"
+#include "core/mpsc.h"
+#include "core/registry_internal.h"
+
+typedef struct qk_worker qk_worker;
+typedef struct qk_msg qk_msg;
+
+#define QK_CHAIN_MAX 64 /* deepest call chain carried (then ECYCLE) */
+
+/* One link of a call chain: turn `turn` of the activation hashed `act` is
+ * (transitively) waiting for this call. */
+typedef struct qk_chain_link {
+    uint64_t act;
+    uint32_t turn;
+    uint32_t pad_;
+} qk_chain_link;
+
+/* An entry of a worker's deadline heap (embedded in msgs and outcalls). */
+typedef struct qk_deadline {
+    uint64_t at_ms;
+    uint32_t idx;  /* position + 1 in the heap; 0 = not in it */
+    uint8_t kind;  /* QK_DL_MSG or QK_DL_OUTCALL */
+} qk_deadline;
+enum { QK_DL_MSG = 1, QK_DL_OUTCALL = 2 };
+
+/* Blocking caller: lives on the heap, two references (caller, answerer). */
+typedef struct qk_waiter {
+    _Atomic uint32_t state; /* 0 pending, 1 answered: also the futex word */
+    _Atomic uint32_t refs;
+    quark_err err;
+    char *errmsg;           /* malloc'd, or NULL */
+    uint8_t *reply;         /* malloc'd packed reply, or NULL */
+    size_t reply_len;
+} qk_waiter;
+
+/* A call an activation made; lives on the caller's worker until answered. */
+typedef struct qk_outcall {
+    qk_deadline dl;
+    quark_actor *caller;      /* NULL once the caller is gone (stop) */
+    quark__trampoline_fn tramp;
+    void (*fn)(void);
+    void *arg;
+    const ProtobufCMessageDescriptor *reply_desc;
+    uint32_t turn;            /* logical turn of the caller that made it */
+    uint16_t chain_len;
+    bool done;                /* the callback already ran (deadline) */
+    qk_chain_link chain[];    /* the caller's context chain */
+} qk_outcall;
+
+enum qk_msg_kind { QK_MSG_CALL = 1, QK_MSG_REPLY, QK_MSG_TASK };
+enum qk_reply_kind { QK_RK_NONE = 0, QK_RK_WAITER, QK_RK_CALLBACK, QK_RK_ACTOR };
+enum {
+    QK_MF_READ_ONLY = 1,  /* method flag copied at send */
+    QK_MF_DEFERRED = 2,   /* in its activation's deferred list */
+    QK_MF_ANSWERED = 4,   /* answered (deadline) but still held */
+    QK_MF_IN_MAILBOX = 8
+};
+
+typedef void (*qk_task_fn)(qk_worker *w, void *arg);
+
+struct qk_msg {
+    qk_mpsc_node qnode;       /* inbox link (atomic) */
+    qk_msg *next;             /* local queue / mailbox link */
+    qk_deadline dl;
+    uint8_t kind, rk, flags;
+    uint16_t method;
+    uint16_t chain_len;
+    uint16_t id_len;
+    uint32_t args_len;
+    int32_t err;              /* REPLY: the answer's code */
+    uint32_t turn;            /* CALL, deferred: the turn that deferred it */
+    uint64_t hash;            /* CALL: hash of (type, id) */
+    const qk_type_entry *type;
+    quark_actor *act;         /* CALL: the activation, once delivered */
+    qk_msg *dprev, *dnext;    /* deferred list */
+    union {
+        qk_waiter *waiter;
+        struct {
+            quark__trampoline_fn tramp;
+            void (*fn)(void);
+            void *arg;
+            const ProtobufCMessageDescriptor *desc;
+        } cb;
+        struct {
+            qk_outcall *oc;
+            qk_worker *w;     /* the caller's worker */
+        } actor;
+        struct {
+            qk_task_fn fn;
+            void *arg;
+        } task;
+    } r;
+    qk_chain_link *chain;     /* CALL: links (in data) */
+    char *id;                 /* CALL: NUL-terminated (in data); REPLY: errmsg */
+    uint8_t *args;            /* CALL: request; REPLY: packed reply */
+    _Alignas(16) unsigned char data[];
+};
+
+enum {
+    QK_AF_RUNNING = 1,     /* a turn is executing right now */
+    QK_AF_WAITING = 2,     /* a non-read-only turn deferred its reply */
+    QK_AF_DEACT_REQ = 4,   /* deactivate when idle */
+    QK_AF_READY = 8,       /* on the worker's ready list */
+    QK_AF_DEAD = 16
+};
+
+struct quark_timer {
+    uv_timer_t uv;
+    quark_actor *act;
+    quark_timer *next;     /* activation's timer list */
+    quark_timer_fn fn;
+    void *arg;
+    uint64_t period;
+    bool firing;           /* its tick is running */
+    bool stopped;
+};
+
+struct quark_actor {
+    quark_actor *lru_prev, *lru_next;
+    quark_actor *ready_next;
+    qk_msg *mb_head, *mb_tail;   /* mailbox */
+    qk_msg *deferred;            /* deferred calls not yet replied */
+    const qk_type_entry *type;
+    qk_worker *worker;
+    quark_timer *timers;
+    uint64_t hash;
+    uint64_t last_used_ms;
+    uint32_t turn_ctr;
+    uint32_t outcalls;           /* calls made and not yet answered */
+    uint16_t ro_waiting;         /* deferred read-only turns */
+    uint16_t id_len;
+    uint8_t flags;
+    char id[];                   /* then the state, 16-aligned */
+};
+
+/* The turn being run on a worker (NULL act: not inside a turn). */
+typedef struct qk_turn {
+    quark_actor *act;
+    qk_msg *msg;                 /* the call being handled (CALL turns) */
+    uint32_t turn;               /* logical turn id */
+    uint16_t chain_len;
+    const qk_chain_link *chain;  /* context chain of this turn */
+    bool deferred;               /* quark_actor_defer was called */
+    bool has_error;
+    char error[256];             /* message set by quark_actor_fail */
+} qk_turn;
+
+struct qk_worker {
+    qk_mpsc inbox;                /* from other threads */
+    _Atomic int sleeping;
+    char pad_[64];
+    quark_silo *silo;
+    unsigned index;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t dl_timer;
+    uv_timer_t idle_timer;
+    qk_msg *lq_head, *lq_tail;    /* local queue: same-thread sends */
+    quark_actor *ready_head, *ready_tail;
+    quark_actor **slots;          /* directory: open addressing */
+    size_t mask, count;
+    quark_actor *lru_head, *lru_tail;
+    qk_deadline **heap;           /* deadline min-heap */
+    size_t heap_len, heap_cap;
+    uint64_t dl_armed_ms;         /* when dl_timer fires, UINT64_MAX if not */
+    qk_arena arena;
+    qk_turn cur;
+    bool stopping;
+    bool exit_loop;
+};
+
+struct quark_silo {
+    quark_silo_opts opts;
+    unsigned nworkers;
+    qk_worker *workers;
+    quark_client *self_client;    /* what quark_actor_client returns */
+    _Atomic int state;            /* 0 created, 1 running, 2 stopping, 3 stopped */
+    uv_mutex_t lock;              /* start/stop only */
+};
+
+struct quark_client {
+    quark_silo *silo;             /* embedded: the silo it calls */
+    _Atomic int connected;
+    uint32_t default_deadline_ms;
+    quark_client_opts opts;
+};
+
+struct quark_ref {
+    quark_client *client;
+    const quark_interface *iface;
+    _Atomic(const qk_type_entry *) entry; /* resolved lazily, cached */
+    const char *type_name;        /* points into data or iface->name */
+    uint32_t type_len;
+    uint32_t deadline_ms;
+    uint64_t hash;
+    uint16_t id_len;
+    char data[];                  /* id NUL, then explicit type name NUL */
+};
+
+/* ---- worker.c ---- */
+extern _Thread_local qk_worker *qk_tls_worker;
+quark_err qk_workers_start(quark_silo *s);
+void qk_workers_stop(quark_silo *s);
+void qk_send(qk_worker *w, qk_msg *m);
+/* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker). */
+void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg);
+void qk_heap_insert(qk_worker *w, qk_deadline *d);
+void qk_heap_remove(qk_worker *w, qk_deadline *d);
+static inline unsigned qk_worker_of(const quark_silo *s, uint64_t hash)
+{
+    return (unsigned)(((hash >> 32) * (uint64_t)s->nworkers) >> 32);
+}
+
+/* ---- activation.c ---- */
+void qk_deliver(qk_worker *w, qk_msg *m);
+void qk_pump(qk_worker *w, quark_actor *a);
+void qk_deactivate_all(qk_worker *w);
+void qk_collect_idle(qk_worker *w, uint64_t now_ms);
+void qk_deadline_fire(qk_worker *w, qk_deadline *d);
+void qk_timer_fire(qk_worker *w, quark_timer *t);
+
+/* ---- call.c ---- */
+qk_msg *qk_msg_new(size_t extra);
+void qk_msg_free(qk_msg *m);
+/* Answer a CALL exactly once (see the rule above). Does not free it. */
+void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
+               const ProtobufCMessage *reply);
+/* Complete an outcall on its caller's worker (REPLY message or deadline). */
+void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err,
+                         const char *errmsg, const uint8_t *reply, size_t len);
+void qk_waiter_unref(qk_waiter *wt);
+/* activation.c: run an outcall's callback as a turn of its caller, then let
+ * the caller take its next message. */
+void qk_run_continuation(qk_worker *w, qk_outcall *oc, quark_err err, const char *errmsg,
+                         const ProtobufCMessage *reply);
+void qk_after_continuation(qk_worker *w, quark_actor *a);
+
+#include "core/hash.h"
+#define QK_KEY_SEED 0x6b65795f71726bull
+/* Hash of an actor key (type, id): places it on a worker (and, later, on a
+ * silo of the cluster). */
+static inline uint64_t qk_key_hash(uint64_t type_name_hash, const char *id, size_t len)
+{
+    return qk_hash(id, len, QK_KEY_SEED ^ type_name_hash);
+}
+
+#endif /* QK_RUNTIME_H */

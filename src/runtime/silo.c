@@ -1,0 +1,202 @@
+/*
+ * silo.c - silo lifecycle (create, start, stop) and diagnostics.
+ *
+ * Start launches the workers and connects the silo's own client (the one
+ * actors use to call others). Stop flips the state so new calls fail fast
+ * with QUARK_ECLOSED, then lets every worker deactivate its activations and
+ * answer what it still holds (see qk_workers_stop).
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+void quark_silo_opts_init(quark_silo_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->workers = 0;
+    o->idle_timeout_ms = 300000;
+    o->default_deadline_ms = 30000;
+}
+
+quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
+{
+    if (!out)
+        return qk_error(QUARK_EINVAL, "quark_silo_create: out is NULL");
+    *out = NULL;
+    quark_err rc = quark_registry_check();
+    if (rc != QUARK_OK)
+        return rc;
+    quark_silo *s = calloc(1, sizeof *s);
+    if (!s)
+        return qk_error(QUARK_ENOMEM, "out of memory creating a silo");
+    if (opts)
+        s->opts = *opts;
+    else
+        quark_silo_opts_init(&s->opts);
+    if (s->opts.idle_timeout_ms == 0)
+        s->opts.idle_timeout_ms = 300000;
+    if (s->opts.default_deadline_ms == 0)
+        s->opts.default_deadline_ms = 30000;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
+    if (s->nworkers > 1024) {
+        unsigned n = s->nworkers;
+        free(s);
+        return qk_error(QUARK_EINVAL, "quark_silo_create: %u workers is too many (max 1024)", n);
+    }
+    uv_mutex_init(&s->lock);
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.embedded = s;
+    co.default_deadline_ms = s->opts.default_deadline_ms;
+    rc = quark_client_create(&co, &s->self_client);
+    if (rc != QUARK_OK) {
+        uv_mutex_destroy(&s->lock);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return QUARK_OK;
+}
+
+quark_err quark_silo_start(quark_silo *s)
+{
+    if (!s)
+        return qk_error(QUARK_EINVAL, "quark_silo_start: silo is NULL");
+    uv_mutex_lock(&s->lock);
+    int st = atomic_load(&s->state);
+    if (st != 0) {
+        uv_mutex_unlock(&s->lock);
+        return qk_error(QUARK_EBUSY, "the silo was already %s", st == 1 ? "started" : "stopped");
+    }
+    quark_err rc = qk_workers_start(s);
+    if (rc == QUARK_OK) {
+        atomic_store(&s->state, 1);
+        atomic_store(&s->self_client->connected, 1);
+    }
+    uv_mutex_unlock(&s->lock);
+    return rc;
+}
+
+quark_err quark_silo_stop(quark_silo *s)
+{
+    if (!s)
+        return qk_error(QUARK_EINVAL, "quark_silo_stop: silo is NULL");
+    if (qk_tls_worker)
+        return qk_error(QUARK_EWOULDBLOCK, "quark_silo_stop must not be called from a "
+                        "worker thread (an actor or a callback)");
+    uv_mutex_lock(&s->lock);
+    if (atomic_load(&s->state) == 1) {
+        atomic_store(&s->state, 2);
+        qk_workers_stop(s);
+    }
+    atomic_store(&s->state, 3);
+    uv_mutex_unlock(&s->lock);
+    return QUARK_OK;
+}
+
+void quark_silo_free(quark_silo *s)
+{
+    if (!s)
+        return;
+    quark_silo_stop(s);
+    quark_client_free(s->self_client);
+    uv_mutex_destroy(&s->lock);
+    free(s);
+}
+
+/* ---- diagnostics ---- */
+
+typedef struct qk_diag {
+    const char *type_name; /* filter, or NULL */
+    size_t count;
+    /* listing: "type\0id\0" pairs */
+    char *buf;
+    size_t len, cap;
+    int oom;
+} qk_diag;
+
+static void diag_append(qk_diag *d, const char *s, size_t n)
+{
+    if (d->len + n + 1 > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 4096;
+        while (cap < d->len + n + 1)
+            cap *= 2;
+        char *b = realloc(d->buf, cap);
+        if (!b) {
+            d->oom = 1;
+            return;
+        }
+        d->buf = b;
+        d->cap = cap;
+    }
+    memcpy(d->buf + d->len, s, n);
+    d->buf[d->len + n] = '\0';
+    d->len += n + 1;
+}
+
+static void walk(qk_worker *w, qk_diag *d, int list)
+{
+    for (size_t i = 0; i <= w->mask; i++) {
+        quark_actor *a = w->slots[i];
+        if (!a || (d->type_name && strcmp(a->type->name, d->type_name) != 0))
+            continue;
+        d->count++;
+        if (list && !d->oom) {
+            diag_append(d, a->type->name, a->type->name_len);
+            diag_append(d, a->id, a->id_len);
+        }
+    }
+}
+
+static void count_task(qk_worker *w, void *arg)
+{
+    walk(w, arg, 0);
+}
+
+static void list_task(qk_worker *w, void *arg)
+{
+    walk(w, arg, 1);
+}
+
+size_t quark_silo_activation_count(quark_silo *s, const char *type_name)
+{
+    if (!s || qk_tls_worker || atomic_load(&s->state) != 1)
+        return 0;
+    qk_diag d = {.type_name = type_name};
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], count_task, &d);
+    return d.count;
+}
+
+quark_err quark_silo_list_activations(quark_silo *s, const char *type_name,
+                                      quark_activation_fn fn, void *arg)
+{
+    if (!s || !fn)
+        return qk_error(QUARK_EINVAL, "quark_silo_list_activations: %s is NULL",
+                        !s ? "silo" : "fn");
+    if (qk_tls_worker)
+        return qk_error(QUARK_EWOULDBLOCK, "quark_silo_list_activations must not be called "
+                        "from a worker thread");
+    if (atomic_load(&s->state) != 1)
+        return qk_error(QUARK_ECLOSED, "the silo is not running");
+    qk_diag d = {.type_name = type_name};
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], list_task, &d);
+    if (d.oom) {
+        free(d.buf);
+        return qk_error(QUARK_ENOMEM, "out of memory listing activations");
+    }
+    for (size_t off = 0; off < d.len;) {
+        const char *t = d.buf + off;
+        off += strlen(t) + 1;
+        const char *id = d.buf + off;
+        off += strlen(id) + 1;
+        fn(t, id, arg);
+    }
+    free(d.buf);
+    return QUARK_OK;
+}

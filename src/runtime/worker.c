@@ -1,0 +1,386 @@
+/*
+ * worker.c - worker threads: the loop, message passing, the deadline heap.
+ *
+ * Each worker runs a libuv loop (timers now, sockets later). Messages from
+ * other threads arrive on a lock-free MPSC inbox; messages a worker sends to
+ * itself go on a plain local queue. Before blocking in the loop a worker spins
+ * briefly, then announces `sleeping` and re-checks its inbox; a sender pushes
+ * and then reads `sleeping`, waking the loop through uv_async only when the
+ * worker really sleeps (both sides seq_cst: one of them sees the other).
+ */
+#include <stdlib.h>
+
+#include "runtime.h"
+
+_Thread_local qk_worker *qk_tls_worker;
+
+#define QK_SPIN_ITERS 2000  /* ~20-50 us of polling before sleeping */
+#define QK_BATCH 256        /* messages handled between loop polls */
+
+void qk_send(qk_worker *w, qk_msg *m)
+{
+    if (qk_tls_worker == w) {
+        m->next = NULL;
+        if (w->lq_tail)
+            w->lq_tail->next = m;
+        else
+            w->lq_head = m;
+        w->lq_tail = m;
+        return;
+    }
+    qk_mpsc_push(&w->inbox, &m->qnode);
+    if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst))
+        uv_async_send(&w->wake);
+}
+
+static qk_msg *next_msg(qk_worker *w)
+{
+    qk_msg *m = w->lq_head;
+    if (m) {
+        w->lq_head = m->next;
+        if (!w->lq_head)
+            w->lq_tail = NULL;
+        return m;
+    }
+    qk_mpsc_node *n = qk_mpsc_pop(&w->inbox);
+    return n ? QK_CONTAINER_OF(n, qk_msg, qnode) : NULL;
+}
+
+/* Handle up to QK_BATCH messages and ready activations; returns how many. */
+static int run_batch(qk_worker *w)
+{
+    int n = 0;
+    while (n < QK_BATCH) {
+        qk_msg *m = next_msg(w);
+        if (!m) {
+            quark_actor *a = w->ready_head;
+            if (!a)
+                break;
+            w->ready_head = a->ready_next;
+            if (!w->ready_head)
+                w->ready_tail = NULL;
+            a->flags &= (uint8_t)~QK_AF_READY;
+            qk_pump(w, a);
+            n++;
+            continue;
+        }
+        qk_deliver(w, m);
+        n++;
+    }
+    return n;
+}
+
+static int has_work(qk_worker *w)
+{
+    return w->lq_head || w->ready_head || !qk_mpsc_empty(&w->inbox);
+}
+
+static void on_wake(uv_async_t *h)
+{
+    (void)h; /* the loop in worker_main drains the inbox */
+}
+
+/* ---- deadline heap (min-heap on at_ms) ---- */
+
+static void heap_set(qk_worker *w, size_t i, qk_deadline *d)
+{
+    w->heap[i] = d;
+    d->idx = (uint32_t)i + 1;
+}
+
+static void heap_up(qk_worker *w, size_t i)
+{
+    qk_deadline *d = w->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (w->heap[p]->at_ms <= d->at_ms)
+            break;
+        heap_set(w, i, w->heap[p]);
+        i = p;
+    }
+    heap_set(w, i, d);
+}
+
+static void heap_down(qk_worker *w, size_t i)
+{
+    qk_deadline *d = w->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= w->heap_len)
+            break;
+        if (c + 1 < w->heap_len && w->heap[c + 1]->at_ms < w->heap[c]->at_ms)
+            c++;
+        if (w->heap[c]->at_ms >= d->at_ms)
+            break;
+        heap_set(w, i, w->heap[c]);
+        i = c;
+    }
+    heap_set(w, i, d);
+}
+
+static void arm_dl_timer(qk_worker *w, uint64_t at_ms);
+
+void qk_heap_insert(qk_worker *w, qk_deadline *d)
+{
+    if (d->idx)
+        return;
+    if (w->heap_len == w->heap_cap) {
+        size_t cap = w->heap_cap ? w->heap_cap * 2 : 64;
+        qk_deadline **h = realloc(w->heap, cap * sizeof *h);
+        if (!h)
+            return; /* no deadline tracking under OOM; answers still come */
+        w->heap = h;
+        w->heap_cap = cap;
+    }
+    w->heap[w->heap_len++] = d;
+    heap_up(w, w->heap_len - 1);
+    if (d->at_ms < w->dl_armed_ms)
+        arm_dl_timer(w, d->at_ms);
+}
+
+void qk_heap_remove(qk_worker *w, qk_deadline *d)
+{
+    if (!d->idx)
+        return;
+    size_t i = d->idx - 1;
+    d->idx = 0;
+    qk_deadline *last = w->heap[--w->heap_len];
+    if (i == w->heap_len)
+        return;
+    w->heap[i] = last;
+    last->idx = (uint32_t)i + 1;
+    heap_up(w, i);
+    heap_down(w, last->idx - 1);
+}
+
+static void on_dl_timer(uv_timer_t *t)
+{
+    qk_worker *w = t->data;
+    w->dl_armed_ms = UINT64_MAX;
+    uint64_t now = qk_now_ms_coarse();
+    while (w->heap_len && w->heap[0]->at_ms <= now) {
+        qk_deadline *d = w->heap[0];
+        qk_heap_remove(w, d);
+        qk_deadline_fire(w, d);
+    }
+    if (w->heap_len)
+        arm_dl_timer(w, w->heap[0]->at_ms);
+}
+
+static void arm_dl_timer(qk_worker *w, uint64_t at_ms)
+{
+    uint64_t now = qk_now_ms_coarse();
+    w->dl_armed_ms = at_ms;
+    /* +5 ms: the coarse clock steps by up to 4 ms. */
+    uv_timer_start(&w->dl_timer, on_dl_timer, at_ms > now ? at_ms - now + 5 : 1, 0);
+}
+
+/* ---- idle collection ---- */
+
+static void on_idle_timer(uv_timer_t *t)
+{
+    qk_worker *w = t->data;
+    qk_collect_idle(w, qk_now_ms_coarse());
+}
+
+/* ---- the thread ---- */
+
+static void worker_main(void *arg)
+{
+    qk_worker *w = arg;
+    qk_tls_worker = w;
+    while (!w->exit_loop) {
+        if (run_batch(w) > 0) {
+            uv_run(&w->loop, UV_RUN_NOWAIT);
+            continue;
+        }
+        int spins = 0;
+        while (spins < QK_SPIN_ITERS && !has_work(w)) {
+            qk_cpu_relax();
+            spins++;
+        }
+        if (has_work(w))
+            continue;
+        atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+        if (has_work(w)) {
+            atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+            continue;
+        }
+        uv_run(&w->loop, UV_RUN_ONCE);
+        atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+    }
+    qk_tls_worker = NULL;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void worker_destroy(qk_worker *w)
+{
+    uv_close((uv_handle_t *)&w->wake, close_cb);
+    uv_close((uv_handle_t *)&w->dl_timer, close_cb);
+    uv_close((uv_handle_t *)&w->idle_timer, close_cb);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    free(w->slots);
+    free(w->heap);
+    qk_arena_destroy(&w->arena);
+}
+
+static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
+{
+    memset(w, 0, sizeof *w);
+    w->silo = s;
+    w->index = index;
+    qk_mpsc_init(&w->inbox);
+    if (uv_loop_init(&w->loop) != 0)
+        return -1;
+    uv_async_init(&w->loop, &w->wake, on_wake);
+    uv_timer_init(&w->loop, &w->dl_timer);
+    uv_timer_init(&w->loop, &w->idle_timer);
+    w->dl_timer.data = w;
+    w->idle_timer.data = w;
+    w->dl_armed_ms = UINT64_MAX;
+    w->mask = 63;
+    w->slots = calloc(w->mask + 1, sizeof *w->slots);
+    qk_arena_init(&w->arena, 16384);
+    if (!w->slots || !w->arena.chunks)
+        return -1;
+    uint64_t every = s->opts.idle_timeout_ms / 4;
+    if (every < 10)
+        every = 10;
+    if (every > 30000)
+        every = 30000;
+    uv_timer_start(&w->idle_timer, on_idle_timer, every, every);
+    return 0;
+}
+
+quark_err qk_workers_start(quark_silo *s)
+{
+    s->workers = calloc(s->nworkers, sizeof *s->workers);
+    if (!s->workers)
+        return qk_error(QUARK_ENOMEM, "out of memory creating %u workers", s->nworkers);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (worker_init(s, &s->workers[i], i) != 0) {
+            for (unsigned j = 0; j <= i; j++)
+                worker_destroy(&s->workers[j]);
+            free(s->workers);
+            s->workers = NULL;
+            return qk_error(QUARK_ENOMEM, "could not initialise worker %u", i);
+        }
+    }
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        if (uv_thread_create(&s->workers[i].thread, worker_main, &s->workers[i]) != 0) {
+            /* Stop the ones already running, then give everything back. */
+            for (unsigned j = 0; j < i; j++)
+                qk_run_on(&s->workers[j], NULL, NULL);
+            for (unsigned j = 0; j < s->nworkers; j++) {
+                if (j < i)
+                    uv_thread_join(&s->workers[j].thread);
+                worker_destroy(&s->workers[j]);
+            }
+            free(s->workers);
+            s->workers = NULL;
+            return qk_error(QUARK_ENOMEM, "could not start worker thread %u", i);
+        }
+    }
+    return QUARK_OK;
+}
+
+/* ---- running a task on a worker and waiting for it ---- */
+
+typedef struct qk_task_sync {
+    qk_task_fn fn;
+    void *arg;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+} qk_task_sync;
+
+static void task_trampoline(qk_worker *w, void *arg)
+{
+    qk_task_sync *ts = arg;
+    if (ts->fn)
+        ts->fn(w, ts->arg);
+    else
+        w->exit_loop = true; /* fn NULL: leave the loop */
+    uv_mutex_lock(&ts->mu);
+    ts->done = 1;
+    uv_cond_signal(&ts->cv);
+    uv_mutex_unlock(&ts->mu);
+}
+
+void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg)
+{
+    qk_task_sync ts = {.fn = fn, .arg = arg};
+    uv_mutex_init(&ts.mu);
+    uv_cond_init(&ts.cv);
+    qk_msg *m = qk_msg_new(0);
+    if (!m) {
+        uv_mutex_destroy(&ts.mu);
+        uv_cond_destroy(&ts.cv);
+        return;
+    }
+    m->kind = QK_MSG_TASK;
+    m->r.task.fn = task_trampoline;
+    m->r.task.arg = &ts;
+    qk_send(w, m);
+    uv_mutex_lock(&ts.mu);
+    while (!ts.done)
+        uv_cond_wait(&ts.cv, &ts.mu);
+    uv_mutex_unlock(&ts.mu);
+    uv_mutex_destroy(&ts.mu);
+    uv_cond_destroy(&ts.cv);
+}
+
+/* ---- stopping ---- */
+
+static void stop_task(qk_worker *w, void *arg)
+{
+    (void)arg;
+    w->stopping = true;
+    qk_deactivate_all(w);
+}
+
+/* Answer whatever is still queued once all threads are gone. Answers may
+ * produce REPLY messages for other workers' inboxes: loop until all are
+ * empty. Runs on the stopping thread, which plays each worker in turn. */
+static void drain_after_join(quark_silo *s)
+{
+    int again = 1;
+    while (again) {
+        again = 0;
+        for (unsigned i = 0; i < s->nworkers; i++) {
+            qk_worker *w = &s->workers[i];
+            qk_tls_worker = w;
+            qk_msg *m;
+            while ((m = next_msg(w)) != NULL) {
+                qk_deliver(w, m);
+                again = 1;
+            }
+            qk_tls_worker = NULL;
+        }
+    }
+}
+
+void qk_workers_stop(quark_silo *s)
+{
+    if (!s->workers)
+        return;
+    /* Phase 1: every worker deactivates its activations (hooks run there)
+     * and from then on answers calls with QUARK_ECLOSED. */
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], stop_task, NULL);
+    /* Phase 2: leave the loops and join. */
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], NULL, NULL);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        uv_thread_join(&s->workers[i].thread);
+    drain_after_join(s);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        worker_destroy(&s->workers[i]);
+    free(s->workers);
+    s->workers = NULL;
+}

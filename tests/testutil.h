@@ -1,0 +1,79 @@
+/*
+ * testutil.h - small helpers shared by the C tests: waiting for a condition
+ * (never sleeping a fixed time and hoping), and silo/client set-up.
+ */
+#ifndef QUARK_TESTUTIL_H
+#define QUARK_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include <quark/quark.h>
+
+static inline uint64_t tu_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline void tu_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Poll `cond` every millisecond for up to `ms`; true if it became true. Long
+ * limits: a slow machine must not fail a test, only a broken one. */
+#define TU_WAIT_UNTIL(cond, ms)                                  \
+    ({                                                           \
+        uint64_t tu_end_ = tu_now_ms() + (ms);                   \
+        int tu_ok_ = 0;                                          \
+        while (!(tu_ok_ = !!(cond)) && tu_now_ms() < tu_end_)    \
+            tu_sleep_ms(1);                                      \
+        tu_ok_;                                                  \
+    })
+
+/* assert_int_equal with quark_last_error() shown on failure. */
+#define TU_OK(expr)                                                                  \
+    do {                                                                             \
+        quark_err tu_rc_ = (expr);                                                   \
+        if (tu_rc_ != QUARK_OK)                                                      \
+            fail_msg("%s -> %s: %s", #expr, quark_errname(tu_rc_), quark_last_error()); \
+    } while (0)
+
+typedef struct tu_env {
+    quark_silo *silo;
+    quark_client *client;
+} tu_env;
+
+static inline void tu_env_start(tu_env *e, unsigned workers, uint32_t idle_ms)
+{
+    quark_silo_opts so;
+    quark_silo_opts_init(&so);
+    so.workers = workers;
+    if (idle_ms)
+        so.idle_timeout_ms = idle_ms;
+    TU_OK(quark_silo_create(&so, &e->silo));
+    TU_OK(quark_silo_start(e->silo));
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.embedded = e->silo;
+    TU_OK(quark_client_create(&co, &e->client));
+    TU_OK(quark_client_connect(e->client));
+}
+
+static inline void tu_env_stop(tu_env *e)
+{
+    quark_client_free(e->client);
+    TU_OK(quark_silo_stop(e->silo));
+    quark_silo_free(e->silo);
+}
+
+#endif
