@@ -10,6 +10,7 @@
  *          [bytes_per_activation=<n>]
  * Latency is taken per call with the monotonic clock, from issue to reply.
  */
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +121,8 @@ typedef struct bench {
     quark_client *client;
     atomic_long next_id;
     atomic_int finished;
+    int nslots;
+    sem_t all_done;   /* posted by the last slot: the main thread sleeps, no polling */
     Quark__Examples__IncrementRequest req;
 } bench;
 
@@ -137,8 +140,8 @@ static void on_reply(quark_err err, const char *errmsg, const Quark__Examples__C
     s->lat[s->done++] = (uint32_t)(now_ns() - s->start);
     if (s->done < s->quota)
         issue(s);
-    else
-        atomic_fetch_add(&s->b->finished, 1);
+    else if (atomic_fetch_add(&s->b->finished, 1) + 1 == s->b->nslots)
+        sem_post(&s->b->all_done);
 }
 
 static void issue(slot *s)
@@ -202,6 +205,8 @@ static void run_async(quark_silo *silo, quark_client *c, const opts *o, int fres
         }
     }
     int n = o->inflight;
+    b.nslots = n;
+    sem_init(&b.all_done, 0, 0);
     slot *slots = calloc((size_t)n, sizeof *slots);
     uint32_t *lat = malloc(sizeof *lat * (size_t)o->calls);
     long per = o->calls / n, extra = o->calls % n, off = 0;
@@ -217,10 +222,10 @@ static void run_async(quark_silo *silo, quark_client *c, const opts *o, int fres
     for (int i = 0; i < n; i++)
         if (slots[i].quota)
             issue(&slots[i]);
-        else
-            atomic_fetch_add(&b.finished, 1);
-    while (atomic_load(&b.finished) < n)
-        usleep(200);
+        else if (atomic_fetch_add(&b.finished, 1) + 1 == n)
+            sem_post(&b.all_done);
+    while (sem_wait(&b.all_done) != 0)
+        ;
     double secs = (now_ns() - t0) / 1e9;
     long bytes_per_act = -1;
     if (fresh) {

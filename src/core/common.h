@@ -20,6 +20,10 @@
 #define QK_UNUSED(x) ((void)(x))
 #define QK_CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+/* Thread-locals of libquark: initial-exec, so reading one is a plain
+ * %fs-relative load instead of a __tls_get_addr call (libquark is linked
+ * into programs, not dlopen'ed late; glibc keeps static TLS room for it). */
+#define QK_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 #define QK_ALIGN_UP(n, a) (((n) + ((a) - 1)) & ~((size_t)(a) - 1))
 
 /* Monotonic nanoseconds (vDSO, ~20 ns). */

@@ -57,7 +57,7 @@ const char *quark_errname(quark_err err)
     return "QUARK_E?";
 }
 
-static _Thread_local char qk_last_msg[512];
+static QK_TLS char qk_last_msg[512];
 
 const char *quark_last_error(void)
 {

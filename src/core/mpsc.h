@@ -38,6 +38,16 @@ static inline void qk_mpsc_push(qk_mpsc *q, qk_mpsc_node *n)
     atomic_store_explicit(&prev->next, n, memory_order_release);
 }
 
+/* Push a chain first..last already linked through `next` (relaxed stores are
+ * enough: the release store below publishes them): one exchange for many
+ * messages. */
+static inline void qk_mpsc_push_chain(qk_mpsc *q, qk_mpsc_node *first, qk_mpsc_node *last)
+{
+    atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+    qk_mpsc_node *prev = atomic_exchange_explicit(&q->head, last, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+}
+
 /* Consumer only. NULL when empty (or a producer is mid-push: retry). */
 static inline qk_mpsc_node *qk_mpsc_pop(qk_mpsc *q)
 {

@@ -329,7 +329,7 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
 {
     const quark_interface *ifc = a->type->iface;
     m->act = a;
-    lru_touch(w, a, qk_now_ms_coarse()); /* calls, not timer ticks, count as use */
+    lru_touch(w, a, qk_worker_now_ms(w)); /* calls, not timer ticks, count as use */
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
     ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
     bool deferred = w->cur.deferred;
@@ -508,14 +508,9 @@ void qk_collect_idle(qk_worker *w, uint64_t now)
 
 void qk_deactivate_all(qk_worker *w)
 {
-    while (w->count) {
-        for (size_t i = 0; i <= w->mask; i++) {
-            if (w->slots[i]) {
-                destroy(w, w->slots[i], false);
-                break; /* the table may have shrunk: rescan */
-            }
-        }
-    }
+    /* Every activation is on the LRU list: O(n), however big the table. */
+    while (w->lru_head)
+        destroy(w, w->lru_head, false);
     /* Answer what is still in the local queue (the inbox drains normally). */
     qk_msg *m;
     while ((m = w->lq_head) != NULL) {
@@ -538,6 +533,7 @@ void qk_timer_fire(qk_worker *w, quark_timer *t)
     quark_actor *a = t->act;
     if (t->stopped)
         return;
+    w->now_ms = qk_now_ms_coarse(); /* the loop may have slept: calls made here need it */
     turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
     t->firing = true;
     t->fn(a, t->arg);

@@ -21,17 +21,47 @@
 
 #define QK_WAIT_SPINS 4000 /* polls before a blocking caller sleeps */
 
+/* Messages up to QK_MSG_SMALL bytes (almost all calls and replies) are
+ * recycled through the current worker's free list: allocated on one worker
+ * and freed on another, they would overflow glibc's per-thread caches and
+ * take its slow path on every call. */
+#define QK_MSG_SMALL 320
+#define QK_MSG_FREE_MAX 4096
+
 qk_msg *qk_msg_new(size_t extra)
 {
-    qk_msg *m = malloc(sizeof *m + extra);
-    if (QK_LIKELY(m != NULL)) {
+    size_t size = sizeof(qk_msg) + extra;
+    qk_worker *w = qk_tls_worker;
+    qk_msg *m;
+    if (size <= QK_MSG_SMALL) {
+        if (w && w->msg_free) {
+            m = w->msg_free;
+            w->msg_free = m->next;
+            w->msg_free_n--;
+        } else {
+            m = malloc(QK_MSG_SMALL);
+        }
+        if (QK_UNLIKELY(!m))
+            return NULL;
         memset(m, 0, sizeof *m);
+        m->pooled = 1;
+        return m;
     }
+    m = malloc(size);
+    if (QK_LIKELY(m != NULL))
+        memset(m, 0, sizeof *m);
     return m;
 }
 
 void qk_msg_free(qk_msg *m)
 {
+    qk_worker *w = qk_tls_worker;
+    if (m->pooled && w && w->msg_free_n < QK_MSG_FREE_MAX) {
+        m->next = w->msg_free;
+        w->msg_free = m;
+        w->msg_free_n++;
+        return;
+    }
     free(m);
 }
 
@@ -104,7 +134,7 @@ static void answer_actor(qk_worker *w, qk_msg *m, quark_err err, const char *err
 void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
                const ProtobufCMessage *reply)
 {
-    if (err == QUARK_OK && m->dl.at_ms && qk_now_ms_coarse() > m->dl.at_ms) {
+    if (err == QUARK_OK && m->dl.at_ms && qk_worker_now_ms(w) > m->dl.at_ms) {
         err = QUARK_ETIMEDOUT;
         errmsg = "deadline exceeded: the reply came after the call's deadline and was dropped";
     }
@@ -130,13 +160,16 @@ void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
         break;
     }
     case QK_RK_CALLBACK: {
-        /* Run the caller's callback here, outside the callee's turn. */
-        qk_turn saved = w->cur;
+        /* Run the caller's callback here, outside the callee's turn: with
+         * no current activation, nothing it does touches the turn state. */
+        quark_actor *act = w->cur.act;
+        qk_msg *cur = w->cur.msg;
         w->cur.act = NULL;
         w->cur.msg = NULL;
         m->r.cb.tramp(m->r.cb.fn, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)),
                       err == QUARK_OK ? reply : NULL, m->r.cb.arg);
-        w->cur = saved;
+        w->cur.act = act;
+        w->cur.msg = cur;
         break;
     }
     case QK_RK_ACTOR:
@@ -227,7 +260,8 @@ static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned 
     p->silo = s;
     p->entry = e;
     uint32_t dl = ref->deadline_ms ? ref->deadline_ms : c->default_deadline_ms;
-    p->deadline_ms = qk_now_ms_coarse() + dl;
+    qk_worker *self = qk_tls_worker;
+    p->deadline_ms = (self ? qk_worker_now_ms(self) : qk_now_ms_coarse()) + dl;
     return QUARK_OK;
 }
 

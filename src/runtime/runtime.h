@@ -82,11 +82,18 @@ enum {
 
 typedef void (*qk_task_fn)(qk_worker *w, void *arg);
 
+/* Messages one worker has for another, published in one exchange. */
+typedef struct qk_outq {
+    qk_mpsc_node *first, *last;
+    unsigned n;
+    bool dirty;   /* listed in the worker's dirty array */
+} qk_outq;
+
 struct qk_msg {
     qk_mpsc_node qnode;       /* inbox link (atomic) */
     qk_msg *next;             /* local queue / mailbox link */
     qk_deadline dl;
-    uint8_t kind, rk, flags;
+    uint8_t kind, rk, flags, pooled;
     uint16_t method;
     uint16_t chain_len;
     uint16_t id_len;
@@ -181,6 +188,9 @@ struct qk_worker {
     uv_timer_t dl_timer;
     uv_timer_t idle_timer;
     qk_msg *lq_head, *lq_tail;    /* local queue: same-thread sends */
+    struct qk_outq *out;          /* per target worker: sends not yet published */
+    unsigned *dirty;              /* targets with a pending chain */
+    unsigned ndirty;
     quark_actor *ready_head, *ready_tail;
     quark_actor **slots;          /* directory: open addressing */
     size_t mask, count;
@@ -188,10 +198,14 @@ struct qk_worker {
     qk_deadline **heap;           /* deadline min-heap */
     size_t heap_len, heap_cap;
     uint64_t dl_armed_ms;         /* when dl_timer fires, UINT64_MAX if not */
+    uint64_t now_ms;              /* coarse clock, refreshed every batch */
     qk_arena arena;
+    qk_msg *msg_free;             /* recycled small messages */
+    unsigned msg_free_n;
     qk_turn cur;
     bool stopping;
     bool exit_loop;
+    bool flip;                    /* next_msg: which queue to try first */
 };
 
 struct quark_silo {
@@ -223,14 +237,22 @@ struct quark_ref {
 };
 
 /* ---- worker.c ---- */
-extern _Thread_local qk_worker *qk_tls_worker;
+extern QK_TLS qk_worker *qk_tls_worker;
 quark_err qk_workers_start(quark_silo *s);
 void qk_workers_stop(quark_silo *s);
 void qk_send(qk_worker *w, qk_msg *m);
+/* Publish the calling worker's batched sends (see worker.c). */
+void qk_flush(qk_worker *self);
 /* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker). */
 void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg);
 void qk_heap_insert(qk_worker *w, qk_deadline *d);
 void qk_heap_remove(qk_worker *w, qk_deadline *d);
+/* The worker's idea of now (ms): refreshed before every batch of messages,
+ * so a busy worker reads the clock once per batch, not three times a call. */
+static inline uint64_t qk_worker_now_ms(const qk_worker *w)
+{
+    return w->now_ms;
+}
 static inline unsigned qk_worker_of(const quark_silo *s, uint64_t hash)
 {
     return (unsigned)(((hash >> 32) * (uint64_t)s->nworkers) >> 32);

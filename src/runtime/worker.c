@@ -7,19 +7,53 @@
  * briefly, then announces `sleeping` and re-checks its inbox; a sender pushes
  * and then reads `sleeping`, waking the loop through uv_async only when the
  * worker really sleeps (both sides seq_cst: one of them sees the other).
+ *
+ * A worker batches what it sends to other workers: messages collect in a
+ * per-target chain while it works and are published with one atomic exchange
+ * (and at most one wake-up) per target when the batch ends, the chain gets
+ * long, or the worker runs out of work. Cross-thread cost is then paid per
+ * batch, not per call.
  */
 #include <stdlib.h>
 
 #include "runtime.h"
 
-_Thread_local qk_worker *qk_tls_worker;
+QK_TLS qk_worker *qk_tls_worker;
 
 #define QK_SPIN_ITERS 2000  /* ~20-50 us of polling before sleeping */
 #define QK_BATCH 256        /* messages handled between loop polls */
+#define QK_OUT_MAX 32       /* publish a target's chain once this long */
+
+static void publish(qk_worker *target, qk_mpsc_node *first, qk_mpsc_node *last)
+{
+    qk_mpsc_push_chain(&target->inbox, first, last);
+    if (atomic_load_explicit(&target->sleeping, memory_order_seq_cst))
+        uv_async_send(&target->wake);
+}
+
+static void flush_one(qk_worker *self, unsigned t)
+{
+    qk_outq *q = &self->out[t];
+    if (q->n) {
+        publish(&self->silo->workers[t], q->first, q->last);
+        q->first = q->last = NULL;
+        q->n = 0;
+    }
+}
+
+void qk_flush(qk_worker *self)
+{
+    for (unsigned i = 0; i < self->ndirty; i++) {
+        flush_one(self, self->dirty[i]);
+        self->out[self->dirty[i]].dirty = false;
+    }
+    self->ndirty = 0;
+}
 
 void qk_send(qk_worker *w, qk_msg *m)
 {
-    if (qk_tls_worker == w) {
+    qk_worker *self = qk_tls_worker;
+    if (self == w) {
         m->next = NULL;
         if (w->lq_tail)
             w->lq_tail->next = m;
@@ -28,28 +62,65 @@ void qk_send(qk_worker *w, qk_msg *m)
         w->lq_tail = m;
         return;
     }
-    qk_mpsc_push(&w->inbox, &m->qnode);
-    if (atomic_load_explicit(&w->sleeping, memory_order_seq_cst))
-        uv_async_send(&w->wake);
+    if (self && self->silo == w->silo && self->out) {
+        qk_outq *q = &self->out[w->index];
+        atomic_store_explicit(&m->qnode.next, NULL, memory_order_relaxed);
+        if (q->n == 0) {
+            q->first = &m->qnode;
+            if (!q->dirty) {
+                q->dirty = true;
+                self->dirty[self->ndirty++] = w->index;
+            }
+        } else {
+            atomic_store_explicit(&q->last->next, &m->qnode, memory_order_relaxed);
+        }
+        q->last = &m->qnode;
+        if (++q->n >= QK_OUT_MAX)
+            flush_one(self, w->index); /* stays listed in dirty */
+        return;
+    }
+    publish(w, &m->qnode, &m->qnode);
 }
 
-static qk_msg *next_msg(qk_worker *w)
+static qk_msg *pop_local(qk_worker *w)
 {
     qk_msg *m = w->lq_head;
     if (m) {
         w->lq_head = m->next;
         if (!w->lq_head)
             w->lq_tail = NULL;
-        return m;
     }
+    return m;
+}
+
+static qk_msg *pop_inbox(qk_worker *w)
+{
     qk_mpsc_node *n = qk_mpsc_pop(&w->inbox);
     return n ? QK_CONTAINER_OF(n, qk_msg, qnode) : NULL;
+}
+
+/* Alternate between the local queue and the inbox: a worker whose own calls
+ * keep its local queue full must not starve the other threads' messages
+ * (their senders would sit idle waiting for the answers). */
+static qk_msg *next_msg(qk_worker *w)
+{
+    qk_msg *m;
+    w->flip = !w->flip;
+    if (w->flip) {
+        if ((m = pop_inbox(w)) != NULL)
+            return m;
+        return pop_local(w);
+    }
+    if ((m = pop_local(w)) != NULL)
+        return m;
+    return pop_inbox(w);
 }
 
 /* Handle up to QK_BATCH messages and ready activations; returns how many. */
 static int run_batch(qk_worker *w)
 {
     int n = 0;
+    w->now_ms = qk_now_ms_coarse();
     while (n < QK_BATCH) {
         qk_msg *m = next_msg(w);
         if (!m) {
@@ -157,7 +228,7 @@ static void on_dl_timer(uv_timer_t *t)
 {
     qk_worker *w = t->data;
     w->dl_armed_ms = UINT64_MAX;
-    uint64_t now = qk_now_ms_coarse();
+    uint64_t now = w->now_ms = qk_now_ms_coarse();
     while (w->heap_len && w->heap[0]->at_ms <= now) {
         qk_deadline *d = w->heap[0];
         qk_heap_remove(w, d);
@@ -180,7 +251,8 @@ static void arm_dl_timer(qk_worker *w, uint64_t at_ms)
 static void on_idle_timer(uv_timer_t *t)
 {
     qk_worker *w = t->data;
-    qk_collect_idle(w, qk_now_ms_coarse());
+    w->now_ms = qk_now_ms_coarse();
+    qk_collect_idle(w, w->now_ms);
 }
 
 /* ---- the thread ---- */
@@ -189,9 +261,13 @@ static void worker_main(void *arg)
 {
     qk_worker *w = arg;
     qk_tls_worker = w;
+    w->now_ms = qk_now_ms_coarse();
     while (!w->exit_loop) {
-        if (run_batch(w) > 0) {
+        int n = run_batch(w);
+        qk_flush(w);
+        if (n > 0) {
             uv_run(&w->loop, UV_RUN_NOWAIT);
+            qk_flush(w);
             continue;
         }
         int spins = 0;
@@ -208,6 +284,7 @@ static void worker_main(void *arg)
         }
         uv_run(&w->loop, UV_RUN_ONCE);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+        qk_flush(w);
     }
     qk_tls_worker = NULL;
 }
@@ -226,6 +303,13 @@ static void worker_destroy(qk_worker *w)
     uv_loop_close(&w->loop);
     free(w->slots);
     free(w->heap);
+    free(w->out);
+    free(w->dirty);
+    while (w->msg_free) {
+        qk_msg *m = w->msg_free;
+        w->msg_free = m->next;
+        free(m);
+    }
     qk_arena_destroy(&w->arena);
 }
 
@@ -245,8 +329,10 @@ static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
     w->dl_armed_ms = UINT64_MAX;
     w->mask = 63;
     w->slots = calloc(w->mask + 1, sizeof *w->slots);
+    w->out = calloc(s->nworkers, sizeof *w->out);
+    w->dirty = calloc(s->nworkers, sizeof *w->dirty);
     qk_arena_init(&w->arena, 16384);
-    if (!w->slots || !w->arena.chunks)
+    if (!w->slots || !w->out || !w->dirty || !w->arena.chunks)
         return -1;
     uint64_t every = s->opts.idle_timeout_ms / 4;
     if (every < 10)
@@ -355,11 +441,13 @@ static void drain_after_join(quark_silo *s)
         for (unsigned i = 0; i < s->nworkers; i++) {
             qk_worker *w = &s->workers[i];
             qk_tls_worker = w;
+            w->now_ms = qk_now_ms_coarse();
             qk_msg *m;
             while ((m = next_msg(w)) != NULL) {
                 qk_deliver(w, m);
                 again = 1;
             }
+            qk_flush(w);
             qk_tls_worker = NULL;
         }
     }
