@@ -29,6 +29,12 @@ typedef struct quark_silo_opts {
     unsigned workers;             /* worker threads; 0 = online CPUs */
     uint32_t idle_timeout_ms;     /* collect activations idle this long (default 300000) */
     uint32_t default_deadline_ms; /* deadline of calls that set none (default 30000) */
+    /* Network: NULL = no listener (in-process only). "HOST:PORT" serves gRPC
+     * and Quark's TCP protocol on one port (told apart by their first
+     * bytes); port 0 picks a free one (see quark_silo_port). */
+    const char *listen;
+    const char *cluster_id;       /* peers of another cluster are refused ("default") */
+    size_t max_message_size;      /* larger messages are refused (default 4 MiB) */
 } quark_silo_opts;
 
 /* Fill `opts` with the defaults above. */
@@ -48,6 +54,9 @@ QUARK_API quark_err quark_silo_stop(quark_silo *silo);
 
 /* Stop if needed and free. */
 QUARK_API void quark_silo_free(quark_silo *silo);
+
+/* The TCP port the silo listens on (after start), or 0 if it does not. */
+QUARK_API int quark_silo_port(const quark_silo *silo);
 
 /* ---- diagnostics (safe from any non-worker thread; a consistent snapshot
  * of each worker, taken on that worker) ---- */

@@ -443,6 +443,9 @@ void qk_deliver(qk_worker *w, qk_msg *m)
         m->r.task.fn(w, m->r.task.arg);
         qk_msg_free(m);
         break;
+    case QK_MSG_NETOUT:
+        qk_net_deliver(w, m);
+        break;
     default:
         qk_msg_free(m);
         break;

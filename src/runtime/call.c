@@ -175,6 +175,9 @@ void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
     case QK_RK_ACTOR:
         answer_actor(w, m, err, errmsg, reply);
         break;
+    case QK_RK_NET:
+        qk_net_answer(w, m, err, errmsg, reply);
+        break;
     default:
         break;
     }
@@ -425,6 +428,76 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
     }
     qk_send(target(&p, ref), m);
     return QUARK_OK;
+}
+
+void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
+                   size_t type_len, const char *actor_id, size_t id_len, const char *method,
+                   size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
+                   const qk_chain_link *chain, size_t chain_len)
+{
+    char msg[400];
+    quark_silo *s = w->silo;
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != 1) {
+        qk_net_respond(conn, id, QUARK_ECLOSED, "the silo is stopping", NULL, 0);
+        return;
+    }
+    const qk_type_entry *e = qk_registry_lookup(type, type_len);
+    if (!e) {
+        snprintf(msg, sizeof msg, "no actor registered for type name '%.*s'",
+                 (int)(type_len > 255 ? 255 : type_len), type);
+        qk_net_respond(conn, id, QUARK_ENOTYPE, msg, NULL, 0);
+        return;
+    }
+    int mi = qk_entry_method_index(e, method, method_len);
+    if (mi < 0) {
+        snprintf(msg, sizeof msg, "actor type '%s' has no method '%.*s'", e->name,
+                 (int)(method_len > 128 ? 128 : method_len), method);
+        qk_net_respond(conn, id, QUARK_ENOMETHOD, msg, NULL, 0);
+        return;
+    }
+    if (id_len == 0 || id_len > QUARK_ID_MAX || memchr(actor_id, '\0', id_len)) {
+        snprintf(msg, sizeof msg, "actor id must be 1..%d bytes without NUL (got %zu)",
+                 QUARK_ID_MAX, id_len);
+        qk_net_respond(conn, id, QUARK_EINVAL, msg, NULL, 0);
+        return;
+    }
+    if (chain_len > QK_CHAIN_MAX - 1) {
+        qk_net_respond(conn, id, QUARK_ECYCLE, "call chain deeper than 64 calls", NULL, 0);
+        return;
+    }
+    size_t chain_bytes = chain_len * sizeof(qk_chain_link);
+    qk_msg *m = qk_msg_new(chain_bytes + id_len + 1 + args_len);
+    if (!m) {
+        qk_net_respond(conn, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0);
+        return;
+    }
+    uint32_t dl = deadline_ms && deadline_ms < s->opts.default_deadline_ms
+                      ? deadline_ms : s->opts.default_deadline_ms;
+    m->kind = QK_MSG_CALL;
+    m->type = e;
+    m->method = (uint16_t)mi;
+    if (e->iface->methods[mi].flags & QUARK_METHOD_READ_ONLY)
+        m->flags |= QK_MF_READ_ONLY;
+    m->hash = qk_key_hash(e->name_hash, actor_id, id_len);
+    m->dl.kind = QK_DL_MSG;
+    m->dl.at_ms = qk_worker_now_ms(w) + dl;
+    m->chain = (qk_chain_link *)(void *)m->data;
+    if (chain_len)
+        memcpy(m->chain, chain, chain_bytes);
+    m->chain_len = (uint16_t)chain_len;
+    m->id = (char *)m->data + chain_bytes;
+    memcpy(m->id, actor_id, id_len);
+    m->id[id_len] = '\0';
+    m->id_len = (uint16_t)id_len;
+    m->args = (uint8_t *)m->id + id_len + 1;
+    if (args_len)
+        memcpy(m->args, args, args_len);
+    m->args_len = (uint32_t)args_len;
+    m->rk = QK_RK_NET;
+    m->r.net.conn = conn;
+    m->r.net.id = id;
+    qk_conn_ref(conn);
+    qk_send(&s->workers[qk_worker_of(s, m->hash)], m);
 }
 
 static void generic_tramp(void (*fn)(void), quark_err err, const char *errmsg,

@@ -71,8 +71,19 @@ typedef struct qk_outcall {
     qk_chain_link chain[];    /* the caller's context chain */
 } qk_outcall;
 
-enum qk_msg_kind { QK_MSG_CALL = 1, QK_MSG_REPLY, QK_MSG_TASK };
-enum qk_reply_kind { QK_RK_NONE = 0, QK_RK_WAITER, QK_RK_CALLBACK, QK_RK_ACTOR };
+enum qk_msg_kind {
+    QK_MSG_CALL = 1,
+    QK_MSG_REPLY,   /* answer to an actor's call, for its worker */
+    QK_MSG_TASK,    /* run a function on the worker */
+    QK_MSG_NETOUT   /* answer to a network call, for the connection's worker */
+};
+enum qk_reply_kind {
+    QK_RK_NONE = 0,
+    QK_RK_WAITER,   /* blocking application thread */
+    QK_RK_CALLBACK, /* async caller outside any actor */
+    QK_RK_ACTOR,    /* an actor: REPLY to its worker */
+    QK_RK_NET       /* a remote caller: answer on its connection (transport/server.c) */
+};
 enum {
     QK_MF_READ_ONLY = 1,  /* method flag copied at send */
     QK_MF_DEFERRED = 2,   /* in its activation's deferred list */
@@ -120,6 +131,10 @@ struct qk_msg {
             qk_task_fn fn;
             void *arg;
         } task;
+        struct {
+            struct qk_conn *conn; /* owned by conn->w */
+            uint64_t id;          /* request id on that connection */
+        } net;
     } r;
     qk_chain_link *chain;     /* CALL: links (in data) */
     char *id;                 /* CALL: NUL-terminated (in data); REPLY: errmsg */
@@ -189,6 +204,9 @@ struct qk_worker {
     uv_timer_t idle_timer;
     qk_msg *lq_head, *lq_tail;    /* local queue: same-thread sends */
     struct qk_outq *out;          /* per target worker: sends not yet published */
+    struct qk_conn *dirty_conns;  /* connections with output to write */
+    uv_tcp_t *listener;           /* this worker's listening socket, or NULL */
+    struct qk_conn *conns;        /* all connections of this worker */
     unsigned *dirty;              /* targets with a pending chain */
     unsigned ndirty;
     quark_actor *ready_head, *ready_tail;
@@ -206,10 +224,15 @@ struct qk_worker {
     bool stopping;
     bool exit_loop;
     bool flip;                    /* next_msg: which queue to try first */
+    uint64_t exit_by_ms;          /* after exit: give connections until then */
 };
 
 struct quark_silo {
     quark_silo_opts opts;
+    char *listen_host;            /* copies of opts strings */
+    char *cluster_id;
+    int port;                     /* bound port, 0 if not listening */
+    int *listen_fds;              /* one SO_REUSEPORT socket per worker */
     unsigned nworkers;
     qk_worker *workers;
     quark_client *self_client;    /* what quark_actor_client returns */
@@ -257,6 +280,26 @@ static inline unsigned qk_worker_of(const quark_silo *s, uint64_t hash)
 {
     return (unsigned)(((hash >> 32) * (uint64_t)s->nworkers) >> 32);
 }
+
+/* ---- transport/server.c ---- */
+quark_err qk_server_bind(quark_silo *s);                 /* in quark_silo_start */
+void qk_server_worker_start(qk_worker *w);              /* on each worker */
+void qk_server_worker_quiesce(qk_worker *w);            /* stop accepting and reading */
+void qk_server_worker_stop(qk_worker *w);               /* write what is left, close */
+int qk_server_worker_busy(const qk_worker *w);          /* connections still open */
+void qk_net_respond(struct qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
+                    const uint8_t *result, size_t len);
+void qk_server_flush(qk_worker *w);                     /* write dirty conns */
+void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
+                   const ProtobufCMessage *reply);
+void qk_net_deliver(qk_worker *w, qk_msg *m);           /* QK_MSG_NETOUT */
+void qk_conn_ref(struct qk_conn *c);                     /* owner worker only */
+/* call.c: start a call that arrived from the network. Answers (also
+ * immediate errors) go through qk_net_answer. */
+void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
+                   size_t type_len, const char *actor_id, size_t id_len, const char *method,
+                   size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
+                   const qk_chain_link *chain, size_t chain_len);
 
 /* ---- activation.c ---- */
 void qk_deliver(qk_worker *w, qk_msg *m);

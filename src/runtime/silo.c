@@ -19,6 +19,9 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->workers = 0;
     o->idle_timeout_ms = 300000;
     o->default_deadline_ms = 30000;
+    o->listen = NULL;
+    o->cluster_id = "default";
+    o->max_message_size = 4u << 20;
 }
 
 quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
@@ -40,6 +43,12 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         s->opts.idle_timeout_ms = 300000;
     if (s->opts.default_deadline_ms == 0)
         s->opts.default_deadline_ms = 30000;
+    if (s->opts.max_message_size == 0)
+        s->opts.max_message_size = 4u << 20;
+    s->cluster_id = strdup(s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default");
+    s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
+    s->opts.cluster_id = s->cluster_id;
+    s->opts.listen = s->listen_host;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
     if (s->nworkers > 1024) {
@@ -72,7 +81,9 @@ quark_err quark_silo_start(quark_silo *s)
         uv_mutex_unlock(&s->lock);
         return qk_error(QUARK_EBUSY, "the silo was already %s", st == 1 ? "started" : "stopped");
     }
-    quark_err rc = qk_workers_start(s);
+    quark_err rc = qk_server_bind(s);
+    if (rc == QUARK_OK)
+        rc = qk_workers_start(s);
     if (rc == QUARK_OK) {
         atomic_store(&s->state, 1);
         atomic_store(&s->self_client->connected, 1);
@@ -105,6 +116,12 @@ void quark_silo_free(quark_silo *s)
     quark_silo_stop(s);
     quark_client_free(s->self_client);
     uv_mutex_destroy(&s->lock);
+    if (s->listen_fds) {
+        /* libuv closed the sockets it adopted; close any it never took. */
+        free(s->listen_fds);
+    }
+    free(s->cluster_id);
+    free(s->listen_host);
     free(s);
 }
 

@@ -48,6 +48,8 @@ void qk_flush(qk_worker *self)
         self->out[self->dirty[i]].dirty = false;
     }
     self->ndirty = 0;
+    if (self->dirty_conns)
+        qk_server_flush(self);
 }
 
 void qk_send(qk_worker *w, qk_msg *m)
@@ -262,7 +264,10 @@ static void worker_main(void *arg)
     qk_worker *w = arg;
     qk_tls_worker = w;
     w->now_ms = qk_now_ms_coarse();
-    while (!w->exit_loop) {
+    qk_server_worker_start(w);
+    /* After the exit task, stay a little longer while connections still
+     * write their last answers. */
+    while (!w->exit_loop || (qk_server_worker_busy(w) && qk_now_ms_coarse() < w->exit_by_ms)) {
         int n = run_batch(w);
         qk_flush(w);
         if (n > 0) {
@@ -388,10 +393,12 @@ typedef struct qk_task_sync {
 static void task_trampoline(qk_worker *w, void *arg)
 {
     qk_task_sync *ts = arg;
-    if (ts->fn)
+    if (ts->fn) {
         ts->fn(w, ts->arg);
-    else
-        w->exit_loop = true; /* fn NULL: leave the loop */
+    } else { /* fn NULL: leave the loop */
+        w->exit_loop = true;
+        w->exit_by_ms = qk_now_ms_coarse() + 2000;
+    }
     uv_mutex_lock(&ts->mu);
     ts->done = 1;
     uv_cond_signal(&ts->cv);
@@ -426,8 +433,16 @@ void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg)
 static void stop_task(qk_worker *w, void *arg)
 {
     (void)arg;
+    qk_server_worker_quiesce(w);
     w->stopping = true;
     qk_deactivate_all(w);
+    qk_flush(w); /* answers for other workers' connections leave now */
+}
+
+static void close_conns_task(qk_worker *w, void *arg)
+{
+    (void)arg;
+    qk_server_worker_stop(w);
 }
 
 /* Answer whatever is still queued once all threads are gone. Answers may
@@ -461,7 +476,10 @@ void qk_workers_stop(quark_silo *s)
      * and from then on answers calls with QUARK_ECLOSED. */
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], stop_task, NULL);
-    /* Phase 2: leave the loops and join. */
+    /* Phase 2: connections write the answers they got and close. */
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], close_conns_task, NULL);
+    /* Phase 3: leave the loops and join. */
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], NULL, NULL);
     for (unsigned i = 0; i < s->nworkers; i++)

@@ -1,0 +1,58 @@
+/*
+ * frame.h - Quark's framed TCP protocol: the codec (no I/O).
+ *
+ * A connection starts with the 4-byte magic "QRK1" from the client, then both
+ * sides exchange frames:
+ *
+ *   u32 length   bytes after this field (12 + payload), big-endian
+ *   u8  type     QK_FRAME_*
+ *   u8  flags    0
+ *   u16 reserved 0
+ *   u64 id       request id (0 for connection-level frames), big-endian
+ *   payload      a protobuf message of proto/quark/actor_service.proto
+ *
+ * Many requests are in flight on one connection, matched by id; answers come
+ * in any order. docs/wire-protocol.md describes the exchange.
+ */
+#ifndef QK_FRAME_H
+#define QK_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QK_FRAME_MAGIC "QRK1"
+#define QK_FRAME_MAGIC_LEN 4
+#define QK_FRAME_HEADER 16 /* length field included */
+
+enum qk_frame_type {
+    QK_FRAME_HELLO = 1,      /* client -> silo: TcpHello */
+    QK_FRAME_HELLO_OK = 2,   /* silo -> client: TcpHelloReply */
+    QK_FRAME_REQUEST = 3,    /* ActorInvocationRequest */
+    QK_FRAME_RESPONSE = 4,   /* ActorInvocationResponse */
+    QK_FRAME_SUBSCRIBE = 5,  /* StreamRequest; id names the subscription */
+    QK_FRAME_EVENT = 6,      /* ActorEvent for subscription id */
+    QK_FRAME_STREAM_END = 7, /* ActorInvocationResponse: why the stream ended */
+    QK_FRAME_UNSUBSCRIBE = 8,/* no payload */
+    QK_FRAME_PING = 9,       /* no payload; answered with PONG, same id */
+    QK_FRAME_PONG = 10,
+    QK_FRAME_GOAWAY = 11,    /* ActorInvocationResponse: why; no new requests */
+    QK_FRAME_TYPE_MAX = 11
+};
+
+typedef struct qk_frame {
+    uint8_t type;
+    uint64_t id;
+    const uint8_t *payload; /* points into the caller's buffer */
+    size_t len;
+} qk_frame;
+
+/* Parse one frame from buf[0..n). Returns the bytes it takes (> 0), 0 if the
+ * frame is not complete yet, or -1 if it is malformed or longer than
+ * max_payload (then *why says which). */
+long qk_frame_parse(const uint8_t *buf, size_t n, size_t max_payload, qk_frame *f,
+                    const char **why);
+
+/* Write a frame header for a payload of `len` bytes into out[16]. */
+void qk_frame_header(uint8_t out[QK_FRAME_HEADER], uint8_t type, uint64_t id, size_t len);
+
+#endif /* QK_FRAME_H */

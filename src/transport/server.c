@@ -1,0 +1,636 @@
+/*
+ * server.c - the silo's network side: listeners, connections, TCP protocol.
+ *
+ * Every worker listens on the silo's port through its own SO_REUSEPORT
+ * socket, so the kernel spreads connections over the workers and each
+ * connection lives on one worker loop: reading, decoding, and writing
+ * answers happen there without locks. A call decoded from a connection is an
+ * ordinary CALL message (reply kind QK_RK_NET) sent to the worker that owns
+ * the actor; its answer comes back to the connection's worker as a NETOUT
+ * message (or is written at once when both are the same worker).
+ *
+ * The first bytes tell the protocols apart: "QRK1" is Quark's TCP protocol
+ * (frame.h), the HTTP/2 preface "PRI * HTTP/2.0" is gRPC. Anything else is
+ * closed. Output is coalesced: answers are appended to a per-connection
+ * buffer and written once per loop batch (qk_server_flush). A peer that
+ * does not read its answers stops being read (backpressure) instead of
+ * growing the silo's memory.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "quark/actor_service.pb-c.h"
+#include "runtime/runtime.h"
+#include "transport/frame.h"
+
+#define QK_OUT_PAUSE (16u << 20)  /* stop reading a peer with this much unsent */
+#define QK_OUT_RESUME (4u << 20)
+#define QK_READ_CHUNK 65536
+
+enum { QK_PROTO_DETECT = 0, QK_PROTO_TCP = 1, QK_PROTO_GRPC = 2 };
+
+typedef struct qk_conn {
+    uv_tcp_t tcp;
+    qk_worker *w;
+    struct qk_conn *next, *prev;   /* the worker's connections */
+    struct qk_conn *dirty_next;
+    bool dirty;
+    bool closing;
+    bool hello_done;
+    bool read_paused;
+    bool writing;
+    bool close_after_write;
+    uint8_t proto;
+    uint32_t refs;                 /* the socket + calls in flight; owner worker only */
+    uint64_t discard;              /* bytes of an oversized frame still to skip */
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out;                  /* appended answers */
+    size_t out_len, out_cap;
+    uint8_t *wbuf;                 /* being written */
+    size_t wbuf_cap;
+    uv_write_t wreq;
+} qk_conn;
+
+/* ---- binding (silo start, main thread) ---- */
+
+static int split_host_port(const char *s, char *host, size_t hcap, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= hcap)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == colon + 1)
+        return -1;
+    *port = (int)p;
+    return 0;
+}
+
+static int open_listener(const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, sa, salen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+quark_err qk_server_bind(quark_silo *s)
+{
+    if (!s->opts.listen)
+        return QUARK_OK;
+    char host[256];
+    int port;
+    if (split_host_port(s->opts.listen, host, sizeof host, &port) != 0)
+        return qk_error(QUARK_EINVAL, "listen address '%s' is not HOST:PORT", s->opts.listen);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int gai = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
+    if (gai != 0 || !ai)
+        return qk_error(QUARK_EINVAL, "cannot resolve listen host '%s': %s", host,
+                        gai_strerror(gai));
+    s->listen_fds = calloc(s->nworkers, sizeof *s->listen_fds);
+    if (!s->listen_fds) {
+        freeaddrinfo(ai);
+        return qk_error(QUARK_ENOMEM, "out of memory binding");
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = (socklen_t)ai->ai_addrlen;
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        int fd = open_listener((struct sockaddr *)&ss, sl);
+        if (fd < 0) {
+            int e = errno;
+            for (unsigned j = 0; j < i; j++)
+                close(s->listen_fds[j]);
+            free(s->listen_fds);
+            s->listen_fds = NULL;
+            return qk_error(QUARK_EUNAVAILABLE, "cannot listen on %s: %s", s->opts.listen,
+                            strerror(e));
+        }
+        s->listen_fds[i] = fd;
+        if (i == 0) { /* port 0: every other socket joins the chosen port */
+            struct sockaddr_storage bound;
+            socklen_t bl = sizeof bound;
+            getsockname(fd, (struct sockaddr *)&bound, &bl);
+            int p = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                                : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+            s->port = p;
+            if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)p);
+            else
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)p);
+        }
+    }
+    return QUARK_OK;
+}
+
+int quark_silo_port(const quark_silo *s)
+{
+    return s ? s->port : 0;
+}
+
+/* ---- connection lifetime ---- */
+
+static void conn_unref(qk_conn *c)
+{
+    if (--c->refs == 0) {
+        free(c->in);
+        free(c->out);
+        free(c->wbuf);
+        free(c);
+    }
+}
+
+void qk_conn_ref(qk_conn *c)
+{
+    c->refs++;
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    qk_conn *c = (qk_conn *)h;
+    conn_unref(c); /* the socket's reference */
+}
+
+static void conn_close(qk_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    qk_worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+/* ---- output ---- */
+
+static int out_reserve(qk_conn *c, size_t n)
+{
+    if (c->out_len + n <= c->out_cap)
+        return 0;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + n)
+        cap *= 2;
+    uint8_t *b = realloc(c->out, cap);
+    if (!b)
+        return -1;
+    c->out = b;
+    c->out_cap = cap;
+    return 0;
+}
+
+static void mark_dirty(qk_conn *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->dirty_next = c->w->dirty_conns;
+        c->w->dirty_conns = c;
+    }
+    if (!c->read_paused && c->out_len > QK_OUT_PAUSE) {
+        c->read_paused = true; /* the peer does not read: stop reading it */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* Append one frame: header + a packed protobuf message. */
+static void send_frame(qk_conn *c, uint8_t type, uint64_t id, const ProtobufCMessage *msg)
+{
+    if (c->closing)
+        return;
+    size_t len = msg ? protobuf_c_message_get_packed_size(msg) : 0;
+    if (out_reserve(c, QK_FRAME_HEADER + len) != 0) {
+        conn_close(c);
+        return;
+    }
+    qk_frame_header(c->out + c->out_len, type, id, len);
+    if (msg)
+        protobuf_c_message_pack(msg, c->out + c->out_len + QK_FRAME_HEADER);
+    c->out_len += QK_FRAME_HEADER + len;
+    mark_dirty(c);
+}
+
+static void on_written(uv_write_t *req, int status);
+static void conn_resume_read(qk_conn *c);
+
+static void start_write(qk_conn *c)
+{
+    if (c->writing || c->closing || c->out_len == 0)
+        return;
+    /* Swap: what was appended goes out, the old write buffer takes appends. */
+    uint8_t *b = c->out;
+    size_t cap = c->out_cap, len = c->out_len;
+    c->out = c->wbuf;
+    c->out_cap = c->wbuf_cap;
+    c->out_len = 0;
+    c->wbuf = b;
+    c->wbuf_cap = cap;
+    uv_buf_t buf = uv_buf_init((char *)b, (unsigned)len);
+    c->writing = true;
+    c->refs++;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+        c->writing = false;
+        c->refs--;
+        conn_close(c);
+    }
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    qk_conn *c = QK_CONTAINER_OF(req, qk_conn, wreq);
+    c->writing = false;
+    if (status < 0 || c->closing) {
+        conn_close(c);
+    } else if (c->out_len) {
+        start_write(c);
+    } else if (c->close_after_write) {
+        conn_close(c);
+    }
+    if (!c->closing && c->read_paused && c->out_len < QK_OUT_RESUME) {
+        c->read_paused = false;
+        conn_resume_read(c);
+    }
+    conn_unref(c);
+}
+
+void qk_server_flush(qk_worker *w)
+{
+    qk_conn *c = w->dirty_conns;
+    w->dirty_conns = NULL;
+    while (c) {
+        qk_conn *n = c->dirty_next;
+        c->dirty = false;
+        start_write(c);
+        c = n;
+    }
+}
+
+/* ---- answers ---- */
+
+static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
+                    const uint8_t *result, size_t len)
+{
+    Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+    r.error_code = err;
+    if (err != QUARK_OK) {
+        r.error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
+    } else {
+        r.serialized_result.data = (uint8_t *)result;
+        r.serialized_result.len = len;
+    }
+    send_frame(c, QK_FRAME_RESPONSE, id, &r.base);
+}
+
+void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
+                    const uint8_t *result, size_t len)
+{
+    if (c->proto == QK_PROTO_TCP)
+        respond(c, id, err, errmsg, result, len);
+}
+
+void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
+                   const ProtobufCMessage *reply)
+{
+    qk_conn *c = m->r.net.conn;
+    size_t len = (err == QUARK_OK && reply) ? protobuf_c_message_get_packed_size(reply) : 0;
+    if (w == c->w) {
+        /* Same worker: pack straight into the connection's frame. */
+        uint8_t small[512];
+        uint8_t *buf = len <= sizeof small ? small : malloc(len);
+        if (buf) {
+            if (len)
+                protobuf_c_message_pack(reply, buf);
+            if (!c->closing)
+                qk_net_respond(c, m->r.net.id, err, errmsg, buf, len);
+            if (buf != small)
+                free(buf);
+        }
+        conn_unref(c);
+        return;
+    }
+    size_t mlen = err == QUARK_OK ? 0 : strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
+    qk_msg *o = qk_msg_new(len + mlen);
+    if (!o)
+        return; /* the connection keeps a reference until it closes: a leak under OOM only */
+    o->kind = QK_MSG_NETOUT;
+    o->err = err;
+    o->r.net.conn = c;
+    o->r.net.id = m->r.net.id;
+    o->args = o->data;
+    o->args_len = (uint32_t)len;
+    if (len)
+        protobuf_c_message_pack(reply, o->args);
+    if (mlen) {
+        o->id = (char *)o->data + len;
+        memcpy(o->id, errmsg ? errmsg : quark_strerror(err), mlen);
+    }
+    qk_send(c->w, o);
+}
+
+void qk_net_deliver(qk_worker *w, qk_msg *m)
+{
+    (void)w;
+    qk_conn *c = m->r.net.conn;
+    if (!c->closing)
+        qk_net_respond(c, m->r.net.id, (quark_err)m->err, m->id, m->args, m->args_len);
+    conn_unref(c);
+    qk_msg_free(m);
+}
+
+/* ---- TCP protocol ---- */
+
+static void tcp_hello(qk_conn *c, const qk_frame *f)
+{
+    quark_silo *s = c->w->silo;
+    Quark__TcpHello *h = quark__tcp_hello__unpack(NULL, f->len, f->payload);
+    Quark__TcpHelloReply r = QUARK__TCP_HELLO_REPLY__INIT;
+    char msg[300];
+    r.version = 1;
+    r.silo_id = s->listen_host ? s->listen_host : "";
+    const char *theirs = h && h->cluster_id[0] ? h->cluster_id : "default";
+    if (!h) {
+        r.error_code = QUARK_EPROTO;
+        r.error_message = "the hello frame could not be decoded";
+    } else if (strcmp(theirs, s->cluster_id) != 0) {
+        snprintf(msg, sizeof msg, "this silo belongs to cluster '%s', not '%s'", s->cluster_id,
+                 theirs);
+        r.error_code = QUARK_ECLUSTER;
+        r.error_message = msg;
+    }
+    send_frame(c, QK_FRAME_HELLO_OK, 0, &r.base);
+    if (r.error_code)
+        c->close_after_write = true;
+    else
+        c->hello_done = true;
+    if (h)
+        quark__tcp_hello__free_unpacked(h, NULL);
+}
+
+static void goaway(qk_conn *c, quark_err err, const char *why)
+{
+    Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+    r.error_code = err;
+    r.error_message = (char *)why;
+    send_frame(c, QK_FRAME_GOAWAY, 0, &r.base);
+    c->close_after_write = true;
+}
+
+static void tcp_request(qk_conn *c, const qk_frame *f)
+{
+    qk_worker *w = c->w;
+    Quark__ActorInvocationRequest *rq =
+        quark__actor_invocation_request__unpack(&w->arena.pb, f->len, f->payload);
+    if (!rq) {
+        respond(c, f->id, QUARK_EPROTO, "the request could not be decoded", NULL, 0);
+        qk_arena_reset(&w->arena);
+        return;
+    }
+    qk_chain_link chain[QK_CHAIN_MAX];
+    size_t n = rq->n_call_chain < QK_CHAIN_MAX ? rq->n_call_chain : QK_CHAIN_MAX;
+    for (size_t i = 0; i < n; i++) {
+        chain[i].act = rq->call_chain[i]->actor;
+        chain[i].turn = rq->call_chain[i]->turn;
+        chain[i].pad_ = 0;
+    }
+    qk_net_invoke(w, c, f->id, rq->actor_type, strlen(rq->actor_type), rq->actor_id,
+                  strlen(rq->actor_id), rq->method_name, strlen(rq->method_name),
+                  rq->serialized_args.data, rq->serialized_args.len, rq->deadline_ms, chain, n);
+    qk_arena_reset(&w->arena);
+}
+
+/* Consume what is in c->in. */
+static void tcp_input(qk_conn *c)
+{
+    quark_silo *s = c->w->silo;
+    size_t off = 0;
+    while (!c->closing && !c->close_after_write) {
+        if (c->discard) { /* skipping an oversized frame */
+            size_t k = c->in_len - off < c->discard ? c->in_len - off : (size_t)c->discard;
+            off += k;
+            c->discard -= k;
+            if (c->discard)
+                break;
+            continue;
+        }
+        qk_frame f;
+        const char *why = NULL;
+        long used = qk_frame_parse(c->in + off, c->in_len - off, s->opts.max_message_size + 4096,
+                                   &f, &why);
+        if (used == 0)
+            break;
+        if (used < 0) {
+            const uint8_t *h = c->in + off;
+            uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+            if (why && strstr(why, "larger") && h[4] == QK_FRAME_REQUEST) {
+                /* Refuse this one request and skip its bytes; the rest goes on. */
+                uint64_t id = 0;
+                for (int i = 0; i < 8; i++)
+                    id = id << 8 | h[8 + i];
+                char msg[200];
+                snprintf(msg, sizeof msg, "message of %u bytes is larger than this silo's "
+                         "maximum of %zu", len, s->opts.max_message_size);
+                respond(c, id, QUARK_ETOOBIG, msg, NULL, 0);
+                c->discard = 4 + (uint64_t)len;
+                continue;
+            }
+            goaway(c, QUARK_EPROTO, why ? why : "malformed frame");
+            break;
+        }
+        off += (size_t)used;
+        if (!c->hello_done) {
+            if (f.type != QK_FRAME_HELLO) {
+                goaway(c, QUARK_EPROTO, "the first frame must be HELLO");
+                break;
+            }
+            tcp_hello(c, &f);
+            continue;
+        }
+        switch (f.type) {
+        case QK_FRAME_REQUEST:
+            tcp_request(c, &f);
+            break;
+        case QK_FRAME_PING:
+            send_frame(c, QK_FRAME_PONG, f.id, NULL);
+            break;
+        case QK_FRAME_GOAWAY:
+            c->close_after_write = true;
+            break;
+        default:
+            goaway(c, QUARK_EPROTO, "unexpected frame type from a client");
+            break;
+        }
+    }
+    if (off) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    if (c->close_after_write && !c->writing && c->out_len == 0)
+        conn_close(c);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    qk_conn *c = (qk_conn *)h;
+    if (c->in_cap - c->in_len < QK_READ_CHUNK) {
+        size_t cap = c->in_cap ? c->in_cap : QK_READ_CHUNK;
+        while (cap - c->in_len < QK_READ_CHUNK)
+            cap *= 2;
+        uint8_t *b = realloc(c->in, cap);
+        if (!b) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        c->in = b;
+        c->in_cap = cap;
+    }
+    *buf = uv_buf_init((char *)c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    qk_conn *c = (qk_conn *)st;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    if (c->proto == QK_PROTO_DETECT) {
+        if (c->in_len < 4)
+            return;
+        if (memcmp(c->in, QK_FRAME_MAGIC, 4) == 0) {
+            c->proto = QK_PROTO_TCP;
+            memmove(c->in, c->in + 4, c->in_len - 4);
+            c->in_len -= 4;
+        } else if (memcmp(c->in, "PRI ", 4) == 0) {
+            c->proto = QK_PROTO_GRPC;
+        } else {
+            conn_close(c); /* neither protocol: nothing to say to it */
+            return;
+        }
+    }
+    if (c->proto == QK_PROTO_TCP) {
+        tcp_input(c);
+    } else {
+        /* gRPC: served once the HTTP/2 codec is wired in. Until then the
+         * connection is refused rather than left hanging. */
+        conn_close(c);
+    }
+    /* Give back a large input buffer once it is drained. */
+    if (c->in_len == 0 && c->in_cap > 4 * QK_READ_CHUNK) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+static void conn_resume_read(qk_conn *c)
+{
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    qk_worker *w = server->data;
+    if (status < 0)
+        return;
+    qk_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->w = w;
+    c->refs = 1;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+void qk_server_worker_start(qk_worker *w)
+{
+    quark_silo *s = w->silo;
+    if (!s->listen_fds)
+        return;
+    w->listener = calloc(1, sizeof *w->listener);
+    if (!w->listener)
+        return;
+    uv_tcp_init(&w->loop, w->listener);
+    w->listener->data = w;
+    if (uv_tcp_open(w->listener, s->listen_fds[w->index]) != 0 ||
+        uv_listen((uv_stream_t *)w->listener, 1024, on_connection) != 0) {
+        fprintf(stderr, "quark: worker %u could not listen\n", w->index);
+    }
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Stop phase 1: accept nothing more and read no new requests; answers to
+ * calls already in flight still go out. */
+void qk_server_worker_quiesce(qk_worker *w)
+{
+    if (w->listener) {
+        uv_close((uv_handle_t *)w->listener, free_handle);
+        w->listener = NULL;
+    }
+    for (qk_conn *c = w->conns; c; c = c->next)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+/* Stop phase 2: write what is pending, then close each connection. */
+void qk_server_worker_stop(qk_worker *w)
+{
+    qk_server_flush(w);
+    qk_conn *c = w->conns;
+    while (c) {
+        qk_conn *n = c->next;
+        c->close_after_write = true;
+        if (!c->writing && c->out_len == 0)
+            conn_close(c);
+        c = n;
+    }
+}
+
+int qk_server_worker_busy(const qk_worker *w)
+{
+    return w->conns != NULL;
+}
