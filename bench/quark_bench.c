@@ -4,6 +4,8 @@
  *   quark-bench --inproc --workload w1        1 call in flight, one counter
  *   quark-bench --inproc --workload w2        64 in flight (async), 10,000 ids
  *   quark-bench --inproc --workload activate  1,000,000 fresh counters
+ *   quark-bench --connect HOST:PORT --transport tcp --workload w1|w2
+ *                                             the same against a counter-silo
  *
  * Every run ends with one machine-readable line:
  *   RESULT workload=<w> transport=inproc calls_per_s=<n> p50_us=<n> p99_us=<n>
@@ -23,6 +25,7 @@
 
 typedef struct opts {
     const char *workload;
+    const char *transport;  /* "inproc", "tcp" */
     long calls;
     int inflight;
     int keys;
@@ -56,6 +59,8 @@ static double pct_us(uint32_t *lat, size_t n, double p)
     return lat[i] / 1000.0;
 }
 
+static const char *g_transport = "inproc";
+
 static void report(const char *w, double secs, long calls, uint32_t *lat, size_t n, long bytes_per_act)
 {
     qsort(lat, n, sizeof *lat, cmp_u32);
@@ -64,7 +69,7 @@ static void report(const char *w, double secs, long calls, uint32_t *lat, size_t
            "p99.9 %.1f us, max %.1f us\n",
            w, calls, secs, cps, pct_us(lat, n, 0.50), pct_us(lat, n, 0.90), pct_us(lat, n, 0.99),
            pct_us(lat, n, 0.999), n ? lat[n - 1] / 1000.0 : 0.0);
-    printf("RESULT workload=%s transport=inproc calls_per_s=%.0f p50_us=%.1f p99_us=%.1f", w, cps,
+    printf("RESULT workload=%s transport=%s calls_per_s=%.0f p50_us=%.1f p99_us=%.1f", w, g_transport, cps,
            pct_us(lat, n, 0.50), pct_us(lat, n, 0.99));
     if (bytes_per_act >= 0)
         printf(" bytes_per_activation=%ld", bytes_per_act);
@@ -250,7 +255,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
-            "                   [--keys N] [--workers N]\n");
+            "                   [--keys N] [--workers N]\n"
+            "       quark-bench --connect HOST:PORT --transport tcp --workload w1|w2 [...]\n");
     exit(2);
 }
 
@@ -258,11 +264,17 @@ int main(int argc, char **argv)
 {
     opts o = {.workload = NULL, .calls = 0, .inflight = 0, .keys = 10000, .workers = 0};
     int inproc = 0;
+    const char *connect = NULL;
+    o.transport = "inproc";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--inproc"))
             inproc = 1;
+        else if (!strcmp(a, "--connect") && v)
+            connect = argv[++i];
+        else if (!strcmp(a, "--transport") && v)
+            o.transport = argv[++i];
         else if (!strcmp(a, "--workload") && v)
             o.workload = argv[++i];
         else if (!strcmp(a, "--calls") && v)
@@ -276,38 +288,52 @@ int main(int argc, char **argv)
         else
             usage();
     }
-    if (!inproc || !o.workload)
+    if (inproc == !!connect || !o.workload)
         usage();
+    if (connect && strcmp(o.transport, "tcp") != 0) {
+        fprintf(stderr, "quark-bench: transport '%s' is not built yet (tcp is)\n", o.transport);
+        return 2;
+    }
     int w1 = !strcmp(o.workload, "w1"), w2 = !strcmp(o.workload, "w2"),
         act = !strcmp(o.workload, "activate");
     if (!w1 && !w2 && !act)
         usage();
+    if (connect && act)
+        usage(); /* activation cost is an in-process measure */
     if (!o.calls)
-        o.calls = w1 ? 1000000 : w2 ? 5000000 : 1000000;
+        o.calls = connect ? (w1 ? 100000 : 1000000) : (w1 ? 1000000 : w2 ? 5000000 : 1000000);
     if (!o.inflight)
         o.inflight = w1 ? 1 : 64;
 
-    quark_silo_opts so;
-    quark_silo_opts_init(&so);
-    so.workers = o.workers;
-    so.idle_timeout_ms = 3600 * 1000; /* nothing is collected during a run */
-    quark_silo *silo;
-    quark_err rc = quark_silo_create(&so, &silo);
-    if (rc || (rc = quark_silo_start(silo)))
-        die("silo", rc);
+    quark_silo *silo = NULL;
+    quark_err rc;
     quark_client_opts co;
     quark_client_opts_init(&co);
-    co.embedded = silo;
+    if (inproc) {
+        quark_silo_opts so;
+        quark_silo_opts_init(&so);
+        so.workers = o.workers;
+        so.idle_timeout_ms = 3600 * 1000; /* nothing is collected during a run */
+        rc = quark_silo_create(&so, &silo);
+        if (rc || (rc = quark_silo_start(silo)))
+            die("silo", rc);
+        co.embedded = silo;
+    } else {
+        g_transport = o.transport;
+        co.connection_string = connect;
+        co.transport = QUARK_TRANSPORT_TCP;
+    }
     quark_client *c;
     if ((rc = quark_client_create(&co, &c)) || (rc = quark_client_connect(c)))
         die("client", rc);
-    printf("quark-bench: workload %s, in-process, %ld calls, %d in flight\n", o.workload, o.calls,
-           o.inflight);
+    printf("quark-bench: workload %s, %s, %ld calls, %d in flight\n", o.workload,
+           inproc ? "in-process" : connect, o.calls, o.inflight);
     if (w1)
         run_w1(c, &o);
     else
         run_async(silo, c, &o, act);
     quark_client_free(c);
-    quark_silo_free(silo);
+    if (silo)
+        quark_silo_free(silo);
     return 0;
 }

@@ -24,5 +24,24 @@ install(FILES
   ${CMAKE_CURRENT_LIST_DIR}/QuarkGenerate.cmake
   DESTINATION ${QUARK_CMAKE_DIR})
 
-configure_file(${CMAKE_CURRENT_LIST_DIR}/quark.pc.in ${CMAKE_CURRENT_BINARY_DIR}/quark.pc @ONLY)
+# quark.pc names the prefix it is installed to, which `cmake --install
+# --prefix <dir>` (or a changed CMAKE_INSTALL_PREFIX) decides only at install
+# time: configure everything else now, and the prefix when installing.
+function(_quark_configure_pc)
+  foreach(_dir LIBDIR INCLUDEDIR BINDIR)
+    if(IS_ABSOLUTE "${CMAKE_INSTALL_${_dir}}")
+      set(QUARK_PC_${_dir} "${CMAKE_INSTALL_${_dir}}")
+    else()
+      set(QUARK_PC_${_dir} "\${prefix}/${CMAKE_INSTALL_${_dir}}")
+    endif()
+  endforeach()
+  set(QUARK_PC_PREFIX "@QUARK_PC_PREFIX@") # kept for the install-time pass
+  configure_file(${CMAKE_CURRENT_FUNCTION_LIST_DIR}/quark.pc.in
+    ${CMAKE_CURRENT_BINARY_DIR}/quark.pc.install-in @ONLY)
+endfunction()
+_quark_configure_pc()
+install(CODE "
+  set(QUARK_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
+  configure_file(\"${CMAKE_CURRENT_BINARY_DIR}/quark.pc.install-in\"
+                 \"${CMAKE_CURRENT_BINARY_DIR}/quark.pc\" @ONLY)")
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/quark.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

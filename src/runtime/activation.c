@@ -280,10 +280,10 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
     }
     if (a->outcalls) {
         /* Only at stop: orphan its outcalls so late answers are dropped. */
-        for (size_t i = 0; i < w->heap_len; i++) {
-            if (w->heap[i]->kind != QK_DL_OUTCALL)
+        for (size_t i = 0; i < w->heap.len; i++) {
+            if (w->heap.a[i]->kind != QK_DL_OUTCALL)
                 continue;
-            qk_outcall *oc = QK_CONTAINER_OF(w->heap[i], qk_outcall, dl);
+            qk_outcall *oc = QK_CONTAINER_OF(w->heap.a[i], qk_outcall, dl);
             if (oc->caller == a) {
                 oc->caller = NULL;
                 oc->done = true;

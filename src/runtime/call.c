@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "transport/remote.h"
 
 #define QK_WAIT_SPINS 4000 /* polls before a blocking caller sleeps */
 
@@ -231,9 +232,6 @@ static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned 
     if (QK_UNLIKELY(!atomic_load_explicit(&c->connected, memory_order_acquire)))
         return qk_error(QUARK_ENOTCONNECTED, "the client is not connected: call "
                         "quark_client_connect() first");
-    quark_silo *s = c->silo;
-    if (QK_UNLIKELY(atomic_load_explicit(&s->state, memory_order_acquire) != 1))
-        return qk_error(QUARK_ECLOSED, "the silo is not running");
     if (QK_UNLIKELY(ref->iface != iface && strcmp(ref->iface->name, iface->name) != 0))
         return qk_error(QUARK_EINVAL, "the reference to '%s' speaks %s, not %s",
                         ref->id_len ? ref->data : "", ref->iface->name, iface->name);
@@ -244,6 +242,15 @@ static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned 
     if (QK_UNLIKELY(req->descriptor != md->input))
         return qk_error(QUARK_EINVAL, "%s.%s takes a %s, not a %s", iface->name, md->name,
                         md->input->name, req->descriptor ? req->descriptor->name : "?");
+    uint32_t dl = ref->deadline_ms ? ref->deadline_ms : c->default_deadline_ms;
+    if (c->remote) {
+        p->silo = NULL; /* the silo resolves type and method */
+        p->deadline_ms = dl;
+        return QUARK_OK;
+    }
+    quark_silo *s = c->silo;
+    if (QK_UNLIKELY(atomic_load_explicit(&s->state, memory_order_acquire) != 1))
+        return qk_error(QUARK_ECLOSED, "the silo is not running");
     const qk_type_entry *e = atomic_load_explicit(&ref->entry, memory_order_acquire);
     if (QK_UNLIKELY(!e)) {
         e = qk_registry_lookup(ref->type_name, ref->type_len);
@@ -262,7 +269,6 @@ static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned 
     }
     p->silo = s;
     p->entry = e;
-    uint32_t dl = ref->deadline_ms ? ref->deadline_ms : c->default_deadline_ms;
     qk_worker *self = qk_tls_worker;
     p->deadline_ms = (self ? qk_worker_now_ms(self) : qk_now_ms_coarse()) + dl;
     return QUARK_OK;
@@ -316,15 +322,12 @@ quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned meth
     quark_err rc = prepare(ref, iface, method, req, &p);
     if (rc != QUARK_OK)
         return rc;
-    qk_waiter *wt = malloc(sizeof *wt);
+    if (ref->client->remote)
+        return qk_remote_call(ref->client->remote, ref, iface, method, req,
+                              (uint32_t)p.deadline_ms, reply);
+    qk_waiter *wt = qk_waiter_new();
     if (!wt)
         return qk_error(QUARK_ENOMEM, "out of memory making a call");
-    atomic_init(&wt->state, 0);
-    atomic_init(&wt->refs, 2);
-    wt->err = QUARK_OK;
-    wt->errmsg = NULL;
-    wt->reply = NULL;
-    wt->reply_len = 0;
     qk_msg *m = build(ref, &p, req, NULL, 0, NULL);
     if (!m) {
         free(wt);
@@ -334,13 +337,57 @@ quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned meth
     m->r.waiter = wt;
     qk_send(target(&p, ref), m);
 
+    return qk_waiter_finish(wt, p.deadline_ms, iface->methods[method].output, reply,
+                            p.entry->name, ref->data, p.entry->iface->methods[p.method].name);
+}
+
+qk_waiter *qk_waiter_new(void)
+{
+    qk_waiter *wt = malloc(sizeof *wt);
+    if (!wt)
+        return NULL;
+    atomic_init(&wt->state, 0);
+    atomic_init(&wt->refs, 2);
+    wt->err = QUARK_OK;
+    wt->errmsg = NULL;
+    wt->reply = NULL;
+    wt->reply_len = 0;
+    return wt;
+}
+
+void qk_waiter_complete(qk_waiter *wt, quark_err err, const char *errmsg, const uint8_t *reply,
+                        size_t len)
+{
+    wt->err = err;
+    if (err == QUARK_OK) {
+        wt->reply = malloc(len ? len : 1);
+        if (wt->reply) {
+            if (len)
+                memcpy(wt->reply, reply, len);
+            wt->reply_len = len;
+        } else {
+            wt->err = QUARK_ENOMEM;
+            wt->errmsg = dup_msg(QUARK_ENOMEM, "out of memory copying the reply");
+        }
+    } else {
+        wt->errmsg = dup_msg(err, errmsg);
+    }
+    atomic_store_explicit(&wt->state, 1, memory_order_release);
+    futex_wake(&wt->state);
+    qk_waiter_unref(wt);
+}
+
+quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms,
+                           const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **reply,
+                           const char *type, const char *id, const char *method)
+{
     /* Spin briefly (the answer is often microseconds away), then sleep. */
     for (int i = 0; i < QK_WAIT_SPINS; i++) {
         if (atomic_load_explicit(&wt->state, memory_order_acquire))
             goto answered;
         qk_cpu_relax();
     }
-    uint64_t until = (p.deadline_ms + 5) * 1000000ull;
+    uint64_t until = (deadline_ms + 5) * 1000000ull;
     for (;;) {
         if (atomic_load_explicit(&wt->state, memory_order_acquire))
             goto answered;
@@ -351,17 +398,16 @@ quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned meth
     }
     qk_waiter_unref(wt); /* the answer, when it comes, frees the rest */
     return qk_error(QUARK_ETIMEDOUT, "deadline exceeded: %s '%s' did not reply to %s in time",
-                    p.entry->name, ref->data, p.entry->iface->methods[p.method].name);
-answered:
-    rc = wt->err;
+                    type, id, method);
+answered:;
+    quark_err rc = wt->err;
     if (rc != QUARK_OK) {
         qk_error_str(rc, wt->errmsg ? wt->errmsg : quark_strerror(rc));
     } else if (reply) {
-        const ProtobufCMessageDescriptor *od = iface->methods[method].output;
-        *reply = protobuf_c_message_unpack(od, NULL, wt->reply_len, wt->reply);
+        *reply = protobuf_c_message_unpack(out_desc, NULL, wt->reply_len, wt->reply);
         if (!*reply)
-            rc = qk_error(QUARK_EPROTO, "the reply of %s could not be decoded as %s",
-                          iface->methods[method].name, od->name);
+            rc = qk_error(QUARK_EPROTO, "the reply of %s could not be decoded as %s", method,
+                          out_desc->name);
         else
             qk_error_clear();
     } else {
@@ -381,6 +427,9 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
     quark_err rc = prepare(ref, iface, method, req, &p);
     if (rc != QUARK_OK)
         return rc;
+    if (ref->client->remote)
+        return qk_remote_call_async(ref->client->remote, ref, iface, method, req,
+                                    (uint32_t)p.deadline_ms, tramp, fn, arg);
     qk_worker *w = qk_tls_worker;
     qk_msg *m;
     if (w && w->cur.act && w->silo == p.silo) {
@@ -540,16 +589,23 @@ quark_err quark_client_create(const quark_client_opts *opts, quark_client **out)
     if (!opts || !out)
         return qk_error(QUARK_EINVAL, "quark_client_create: %s is NULL", !opts ? "opts" : "out");
     *out = NULL;
-    if (!opts->embedded)
-        return qk_error(QUARK_EINVAL, "this build of libquark reaches actors only through an "
-                        "embedded silo (set opts.embedded); remote transports are not part "
-                        "of it yet");
+    if (!opts->embedded && opts->transport != QUARK_TRANSPORT_TCP)
+        return qk_error(QUARK_EINVAL, "this build reaches remote silos over Quark's TCP "
+                        "protocol only: set opts.transport = QUARK_TRANSPORT_TCP (the gRPC "
+                        "client transport is not built yet)");
     quark_client *c = calloc(1, sizeof *c);
     if (!c)
         return qk_error(QUARK_ENOMEM, "out of memory creating a client");
     c->opts = *opts;
     c->silo = opts->embedded;
     c->default_deadline_ms = opts->default_deadline_ms ? opts->default_deadline_ms : 30000;
+    if (!c->silo) {
+        quark_err rc = qk_remote_new(c, &c->remote);
+        if (rc != QUARK_OK) {
+            free(c);
+            return rc;
+        }
+    }
     *out = c;
     return QUARK_OK;
 }
@@ -558,6 +614,12 @@ quark_err quark_client_connect(quark_client *c)
 {
     if (!c)
         return qk_error(QUARK_EINVAL, "quark_client_connect: client is NULL");
+    if (c->remote) {
+        quark_err rc = qk_remote_connect(c->remote);
+        if (rc == QUARK_OK)
+            atomic_store(&c->connected, 1);
+        return rc;
+    }
     if (atomic_load(&c->silo->state) != 1)
         return qk_error(QUARK_EUNAVAILABLE, "the embedded silo is not running: call "
                         "quark_silo_start() first");
@@ -570,17 +632,24 @@ quark_err quark_client_disconnect(quark_client *c)
     if (!c)
         return qk_error(QUARK_EINVAL, "quark_client_disconnect: client is NULL");
     atomic_store(&c->connected, 0);
+    if (c->remote)
+        qk_remote_disconnect(c->remote);
     return QUARK_OK;
 }
 
 int quark_client_is_connected(const quark_client *c)
 {
-    return c && atomic_load(&((quark_client *)c)->connected) &&
-           atomic_load(&c->silo->state) == 1;
+    if (!c || !atomic_load(&((quark_client *)c)->connected))
+        return 0;
+    return c->remote ? qk_remote_connected(c->remote) : atomic_load(&c->silo->state) == 1;
 }
 
 void quark_client_free(quark_client *c)
 {
+    if (!c)
+        return;
+    if (c->remote)
+        qk_remote_free(c->remote);
     free(c);
 }
 

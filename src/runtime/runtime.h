@@ -23,6 +23,7 @@
 #include "quark/quark.h"
 #include "core/arena.h"
 #include "core/common.h"
+#include "core/dlheap.h"
 #include "core/mpsc.h"
 #include "core/registry_internal.h"
 
@@ -39,12 +40,7 @@ typedef struct qk_chain_link {
     uint32_t pad_;
 } qk_chain_link;
 
-/* An entry of a worker's deadline heap (embedded in msgs and outcalls). */
-typedef struct qk_deadline {
-    uint64_t at_ms;
-    uint32_t idx;  /* position + 1 in the heap; 0 = not in it */
-    uint8_t kind;  /* QK_DL_MSG or QK_DL_OUTCALL */
-} qk_deadline;
+/* What a worker's deadline heap entry is embedded in. */
 enum { QK_DL_MSG = 1, QK_DL_OUTCALL = 2 };
 
 /* Blocking caller: lives on the heap, two references (caller, answerer). */
@@ -213,8 +209,7 @@ struct qk_worker {
     quark_actor **slots;          /* directory: open addressing */
     size_t mask, count;
     quark_actor *lru_head, *lru_tail;
-    qk_deadline **heap;           /* deadline min-heap */
-    size_t heap_len, heap_cap;
+    qk_dlheap heap;               /* deadlines of calls this worker holds */
     uint64_t dl_armed_ms;         /* when dl_timer fires, UINT64_MAX if not */
     uint64_t now_ms;              /* coarse clock, refreshed every batch */
     qk_arena arena;
@@ -242,6 +237,7 @@ struct quark_silo {
 
 struct quark_client {
     quark_silo *silo;             /* embedded: the silo it calls */
+    struct qk_remote *remote;     /* otherwise: the network side (transport/remote.c) */
     _Atomic int connected;
     uint32_t default_deadline_ms;
     quark_client_opts opts;
@@ -319,6 +315,14 @@ void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
 void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err,
                          const char *errmsg, const uint8_t *reply, size_t len);
 void qk_waiter_unref(qk_waiter *wt);
+qk_waiter *qk_waiter_new(void);                  /* two references: caller, answerer */
+/* The answerer's side: record the answer (copying the reply), wake, unref. */
+void qk_waiter_complete(qk_waiter *wt, quark_err err, const char *errmsg, const uint8_t *reply,
+                        size_t len);
+/* The caller's side: wait until answered or deadline_ms, decode, unref. */
+quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms,
+                           const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **reply,
+                           const char *type, const char *id, const char *method);
 /* activation.c: run an outcall's callback as a turn of its caller, then let
  * the caller take its next message. */
 void qk_run_continuation(qk_worker *w, qk_outcall *oc, quark_err err, const char *errmsg,
