@@ -1,0 +1,302 @@
+/*
+ * remote_test.c - remote calls across real processes and sockets: a
+ * counter-silo child process, the cluster client over Quark's TCP protocol.
+ * Blocking and async calls, many client threads, errors a user can act on,
+ * hostile input that must not hurt other clients, a silo killed with -9 and
+ * restarted (the client reconnects by itself), and a graceful SIGTERM.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../testutil.h"
+#include "counter_actor.h"
+
+extern char **environ;
+
+typedef struct silo_proc {
+    pid_t pid;
+    int port;
+    FILE *out;
+} silo_proc;
+
+/* Start counter-silo and wait for its "listening" line (port 0: it picks). */
+static void silo_start(silo_proc *sp, int port, const char *cluster)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    char *argv[] = {(char *)COUNTER_SILO, "--listen", listen, "--cluster-id", (char *)cluster,
+                    "--workers", "2", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    assert_int_equal(posix_spawn(&sp->pid, COUNTER_SILO, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    sp->out = fdopen(fds[0], "r");
+    char line[256];
+    sp->port = 0;
+    while (fgets(line, sizeof line, sp->out)) {
+        char *p = strstr(line, "(port ");
+        if (strstr(line, "listening") && p) {
+            sp->port = atoi(p + 6);
+            break;
+        }
+    }
+    assert_true(sp->port > 0);
+}
+
+static int silo_stop(silo_proc *sp, int sig)
+{
+    int status = 0;
+    kill(sp->pid, sig);
+    waitpid(sp->pid, &status, 0);
+    fclose(sp->out);
+    return status;
+}
+
+static quark_client *client_for(int port, const char *cluster, quark_err want)
+{
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    char cs[64];
+    snprintf(cs, sizeof cs, "127.0.0.1:%d", port);
+    co.connection_string = cs;
+    co.transport = QUARK_TRANSPORT_TCP;
+    co.cluster_id = cluster;
+    co.retry.initial_backoff_ms = 20;
+    co.retry.max_backoff_ms = 200;
+    quark_client *c;
+    TU_OK(quark_client_create(&co, &c));
+    quark_err rc = quark_client_connect(c);
+    if (rc != want)
+        fail_msg("connect -> %s (%s), wanted %s", quark_errname(rc), quark_last_error(),
+                 quark_errname(want));
+    return c;
+}
+
+static int64_t inc(quark_ref *r, int64_t d, quark_err *err)
+{
+    Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    req.delta = d;
+    Quark__Examples__CounterValue *v = NULL;
+    *err = quark_examples_CounterActor_Increment(r, &req, &v);
+    int64_t out = v ? v->value : -1;
+    quark_msg_free(v);
+    return out;
+}
+
+static atomic_int async_done;
+static atomic_long async_sum;
+
+static void on_inc(quark_err err, const char *msg, const Quark__Examples__CounterValue *v, void *arg)
+{
+    (void)msg;
+    (void)arg;
+    if (err == QUARK_OK)
+        atomic_fetch_add(&async_sum, v->value);
+    atomic_fetch_add(&async_done, 1);
+}
+
+static void test_calls(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    assert_true(quark_client_is_connected(c));
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "remote-1", &r));
+    quark_err err;
+    for (int i = 1; i <= 10; i++) {
+        assert_int_equal(inc(r, 1, &err), i);
+        assert_int_equal(err, QUARK_OK);
+    }
+    Quark__Examples__IncrementRequest two = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    two.delta = 2;
+    for (int i = 0; i < 100; i++)
+        TU_OK(quark_examples_CounterActor_Increment_async(r, &two, on_inc, NULL));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 100, 20000));
+    /* replies were 12, 14, ..., 210 in some order */
+    assert_int_equal(atomic_load(&async_sum), 100 * (12 + 210) / 2);
+    Quark__Examples__GetRequest g = QUARK__EXAMPLES__GET_REQUEST__INIT;
+    Quark__Examples__CounterValue *v;
+    TU_OK(quark_examples_CounterActor_Get(r, &g, &v));
+    assert_int_equal(v->value, 210);
+    quark_msg_free(v);
+
+    /* Errors come back with their message. */
+    quark_ref *u;
+    TU_OK(quark_ref_new(c, &quark_examples_CounterActor_interface, "shop.Nothing", "1", &u));
+    assert_int_equal(quark_examples_CounterActor_Get(u, &g, &v), QUARK_ENOTYPE);
+    assert_string_equal(quark_last_error(), "no actor registered for type name 'shop.Nothing'");
+    quark_ref_free(u);
+
+    quark_ref_free(r);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0); /* graceful: exit 0 */
+}
+
+typedef struct worker_arg {
+    quark_client *c;
+    int idx, errors;
+} worker_arg;
+
+static void *thread_main(void *p)
+{
+    worker_arg *a = p;
+    char id[32];
+    for (int k = 0; k < 300; k++) {
+        snprintf(id, sizeof id, "mt-%d", (k + a->idx) % 16);
+        quark_ref *r;
+        quark_err err;
+        if (quark_examples_CounterActor_ref(a->c, id, &r) != QUARK_OK) {
+            a->errors++;
+            continue;
+        }
+        inc(r, 1, &err);
+        if (err != QUARK_OK)
+            a->errors++;
+        quark_ref_free(r);
+    }
+    return NULL;
+}
+
+static void test_many_threads(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    pthread_t th[8];
+    worker_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (worker_arg){.c = c, .idx = i};
+        pthread_create(&th[i], NULL, thread_main, &args[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].errors, 0);
+    }
+    long total = 0;
+    char id[32];
+    for (int i = 0; i < 16; i++) {
+        snprintf(id, sizeof id, "mt-%d", i);
+        quark_ref *r;
+        TU_OK(quark_examples_CounterActor_ref(c, id, &r));
+        quark_err err;
+        total += inc(r, 0, &err);
+        quark_ref_free(r);
+    }
+    assert_int_equal(total, 8 * 300);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
+static void test_connect_errors(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "prod");
+    quark_client *c = client_for(sp.port, "staging", QUARK_ECLUSTER);
+    assert_non_null(strstr(quark_last_error(), "cluster 'prod', not 'staging'"));
+    quark_client_free(c);
+    int port = sp.port;
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+    c = client_for(port, "prod", QUARK_EUNAVAILABLE); /* nobody listens there now */
+    assert_non_null(strstr(quark_last_error(), "no silo answered"));
+    quark_client_free(c);
+}
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "steady", &r));
+    quark_err err;
+    inc(r, 1, &err);
+    TU_OK(err);
+    /* garbage, a truncated frame, a frame claiming 1 GiB, a slow peer that
+     * sends half a header and stays: the silo closes or waits, and keeps
+     * serving the real client. */
+    int g = raw_connect(sp.port);
+    assert_true(write(g, "GET / HTTP/1.1\r\n\r\n", 18) == 18);
+    int t = raw_connect(sp.port);
+    assert_true(write(t, "QRK1\x00\x00\x00\x40\x03", 9) == 9);
+    close(t);
+    int big = raw_connect(sp.port);
+    assert_true(write(big, "QRK1\x3f\xff\xff\xff\x03\x00\x00\x00", 12) == 12);
+    int slow = raw_connect(sp.port);
+    assert_true(write(slow, "QRK1\x00\x00", 6) == 6);
+    for (int i = 2; i <= 50; i++)
+        assert_int_equal(inc(r, 1, &err), i);
+    close(g);
+    close(big);
+    close(slow);
+    quark_ref_free(r);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
+static void test_silo_killed_and_back(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    int port = sp.port;
+    quark_client *c = client_for(port, "default", QUARK_OK);
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "phoenix", &r));
+    quark_ref_set_deadline(r, 3000);
+    quark_err err;
+    assert_int_equal(inc(r, 1, &err), 1);
+    silo_stop(&sp, SIGKILL);
+    /* Calls now fail with a clear error, never past their deadline. */
+    uint64_t t0 = tu_now_ms();
+    inc(r, 1, &err);
+    assert_true(err == QUARK_EUNAVAILABLE || err == QUARK_EUNKNOWN || err == QUARK_ETIMEDOUT);
+    assert_true(tu_now_ms() - t0 < 3000 + 2000);
+    /* The silo comes back on the same port: the client reconnects by itself.
+     * State was in memory, so the counter starts again. */
+    silo_start(&sp, port, "default");
+    assert_true(TU_WAIT_UNTIL((inc(r, 1, &err), err == QUARK_OK), 20000));
+    assert_true(quark_client_is_connected(c));
+    quark_ref_free(r);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_calls),
+        cmocka_unit_test(test_many_threads),
+        cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_silo_killed_and_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
