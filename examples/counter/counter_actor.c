@@ -4,6 +4,8 @@
  * The state is one int64 that lives as long as the activation; Quark runs one
  * turn at a time per activation, so no locking is needed.
  */
+#include <stdlib.h>
+
 #include "counter_actor.h"
 
 static quark_err counter_increment(quark_actor *self, const Quark__Examples__IncrementRequest *req,
@@ -12,6 +14,7 @@ static quark_err counter_increment(quark_actor *self, const Quark__Examples__Inc
     struct counter_state *st = quark_actor_state(self);
     st->value += req->delta;
     reply->value = st->value;
+    quark_actor_publish(self, &reply->base); /* subscribers see every new value */
     return QUARK_OK;
 }
 
@@ -24,9 +27,40 @@ static quark_err counter_get(quark_actor *self, const Quark__Examples__GetReques
     return QUARK_OK;
 }
 
+static void sleep_done(quark_actor *self, void *arg)
+{
+    quark_deferred *call = arg;
+    Quark__Examples__CounterValue v = QUARK__EXAMPLES__COUNTER_VALUE__INIT;
+    v.value = ((const struct counter_state *)quark_actor_state(self))->value;
+    quark_examples_CounterActor_Sleep_reply(call, &v);
+}
+
+static quark_err counter_sleep(quark_actor *self, const Quark__Examples__SleepRequest *req,
+                               Quark__Examples__CounterValue *reply)
+{
+    (void)reply;
+    if (req->ms < 0 || req->ms > 600000)
+        return quark_actor_fail(self, QUARK_EINVAL, "sleep of %d ms is out of range 0..600000",
+                                req->ms);
+    quark_deferred *call = quark_actor_defer(self);
+    quark_err rc = quark_actor_timer_start(self, (uint64_t)req->ms, 0, sleep_done, call, NULL);
+    if (rc != QUARK_OK)
+        quark_reply_error(call, rc, "%s", quark_last_error());
+    return QUARK_PENDING;
+}
+
+static quark_err counter_fail(quark_actor *self, const Quark__Examples__FailRequest *req,
+                              Quark__Examples__CounterValue *reply)
+{
+    (void)reply;
+    return quark_actor_fail(self, QUARK_EACTOR, "%s", req->message);
+}
+
 static const quark_examples_CounterActor_methods counter_methods = {
     .Increment = counter_increment,
     .Get = counter_get,
+    .Sleep = counter_sleep,
+    .Fail = counter_fail,
 };
 
 QUARK_ACTOR_TYPE(counter_actor,

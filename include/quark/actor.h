@@ -75,6 +75,10 @@ QUARK_API quark_err quark_reply_error(quark_deferred *call, quark_err err,
  * deferred reply) is done; on_deactivate runs, the next call re-activates. */
 QUARK_API void quark_actor_deactivate(quark_actor *self);
 
+/* Publish `event` to the subscribers of this actor (quark_subscribe, gRPC
+ * StreamActorEvents). Cheap when nobody listens. */
+QUARK_API quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event);
+
 /* ---- timers ---- */
 typedef struct quark_timer quark_timer;
 typedef void (*quark_timer_fn)(quark_actor *self, void *arg);

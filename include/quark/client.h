@@ -99,6 +99,38 @@ QUARK_API quark_err quark_call_async(quark_ref *ref, const quark_interface *ifac
                                      unsigned method, const ProtobufCMessage *req,
                                      quark_reply_fn cb, void *arg);
 
+/* ---- actor event streams ---- */
+
+/* One event an actor published (quark_actor_publish). Valid during the
+ * callback only. */
+typedef struct quark_event {
+    const char *actor_type;
+    const char *actor_id;
+    const char *event_type;   /* fully qualified message name, e.g. "quark.examples.CounterValue" */
+    const uint8_t *payload;   /* the message, protobuf-encoded */
+    size_t payload_len;
+    uint64_t sequence;        /* per activation, increasing from 1 */
+} quark_event;
+
+/* Called with each event (ev != NULL), and exactly once more with ev == NULL
+ * when the subscription ends: `end` says why (QUARK_ECLOSED after
+ * quark_unsubscribe or when the silo stops, QUARK_EUNAVAILABLE when the
+ * connection to the silo is lost: subscribe again to continue, QUARK_ENOTYPE
+ * for an unknown type). Runs on a Quark thread. */
+typedef void (*quark_event_fn)(const quark_event *ev, quark_err end, const char *errmsg,
+                               void *arg);
+
+typedef struct quark_subscription quark_subscription;
+
+/* Subscribe to the events of actor (type_name, id). Subscribing activates
+ * nothing; events flow while the actor publishes. */
+QUARK_API quark_err quark_subscribe(quark_client *client, const char *type_name, const char *id,
+                                    quark_event_fn fn, void *arg, quark_subscription **out);
+
+/* End a subscription: `fn` gets its final call (QUARK_ECLOSED) soon after,
+ * on a Quark thread; do not use `sub` afterwards. */
+QUARK_API void quark_unsubscribe(quark_subscription *sub);
+
 /* Free a reply received from a blocking call (NULL is fine). */
 QUARK_API void quark_msg_free(void *msg);
 

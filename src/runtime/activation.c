@@ -446,6 +446,12 @@ void qk_deliver(qk_worker *w, qk_msg *m)
     case QK_MSG_NETOUT:
         qk_net_deliver(w, m);
         break;
+    case QK_MSG_SUB:
+    case QK_MSG_UNSUB:
+    case QK_MSG_EVENT:
+    case QK_MSG_SUBFREE:
+        qk_events_deliver(w, m);
+        break;
     default:
         qk_msg_free(m);
         break;

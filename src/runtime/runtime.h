@@ -71,7 +71,11 @@ enum qk_msg_kind {
     QK_MSG_CALL = 1,
     QK_MSG_REPLY,   /* answer to an actor's call, for its worker */
     QK_MSG_TASK,    /* run a function on the worker */
-    QK_MSG_NETOUT   /* answer to a network call, for the connection's worker */
+    QK_MSG_NETOUT,  /* answer to a network call, for the connection's worker */
+    QK_MSG_SUB,     /* add a subscriber (to the worker owning the actor key) */
+    QK_MSG_UNSUB,   /* remove one */
+    QK_MSG_EVENT,   /* an event for a network subscriber (to its connection's worker) */
+    QK_MSG_SUBFREE  /* the owner let go of a network subscriber: free it */
 };
 enum qk_reply_kind {
     QK_RK_NONE = 0,
@@ -131,6 +135,7 @@ struct qk_msg {
             struct qk_conn *conn; /* owned by conn->w */
             uint64_t id;          /* request id on that connection */
         } net;
+        struct qk_sub *sub;       /* SUB, UNSUB, EVENT, SUBFREE */
     } r;
     qk_chain_link *chain;     /* CALL: links (in data) */
     char *id;                 /* CALL: NUL-terminated (in data); REPLY: errmsg */
@@ -169,6 +174,7 @@ struct quark_actor {
     uint64_t last_used_ms;
     uint32_t turn_ctr;
     uint32_t outcalls;           /* calls made and not yet answered */
+    uint32_t event_seq;          /* events published (quark_actor_publish) */
     uint16_t ro_waiting;         /* deferred read-only turns */
     uint16_t id_len;
     uint8_t flags;
@@ -203,6 +209,8 @@ struct qk_worker {
     struct qk_conn *dirty_conns;  /* connections with output to write */
     uv_tcp_t *listener;           /* this worker's listening socket, or NULL */
     struct qk_conn *conns;        /* all connections of this worker */
+    struct qk_topic **topics;     /* actor key -> subscribers (events.c) */
+    size_t topic_mask, topic_count;
     unsigned *dirty;              /* targets with a pending chain */
     unsigned ndirty;
     quark_actor *ready_head, *ready_tail;
@@ -290,12 +298,42 @@ void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
                    const ProtobufCMessage *reply);
 void qk_net_deliver(qk_worker *w, qk_msg *m);           /* QK_MSG_NETOUT */
 void qk_conn_ref(struct qk_conn *c);                     /* owner worker only */
+qk_worker *qk_conn_worker(const struct qk_conn *c);      /* the worker that owns it */
 /* call.c: start a call that arrived from the network. Answers (also
  * immediate errors) go through qk_net_answer. */
 void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
                    size_t type_len, const char *actor_id, size_t id_len, const char *method,
                    size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
                    const qk_chain_link *chain, size_t chain_len);
+
+/* ---- events.c ---- */
+
+/* A subscriber. Network ones (conn != NULL) belong to their connection's
+ * worker, which frees them only after the owner of the topic said SUBFREE;
+ * local ones (an embedded client's callback) belong to the topic's owner. */
+typedef struct qk_sub {
+    struct qk_sub *next;          /* in its topic */
+    struct qk_sub *conn_next;     /* in its connection's list */
+    const qk_type_entry *type;
+    uint64_t hash;                /* actor key */
+    struct qk_conn *conn;         /* network subscriber, or NULL */
+    uint64_t id;                  /* subscription id on that connection */
+    quark_event_fn fn;            /* local subscriber */
+    void *arg;
+    bool removed;                 /* UNSUB sent */
+    uint16_t id_len;
+    char actor_id[];
+} qk_sub;
+
+/* Subscribe / unsubscribe on behalf of a connection (conn worker only). */
+quark_err qk_net_subscribe(qk_worker *w, struct qk_conn *conn, uint64_t sub_id, const char *type,
+                           size_t type_len, const char *id, size_t id_len, qk_sub **out);
+void qk_net_unsubscribe(qk_worker *w, qk_sub *sub);
+void qk_events_deliver(qk_worker *w, qk_msg *m);  /* SUB, UNSUB, EVENT, SUBFREE */
+void qk_events_stop(qk_worker *w);                /* end every local subscription */
+/* transport/server.c: an event for a network subscriber, on its conn's worker */
+void qk_net_event(struct qk_conn *conn, uint64_t sub_id, const uint8_t *ev, size_t len);
+void qk_net_sub_freed(struct qk_conn *conn, qk_sub *sub);
 
 /* ---- activation.c ---- */
 void qk_deliver(qk_worker *w, qk_msg *m);

@@ -379,6 +379,7 @@ static void stop_task(qk_worker *w, void *arg)
     qk_server_worker_quiesce(w);
     w->stopping = true;
     qk_deactivate_all(w);
+    qk_events_stop(w);
     qk_flush(w); /* answers for other workers' connections leave now */
 }
 

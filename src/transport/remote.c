@@ -31,8 +31,22 @@
 
 #define QK_TICK_MS 5
 
+enum { RC_OP_CALL = 0, RC_OP_SUB, RC_OP_UNSUB };
+
+typedef struct qk_rsub {
+    struct qk_rcall *env;         /* the SUBSCRIBE envelope while active */
+    quark_event_fn fn;
+    void *arg;
+    bool ended;                   /* its final callback ran */
+    bool released;                /* the application let go (quark_unsubscribe) */
+    struct qk_remote *owner;
+    struct qk_rsub *all_next;
+} qk_rsub;
+
 typedef struct qk_rcall {
     qk_mpsc_node qnode;
+    uint8_t op;                   /* RC_OP_* */
+    qk_rsub *rsub;
     struct qk_rcall *next;        /* waiting queue / unsent list */
     qk_deadline dl;
     uint64_t id;
@@ -98,6 +112,7 @@ struct qk_remote {
     size_t max_msg;
     qk_arena arena;
     bool thread_started_;
+    qk_rsub *all_subs;            /* every subscription not yet freed */
 };
 
 static QK_TLS qk_remote *tls_remote; /* set on the I/O thread */
@@ -193,6 +208,15 @@ static void complete(qk_remote *r, qk_rcall *c, quark_err err, const char *errms
         qk_arena_reset(&r->arena);
     }
     rcall_free(c);
+}
+
+static void sub_end(qk_rsub *rs, quark_err why, const char *msg)
+{
+    if (rs->ended)
+        return;
+    rs->ended = true;
+    rs->env = NULL;
+    rs->fn(NULL, why, msg, rs->arg);
 }
 
 static void waiting_push(qk_remote *r, qk_rcall *c)
@@ -339,6 +363,13 @@ static void conn_lost(qk_remote *r, const char *why)
             continue;
         table_take(r, c->id);
         i = (size_t)-1; /* the table shifted: rescan */
+        if (c->op == RC_OP_SUB) {
+            snprintf(msg, sizeof msg, "connection to %s:%s lost (%s): the subscription ended; "
+                     "subscribe again to continue", ep->host, ep->port, why);
+            sub_end(c->rsub, QUARK_EUNAVAILABLE, msg);
+            rcall_free(c);
+            continue;
+        }
         unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
         if (!c->written || (c->idempotent && c->attempts < max)) {
             waiting_push(r, c); /* did not run, or safe to run again */
@@ -416,6 +447,33 @@ static void handle_response(qk_remote *r, const qk_frame *f)
     qk_arena_reset(&r->arena);
 }
 
+static void handle_event(qk_remote *r, const qk_frame *f, bool end)
+{
+    size_t i = slot_of(r, f->id);
+    qk_rcall *c;
+    while ((c = r->slots[i]) != NULL && c->id != f->id)
+        i = (i + 1) & r->mask;
+    if (!c || c->op != RC_OP_SUB)
+        return;
+    if (end) {
+        table_take(r, f->id);
+        Quark__ActorInvocationResponse *e =
+            quark__actor_invocation_response__unpack(&r->arena.pb, f->len, f->payload);
+        sub_end(c->rsub, e ? (quark_err)e->error_code : QUARK_EPROTO,
+                e ? e->error_message : "bad stream end");
+        rcall_free(c);
+    } else {
+        Quark__ActorEvent *ae = quark__actor_event__unpack(&r->arena.pb, f->len, f->payload);
+        if (ae) {
+            quark_event ev = {.actor_type = ae->actor_type, .actor_id = ae->actor_id,
+                              .event_type = ae->event_type, .payload = ae->payload.data,
+                              .payload_len = ae->payload.len, .sequence = ae->sequence};
+            c->rsub->fn(&ev, QUARK_OK, NULL, c->rsub->arg);
+        }
+    }
+    qk_arena_reset(&r->arena);
+}
+
 static void handle_hello(qk_remote *r, const qk_frame *f)
 {
     Quark__TcpHelloReply *h = quark__tcp_hello_reply__unpack(NULL, f->len, f->payload);
@@ -468,6 +526,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             handle_hello(r, &f);
         else if (f.type == QK_FRAME_RESPONSE)
             handle_response(r, &f);
+        else if (f.type == QK_FRAME_EVENT || f.type == QK_FRAME_STREAM_END)
+            handle_event(r, &f, f.type == QK_FRAME_STREAM_END);
         else if (f.type == QK_FRAME_GOAWAY) {
             conn_lost(r, "the silo is going away");
             return;
@@ -533,11 +593,67 @@ static void start_connect(qk_remote *r)
 
 /* ---- the loop ---- */
 
+static void rsub_free(qk_remote *r, qk_rsub *rs)
+{
+    for (qk_rsub **pp = &r->all_subs; *pp; pp = &(*pp)->all_next) {
+        if (*pp == rs) {
+            *pp = rs->all_next;
+            break;
+        }
+    }
+    free(rs);
+}
+
+/* The application let go of a subscription. */
+static void unsub_op(qk_remote *r, qk_rsub *rs)
+{
+    rs->released = true;
+    qk_rcall *env = rs->env;
+    if (env && env->in_table) {
+        table_take(r, env->id);
+        uint8_t hdr[QK_FRAME_HEADER];
+        qk_frame_header(hdr, QK_FRAME_UNSUBSCRIBE, env->id, 0);
+        out_append(r, hdr, sizeof hdr);
+        rcall_free(env);
+    } else if (env) { /* still waiting for a connection */
+        qk_rcall **pp = &r->waiting, *prev = NULL;
+        while (*pp && *pp != env) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp) {
+            *pp = env->next;
+            if (r->waiting_tail == env)
+                r->waiting_tail = prev;
+        }
+        rcall_free(env);
+    }
+    sub_end(rs, QUARK_ECLOSED, "unsubscribed");
+    rsub_free(r, rs);
+}
+
 static void drain_inbox(qk_remote *r)
 {
     qk_mpsc_node *n;
     while ((n = qk_mpsc_pop(&r->inbox)) != NULL) {
         qk_rcall *c = QK_CONTAINER_OF(n, qk_rcall, qnode);
+        if (c->op == RC_OP_UNSUB) {
+            unsub_op(r, c->rsub);
+            rcall_free(c);
+            continue;
+        }
+        if (c->op == RC_OP_SUB) {
+            c->rsub->all_next = r->all_subs;
+            r->all_subs = c->rsub;
+            if (atomic_load(&r->stopping)) {
+                c->rsub->env = NULL;
+                sub_end(c->rsub, QUARK_ECLOSED, "the client is disconnecting");
+                rcall_free(c);
+            } else {
+                send_call(r, c);
+            }
+            continue;
+        }
         if (atomic_load(&r->stopping)) {
             complete(r, c, QUARK_ECLOSED, "the client is disconnecting", NULL, 0);
             continue;
@@ -613,14 +729,26 @@ static void io_main(void *arg)
             continue;
         table_take(r, c->id);
         i = (size_t)-1;
+        if (c->op == RC_OP_SUB) {
+            sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
+            rcall_free(c);
+            continue;
+        }
         complete(r, c, c->written ? QUARK_EUNKNOWN : QUARK_ECLOSED,
                  "the client disconnected before the reply came", NULL, 0);
     }
     while (r->waiting) {
         qk_rcall *c = r->waiting;
         r->waiting = c->next;
+        if (c->op == RC_OP_SUB) {
+            sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
+            rcall_free(c);
+            continue;
+        }
         complete(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent", NULL, 0);
     }
+    /* Subscriptions the application still holds are freed by quark_unsubscribe
+     * (if it comes) or with the client. */
     r->waiting_tail = NULL;
     if (r->tcp)
         uv_close((uv_handle_t *)r->tcp, on_tcp_closed);
@@ -754,6 +882,8 @@ void qk_remote_free(qk_remote *r)
     if (!r)
         return;
     qk_remote_disconnect(r);
+    while (r->all_subs)
+        rsub_free(r, r->all_subs);
     uv_mutex_destroy(&r->mu);
     uv_cond_destroy(&r->cv);
     free(r->eps);
@@ -862,4 +992,46 @@ quark_err qk_remote_call_async(qk_remote *r, quark_ref *ref, const quark_interfa
     c->arg = arg;
     submit(r, c);
     return QUARK_OK;
+}
+
+quark_err qk_remote_subscribe(qk_remote *r, const char *type, const char *id, quark_event_fn fn,
+                              void *arg, qk_rsub **out)
+{
+    size_t idl = strlen(id);
+    if (idl == 0 || idl > QUARK_ID_MAX)
+        return qk_error(QUARK_EINVAL, "actor id must be 1..%d bytes (got %zu)", QUARK_ID_MAX, idl);
+    Quark__StreamRequest sr = QUARK__STREAM_REQUEST__INIT;
+    sr.actor_id = (char *)id;
+    sr.actor_type = (char *)type;
+    size_t len = protobuf_c_message_get_packed_size(&sr.base);
+    qk_rsub *rs = calloc(1, sizeof *rs);
+    qk_rcall *c = calloc(1, sizeof *c + QK_FRAME_HEADER + len);
+    if (!rs || !c) {
+        free(rs);
+        free(c);
+        return qk_error(QUARK_ENOMEM, "out of memory subscribing");
+    }
+    qk_frame_header(c->frame, QK_FRAME_SUBSCRIBE, 0, len);
+    protobuf_c_message_pack(&sr.base, c->frame + QK_FRAME_HEADER);
+    c->len = QK_FRAME_HEADER + len;
+    c->op = RC_OP_SUB;
+    c->rsub = rs;
+    c->method = "StreamActorEvents";
+    rs->env = c;
+    rs->owner = r;
+    rs->fn = fn;
+    rs->arg = arg;
+    submit(r, c);
+    *out = rs;
+    return QUARK_OK;
+}
+
+void qk_remote_unsubscribe(qk_rsub *rs)
+{
+    qk_rcall *c = calloc(1, sizeof *c);
+    if (!c)
+        return; /* the subscription keeps running until the client is freed */
+    c->op = RC_OP_UNSUB;
+    c->rsub = rs;
+    submit(rs->owner, c);
 }

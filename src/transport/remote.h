@@ -20,4 +20,9 @@ quark_err qk_remote_call_async(qk_remote *r, quark_ref *ref, const quark_interfa
                                unsigned method, const ProtobufCMessage *req, uint32_t deadline_ms,
                                quark__trampoline_fn tramp, void (*fn)(void), void *arg);
 
+typedef struct qk_rsub qk_rsub;
+quark_err qk_remote_subscribe(qk_remote *r, const char *type, const char *id, quark_event_fn fn,
+                              void *arg, qk_rsub **out);
+void qk_remote_unsubscribe(qk_rsub *rs);
+
 #endif /* QK_REMOTE_H */

@@ -57,6 +57,7 @@ typedef struct qk_conn {
     uint8_t *wbuf;                 /* being written */
     size_t wbuf_cap;
     uv_write_t wreq;
+    qk_sub *subs;                  /* its event subscriptions */
 } qk_conn;
 
 /* ---- binding (silo start, main thread) ---- */
@@ -169,6 +170,11 @@ void qk_conn_ref(qk_conn *c)
     c->refs++;
 }
 
+qk_worker *qk_conn_worker(const qk_conn *c)
+{
+    return c->w;
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
     qk_conn *c = (qk_conn *)h;
@@ -189,6 +195,8 @@ static void conn_close(qk_conn *c)
         c->next->prev = c->prev;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    for (qk_sub *s = c->subs; s; s = s->conn_next)
+        qk_net_unsubscribe(w, s); /* each comes back as SUBFREE */
 }
 
 /* ---- output ---- */
@@ -365,6 +373,75 @@ void qk_net_deliver(qk_worker *w, qk_msg *m)
     qk_msg_free(m);
 }
 
+/* ---- events ---- */
+
+void qk_net_event(qk_conn *c, uint64_t sub_id, const uint8_t *ev, size_t len)
+{
+    if (c->closing || c->proto != QK_PROTO_TCP)
+        return;
+    if (out_reserve(c, QK_FRAME_HEADER + len) != 0) {
+        conn_close(c);
+        return;
+    }
+    qk_frame_header(c->out + c->out_len, QK_FRAME_EVENT, sub_id, len);
+    memcpy(c->out + c->out_len + QK_FRAME_HEADER, ev, len);
+    c->out_len += QK_FRAME_HEADER + len;
+    mark_dirty(c);
+}
+
+void qk_net_sub_freed(qk_conn *c, qk_sub *s)
+{
+    for (qk_sub **pp = &c->subs; *pp; pp = &(*pp)->conn_next) {
+        if (*pp == s) {
+            *pp = s->conn_next;
+            break;
+        }
+    }
+    if (!c->closing && !s->removed) {
+        /* The silo ended it (stopping): tell the subscriber. */
+        Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+        r.error_code = QUARK_ECLOSED;
+        r.error_message = "the silo is stopping";
+        send_frame(c, QK_FRAME_STREAM_END, s->id, &r.base);
+    }
+    free(s);
+    conn_unref(c);
+}
+
+static void tcp_subscribe(qk_conn *c, const qk_frame *f)
+{
+    Quark__StreamRequest *rq = quark__stream_request__unpack(NULL, f->len, f->payload);
+    quark_err rc;
+    qk_sub *s = NULL;
+    if (!rq) {
+        rc = qk_error(QUARK_EPROTO, "the subscription request could not be decoded");
+    } else {
+        rc = qk_net_subscribe(c->w, c, f->id, rq->actor_type, strlen(rq->actor_type),
+                              rq->actor_id, strlen(rq->actor_id), &s);
+        quark__stream_request__free_unpacked(rq, NULL);
+    }
+    if (rc != QUARK_OK) {
+        Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+        r.error_code = rc;
+        r.error_message = (char *)quark_last_error();
+        send_frame(c, QK_FRAME_STREAM_END, f->id, &r.base);
+        return;
+    }
+    c->refs++; /* released by SUBFREE */
+    s->conn_next = c->subs;
+    c->subs = s;
+}
+
+static void tcp_unsubscribe(qk_conn *c, uint64_t id)
+{
+    for (qk_sub *s = c->subs; s; s = s->conn_next) {
+        if (s->id == id && !s->removed) {
+            qk_net_unsubscribe(c->w, s);
+            return;
+        }
+    }
+}
+
 /* ---- TCP protocol ---- */
 
 static void tcp_hello(qk_conn *c, const qk_frame *f)
@@ -476,6 +553,12 @@ static void tcp_input(qk_conn *c)
         switch (f.type) {
         case QK_FRAME_REQUEST:
             tcp_request(c, &f);
+            break;
+        case QK_FRAME_SUBSCRIBE:
+            tcp_subscribe(c, &f);
+            break;
+        case QK_FRAME_UNSUBSCRIBE:
+            tcp_unsubscribe(c, f.id);
             break;
         case QK_FRAME_PING:
             send_frame(c, QK_FRAME_PONG, f.id, NULL);

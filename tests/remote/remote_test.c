@@ -288,6 +288,65 @@ static void test_silo_killed_and_back(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+typedef struct seen {
+    atomic_int events, ended;
+    quark_err end;
+    int64_t last;
+    char endmsg[256];
+} seen;
+
+static void on_event(const quark_event *ev, quark_err end, const char *msg, void *arg)
+{
+    seen *s = arg;
+    if (!ev) {
+        s->end = end;
+        snprintf(s->endmsg, sizeof s->endmsg, "%s", msg ? msg : "");
+        atomic_fetch_add(&s->ended, 1);
+        return;
+    }
+    Quark__Examples__CounterValue *v =
+        quark__examples__counter_value__unpack(NULL, ev->payload_len, ev->payload);
+    if (v)
+        s->last = v->value;
+    quark__examples__counter_value__free_unpacked(v, NULL);
+    atomic_fetch_add(&s->events, 1);
+}
+
+static void test_event_stream(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    seen s = {0}, bad = {0}, lost = {0};
+    quark_subscription *sub, *sub_bad, *sub_lost;
+    TU_OK(quark_subscribe(c, quark_examples_CounterActor_TYPE_NAME, "ev-r", on_event, &s, &sub));
+    TU_OK(quark_subscribe(c, "no.Such", "x", on_event, &bad, &sub_bad));
+    TU_OK(quark_subscribe(c, quark_examples_CounterActor_TYPE_NAME, "ev-lost", on_event, &lost,
+                          &sub_lost));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&bad.ended) == 1, 20000));
+    assert_int_equal(bad.end, QUARK_ENOTYPE);
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "ev-r", &r));
+    quark_err err;
+    for (int i = 1; i <= 5; i++)
+        assert_int_equal(inc(r, 1, &err), i);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&s.events) == 5, 20000));
+    assert_int_equal(s.last, 5);
+    quark_unsubscribe(sub);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&s.ended) == 1, 20000));
+    assert_int_equal(s.end, QUARK_ECLOSED);
+    /* The silo dies: the live subscription is told it ended. */
+    silo_stop(&sp, SIGKILL);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&lost.ended) == 1, 20000));
+    assert_int_equal(lost.end, QUARK_EUNAVAILABLE);
+    assert_non_null(strstr(lost.endmsg, "subscribe again"));
+    quark_unsubscribe(sub_lost);
+    quark_unsubscribe(sub_bad);
+    quark_ref_free(r);
+    quark_client_free(c);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -297,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_silo_killed_and_back),
+        cmocka_unit_test(test_event_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
