@@ -3,7 +3,7 @@
 # that has everything never touches the network.
 
 QUARK_BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev
-  protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev"
+  protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev libnghttp2-dev"
 QUARK_TEST_PKGS="libcmocka-dev"
 
 quark_install_packages() {

@@ -208,7 +208,9 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
                 timer_destroy(tm);
             }
             free(a);
+            w->app_error = true;
             qk_answer(w, m, QUARK_EACTIVATE, msg, NULL);
+            w->app_error = false;
             return NULL;
         }
     }
@@ -666,8 +668,11 @@ static quark_err reply_common(quark_deferred *call, quark_err err, const char *e
     quark_err rc = QUARK_OK;
     if (m->flags & QK_MF_ANSWERED)
         rc = qk_error(QUARK_ETIMEDOUT, "the call's deadline had passed; the reply was dropped");
-    else
+    else {
+        w->app_error = err != QUARK_OK;
         qk_answer(w, m, err, errmsg, reply);
+        w->app_error = false;
+    }
     qk_msg_free(m);
     /* The activation may now take its next message: after this turn ends. */
     if (a->mb_head)
@@ -787,7 +792,10 @@ quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage 
     } else {
         if (rc > 0)
             rc = QUARK_EACTOR;
+        /* The method's own error; a failed decode (EBADARGS) is the caller's. */
+        w->app_error = rc != QUARK_EBADARGS && rc != QUARK_EUNIMPLEMENTED;
         qk_answer(w, m, rc, w->cur.has_error ? w->cur.error : quark_strerror(rc), NULL);
+        w->app_error = false;
     }
     return rc;
 }

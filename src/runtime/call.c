@@ -487,37 +487,37 @@ void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *
     char msg[400];
     quark_silo *s = w->silo;
     if (atomic_load_explicit(&s->state, memory_order_acquire) != 1) {
-        qk_net_respond(conn, id, QUARK_ECLOSED, "the silo is stopping", NULL, 0);
+        qk_net_respond(conn, id, QUARK_EUNAVAILABLE, "the silo is stopping; the call did not run", NULL, 0, false);
         return;
     }
     const qk_type_entry *e = qk_registry_lookup(type, type_len);
     if (!e) {
         snprintf(msg, sizeof msg, "no actor registered for type name '%.*s'",
                  (int)(type_len > 255 ? 255 : type_len), type);
-        qk_net_respond(conn, id, QUARK_ENOTYPE, msg, NULL, 0);
+        qk_net_respond(conn, id, QUARK_ENOTYPE, msg, NULL, 0, false);
         return;
     }
     int mi = qk_entry_method_index(e, method, method_len);
     if (mi < 0) {
         snprintf(msg, sizeof msg, "actor type '%s' has no method '%.*s'", e->name,
                  (int)(method_len > 128 ? 128 : method_len), method);
-        qk_net_respond(conn, id, QUARK_ENOMETHOD, msg, NULL, 0);
+        qk_net_respond(conn, id, QUARK_ENOMETHOD, msg, NULL, 0, false);
         return;
     }
     if (id_len == 0 || id_len > QUARK_ID_MAX || memchr(actor_id, '\0', id_len)) {
         snprintf(msg, sizeof msg, "actor id must be 1..%d bytes without NUL (got %zu)",
                  QUARK_ID_MAX, id_len);
-        qk_net_respond(conn, id, QUARK_EINVAL, msg, NULL, 0);
+        qk_net_respond(conn, id, QUARK_EINVAL, msg, NULL, 0, false);
         return;
     }
     if (chain_len > QK_CHAIN_MAX - 1) {
-        qk_net_respond(conn, id, QUARK_ECYCLE, "call chain deeper than 64 calls", NULL, 0);
+        qk_net_respond(conn, id, QUARK_ECYCLE, "call chain deeper than 64 calls", NULL, 0, false);
         return;
     }
     size_t chain_bytes = chain_len * sizeof(qk_chain_link);
     qk_msg *m = qk_msg_new(chain_bytes + id_len + 1 + args_len);
     if (!m) {
-        qk_net_respond(conn, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0);
+        qk_net_respond(conn, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false);
         return;
     }
     uint32_t dl = deadline_ms && deadline_ms < s->opts.default_deadline_ms

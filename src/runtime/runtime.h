@@ -88,7 +88,8 @@ enum {
     QK_MF_READ_ONLY = 1,  /* method flag copied at send */
     QK_MF_DEFERRED = 2,   /* in its activation's deferred list */
     QK_MF_ANSWERED = 4,   /* answered (deadline) but still held */
-    QK_MF_IN_MAILBOX = 8
+    QK_MF_IN_MAILBOX = 8,
+    QK_MF_APP_ERROR = 16  /* NETOUT: the error came from the actor, not the runtime */
 };
 
 typedef void (*qk_task_fn)(qk_worker *w, void *arg);
@@ -228,6 +229,7 @@ struct qk_worker {
     bool exit_loop;
     bool flip;                    /* next_msg: which queue to try first */
     uint64_t exit_by_ms;          /* after exit: give connections until then */
+    bool app_error;               /* the answer being sent is the actor's own error */
 };
 
 struct quark_silo {
@@ -292,7 +294,7 @@ void qk_server_worker_quiesce(qk_worker *w);            /* stop accepting and re
 void qk_server_worker_stop(qk_worker *w);               /* write what is left, close */
 int qk_server_worker_busy(const qk_worker *w);          /* connections still open */
 void qk_net_respond(struct qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                    const uint8_t *result, size_t len);
+                    const uint8_t *result, size_t len, bool app_error);
 void qk_server_flush(qk_worker *w);                     /* write dirty conns */
 void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
                    const ProtobufCMessage *reply);

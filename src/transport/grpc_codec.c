@@ -1077,7 +1077,9 @@ static void cli_end(qk_grpc_client *c, qk_gc_call *call)
             cli_fail(c, call, QK_GRPC_INTERNAL, "the server ended the call without grpc-status");
         return;
     }
-    if (qk_rx_partial(&call->rx)) {
+    /* An error status stands whatever came before it; a success needs the
+     * messages to be whole. */
+    if (call->grpc_status == QK_GRPC_OK && qk_rx_partial(&call->rx)) {
         cli_fail(c, call, QK_GRPC_INTERNAL, "the response ended inside a message");
         return;
     }

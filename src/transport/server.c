@@ -29,6 +29,7 @@
 #include "quark/actor_service.pb-c.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
+#include "transport/grpc_codec.h"
 
 #define QK_OUT_PAUSE (16u << 20)  /* stop reading a peer with this much unsent */
 #define QK_OUT_RESUME (4u << 20)
@@ -58,6 +59,8 @@ typedef struct qk_conn {
     size_t wbuf_cap;
     uv_write_t wreq;
     qk_sub *subs;                  /* its event subscriptions */
+    qk_grpc_server *grpc;          /* the HTTP/2 session of a gRPC connection */
+    bool in_recv;                  /* inside qk_grpc_server_recv: no flushing */
 } qk_conn;
 
 /* ---- binding (silo start, main thread) ---- */
@@ -197,6 +200,11 @@ static void conn_close(qk_conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     for (qk_sub *s = c->subs; s; s = s->conn_next)
         qk_net_unsubscribe(w, s); /* each comes back as SUBFREE */
+    if (c->grpc) {
+        qk_grpc_server *g = c->grpc;
+        c->grpc = NULL; /* its on_cancel calls see a closing connection */
+        qk_grpc_server_free(g);
+    }
 }
 
 /* ---- output ---- */
@@ -317,17 +325,78 @@ static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
     send_frame(c, QK_FRAME_RESPONSE, id, &r.base);
 }
 
-void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                    const uint8_t *result, size_t len)
+static void grpc_pump(qk_conn *c);
+
+/* gRPC status of a framework error (docs/wire-protocol.md). */
+static int grpc_status_of(quark_err e)
 {
-    if (c->proto == QK_PROTO_TCP)
+    switch (e) {
+    case QUARK_OK: return 0;
+    case QUARK_ENOTYPE: return 5;          /* NOT_FOUND */
+    case QUARK_ENOMETHOD:
+    case QUARK_EUNIMPLEMENTED: return 12;  /* UNIMPLEMENTED */
+    case QUARK_EINVAL:
+    case QUARK_EBADARGS: return 3;         /* INVALID_ARGUMENT */
+    case QUARK_ETIMEDOUT: return 4;        /* DEADLINE_EXCEEDED */
+    case QUARK_ETOOBIG: return 8;          /* RESOURCE_EXHAUSTED */
+    case QUARK_ECLUSTER: return 9;         /* FAILED_PRECONDITION */
+    case QUARK_ECYCLE: return 10;          /* ABORTED */
+    case QUARK_EUNAVAILABLE:
+    case QUARK_ECLOSED: return 14;         /* UNAVAILABLE */
+    case QUARK_EUNKNOWN: return 2;         /* UNKNOWN */
+    default: return 13;                    /* INTERNAL */
+    }
+}
+
+void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
+                    const uint8_t *result, size_t len, bool app_error)
+{
+    if (c->closing)
+        return;
+    if (c->proto == QK_PROTO_TCP) {
         respond(c, id, err, errmsg, result, len);
+        return;
+    }
+    if (!c->grpc)
+        return;
+    if (err != QUARK_OK && !app_error) {
+        qk_grpc_server_respond(c->grpc, (int32_t)id, grpc_status_of(err),
+                               errmsg && *errmsg ? errmsg : quark_strerror(err), NULL, 0);
+    } else {
+        /* Success, or the actor's own error: an ActorInvocationResponse. */
+        Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+        r.error_code = err;
+        if (err != QUARK_OK) {
+            r.error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
+        } else {
+            r.serialized_result.data = (uint8_t *)result;
+            r.serialized_result.len = len;
+        }
+        size_t n = protobuf_c_message_get_packed_size(&r.base);
+        uint8_t small[512];
+        uint8_t *buf = n <= sizeof small ? small : malloc(n);
+        if (buf) {
+            protobuf_c_message_pack(&r.base, buf);
+            qk_grpc_server_respond(c->grpc, (int32_t)id, 0, NULL, buf, n);
+            if (buf != small)
+                free(buf);
+        }
+    }
+    grpc_pump(c);
 }
 
 void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
                    const ProtobufCMessage *reply)
 {
     qk_conn *c = m->r.net.conn;
+    bool app = w->app_error;
+    if (err == QUARK_ECLOSED) {
+        /* For a remote caller: did it run? Never started -> it may go
+         * elsewhere; started (deferred) -> nobody can say. */
+        bool started = (m->flags & QK_MF_DEFERRED) != 0;
+        err = started ? QUARK_EUNKNOWN : QUARK_EUNAVAILABLE;
+        app = false;
+    }
     size_t len = (err == QUARK_OK && reply) ? protobuf_c_message_get_packed_size(reply) : 0;
     if (w == c->w) {
         /* Same worker: pack straight into the connection's frame. */
@@ -337,7 +406,7 @@ void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
             if (len)
                 protobuf_c_message_pack(reply, buf);
             if (!c->closing)
-                qk_net_respond(c, m->r.net.id, err, errmsg, buf, len);
+                qk_net_respond(c, m->r.net.id, err, errmsg, buf, len, app);
             if (buf != small)
                 free(buf);
         }
@@ -350,6 +419,8 @@ void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
         return; /* the connection keeps a reference until it closes: a leak under OOM only */
     o->kind = QK_MSG_NETOUT;
     o->err = err;
+    if (app)
+        o->flags |= QK_MF_APP_ERROR;
     o->r.net.conn = c;
     o->r.net.id = m->r.net.id;
     o->args = o->data;
@@ -368,7 +439,8 @@ void qk_net_deliver(qk_worker *w, qk_msg *m)
     (void)w;
     qk_conn *c = m->r.net.conn;
     if (!c->closing)
-        qk_net_respond(c, m->r.net.id, (quark_err)m->err, m->id, m->args, m->args_len);
+        qk_net_respond(c, m->r.net.id, (quark_err)m->err, m->id, m->args, m->args_len,
+                       (m->flags & QK_MF_APP_ERROR) != 0);
     conn_unref(c);
     qk_msg_free(m);
 }
@@ -377,8 +449,15 @@ void qk_net_deliver(qk_worker *w, qk_msg *m)
 
 void qk_net_event(qk_conn *c, uint64_t sub_id, const uint8_t *ev, size_t len)
 {
-    if (c->closing || c->proto != QK_PROTO_TCP)
+    if (c->closing)
         return;
+    if (c->proto == QK_PROTO_GRPC) {
+        if (c->grpc) {
+            qk_grpc_server_stream_send(c->grpc, (int32_t)sub_id, ev, len);
+            grpc_pump(c);
+        }
+        return;
+    }
     if (out_reserve(c, QK_FRAME_HEADER + len) != 0) {
         conn_close(c);
         return;
@@ -399,10 +478,15 @@ void qk_net_sub_freed(qk_conn *c, qk_sub *s)
     }
     if (!c->closing && !s->removed) {
         /* The silo ended it (stopping): tell the subscriber. */
-        Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
-        r.error_code = QUARK_ECLOSED;
-        r.error_message = "the silo is stopping";
-        send_frame(c, QK_FRAME_STREAM_END, s->id, &r.base);
+        if (c->proto == QK_PROTO_GRPC && c->grpc) {
+            qk_grpc_server_stream_end(c->grpc, (int32_t)s->id, 14, "the silo is stopping");
+            grpc_pump(c);
+        } else if (c->proto == QK_PROTO_TCP) {
+            Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
+            r.error_code = QUARK_ECLOSED;
+            r.error_message = "the silo is stopping";
+            send_frame(c, QK_FRAME_STREAM_END, s->id, &r.base);
+        }
     }
     free(s);
     conn_unref(c);
@@ -579,6 +663,139 @@ static void tcp_input(qk_conn *c)
         conn_close(c);
 }
 
+/* ---- gRPC (HTTP/2 through grpc_codec) ---- */
+
+static void grpc_write(void *wud, const uint8_t *data, size_t len)
+{
+    qk_conn *c = wud;
+    if (c->closing || out_reserve(c, len) != 0)
+        return;
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    mark_dirty(c);
+}
+
+/* Move the session's output into the connection's buffer. */
+static void grpc_pump(qk_conn *c)
+{
+    /* Never from inside the session's own callbacks (an answer given during
+     * on_request): nghttp2 must not send while it is receiving; grpc_input
+     * pumps once recv returns. */
+    if (!c->grpc || c->closing || c->in_recv)
+        return;
+    qk_grpc_server_flush(c->grpc, grpc_write, c);
+    if (qk_grpc_server_want_close(c->grpc)) {
+        c->close_after_write = true;
+        if (!c->writing && c->out_len == 0)
+            conn_close(c);
+    }
+}
+
+#define QK_PATH_INVOKE "/quark.ActorService/InvokeActor"
+#define QK_PATH_STREAM "/quark.ActorService/StreamActorEvents"
+
+static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_t path_len,
+                            uint64_t timeout_ms, const char *cluster_id, const uint8_t *msg,
+                            size_t len)
+{
+    qk_conn *c = ud;
+    qk_worker *w = c->w;
+    quark_silo *s = w->silo;
+    char why[300];
+    if (cluster_id && *cluster_id && strcmp(cluster_id, s->cluster_id) != 0) {
+        snprintf(why, sizeof why, "this silo belongs to cluster '%s', not '%.100s'",
+                 s->cluster_id, cluster_id);
+        qk_grpc_server_respond(c->grpc, stream_id, grpc_status_of(QUARK_ECLUSTER), why, NULL, 0);
+        return;
+    }
+    bool invoke = path_len == sizeof QK_PATH_INVOKE - 1 && memcmp(path, QK_PATH_INVOKE, path_len) == 0;
+    bool stream = path_len == sizeof QK_PATH_STREAM - 1 && memcmp(path, QK_PATH_STREAM, path_len) == 0;
+    if (invoke) {
+        Quark__ActorInvocationRequest *rq =
+            quark__actor_invocation_request__unpack(&w->arena.pb, len, msg);
+        if (!rq) {
+            qk_grpc_server_respond(c->grpc, stream_id, 3,
+                                   "the ActorInvocationRequest could not be decoded", NULL, 0);
+        } else {
+            qk_chain_link chain[QK_CHAIN_MAX];
+            size_t n = rq->n_call_chain < QK_CHAIN_MAX ? rq->n_call_chain : QK_CHAIN_MAX;
+            for (size_t i = 0; i < n; i++) {
+                chain[i].act = rq->call_chain[i]->actor;
+                chain[i].turn = rq->call_chain[i]->turn;
+                chain[i].pad_ = 0;
+            }
+            uint64_t dl = rq->deadline_ms;
+            if (timeout_ms && (!dl || timeout_ms < dl))
+                dl = timeout_ms;
+            if (dl > UINT32_MAX)
+                dl = UINT32_MAX;
+            qk_net_invoke(w, c, (uint64_t)stream_id, rq->actor_type, strlen(rq->actor_type),
+                          rq->actor_id, strlen(rq->actor_id), rq->method_name,
+                          strlen(rq->method_name), rq->serialized_args.data,
+                          rq->serialized_args.len, (uint32_t)dl, chain, n);
+        }
+        qk_arena_reset(&w->arena);
+    } else if (stream) {
+        Quark__StreamRequest *rq = quark__stream_request__unpack(NULL, len, msg);
+        qk_sub *sub = NULL;
+        quark_err rc = rq ? qk_net_subscribe(w, c, (uint64_t)stream_id, rq->actor_type,
+                                             strlen(rq->actor_type), rq->actor_id,
+                                             strlen(rq->actor_id), &sub)
+                          : qk_error(QUARK_EBADARGS, "the StreamRequest could not be decoded");
+        if (rq)
+            quark__stream_request__free_unpacked(rq, NULL);
+        if (rc != QUARK_OK) {
+            qk_grpc_server_stream_end(c->grpc, stream_id, grpc_status_of(rc), quark_last_error());
+        } else {
+            c->refs++; /* released by SUBFREE */
+            sub->conn_next = c->subs;
+            c->subs = sub;
+        }
+    } else {
+        snprintf(why, sizeof why, "unknown method %.*s (this server offers %s and %s)",
+                 (int)(path_len > 100 ? 100 : path_len), path, QK_PATH_INVOKE, QK_PATH_STREAM);
+        qk_grpc_server_respond(c->grpc, stream_id, 12, why, NULL, 0);
+    }
+}
+
+static void grpc_on_cancel(void *ud, int32_t stream_id)
+{
+    qk_conn *c = ud;
+    if (c->closing)
+        return;
+    /* A subscriber going away; a cancelled call's answer is simply ignored. */
+    for (qk_sub *s = c->subs; s; s = s->conn_next) {
+        if (s->id == (uint64_t)stream_id && !s->removed) {
+            qk_net_unsubscribe(c->w, s);
+            return;
+        }
+    }
+}
+
+static const qk_grpc_server_cbs grpc_cbs = {.on_request = grpc_on_request,
+                                            .on_cancel = grpc_on_cancel};
+
+static void grpc_input(qk_conn *c)
+{
+    if (!c->grpc) {
+        c->grpc = qk_grpc_server_new(&grpc_cbs, c, c->w->silo->opts.max_message_size);
+        if (!c->grpc) {
+            conn_close(c);
+            return;
+        }
+    }
+    c->in_recv = true;
+    int rc = qk_grpc_server_recv(c->grpc, c->in, c->in_len);
+    c->in_recv = false;
+    c->in_len = 0;
+    grpc_pump(c);
+    if (rc != 0 && !c->closing) {
+        c->close_after_write = true;
+        if (!c->writing && c->out_len == 0)
+            conn_close(c);
+    }
+}
+
 /* ---- reading ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -623,13 +840,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             return;
         }
     }
-    if (c->proto == QK_PROTO_TCP) {
+    if (c->proto == QK_PROTO_TCP)
         tcp_input(c);
-    } else {
-        /* gRPC: served once the HTTP/2 codec is wired in. Until then the
-         * connection is refused rather than left hanging. */
-        conn_close(c);
-    }
+    else
+        grpc_input(c);
     /* Give back a large input buffer once it is drained. */
     if (c->in_len == 0 && c->in_cap > 4 * QK_READ_CHUNK) {
         free(c->in);
@@ -702,6 +916,12 @@ void qk_server_worker_quiesce(qk_worker *w)
 /* Stop phase 2: write what is pending, then close each connection. */
 void qk_server_worker_stop(qk_worker *w)
 {
+    for (qk_conn *c = w->conns; c; c = c->next) {
+        if (c->grpc) { /* tell HTTP/2 clients with a GOAWAY */
+            qk_grpc_server_shutdown(c->grpc);
+            grpc_pump(c);
+        }
+    }
     qk_server_flush(w);
     qk_conn *c = w->conns;
     while (c) {
