@@ -256,7 +256,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
             "                   [--keys N] [--workers N]\n"
-            "       quark-bench --connect HOST:PORT --transport tcp --workload w1|w2 [...]\n");
+            "       quark-bench --connect HOST:PORT --transport tcp|grpc --workload w1|w2 [...]\n");
     exit(2);
 }
 
@@ -290,10 +290,8 @@ int main(int argc, char **argv)
     }
     if (inproc == !!connect || !o.workload)
         usage();
-    if (connect && strcmp(o.transport, "tcp") != 0) {
-        fprintf(stderr, "quark-bench: transport '%s' is not built yet (tcp is)\n", o.transport);
-        return 2;
-    }
+    if (connect && strcmp(o.transport, "tcp") != 0 && strcmp(o.transport, "grpc") != 0)
+        usage();
     int w1 = !strcmp(o.workload, "w1"), w2 = !strcmp(o.workload, "w2"),
         act = !strcmp(o.workload, "activate");
     if (!w1 && !w2 && !act)
@@ -321,7 +319,7 @@ int main(int argc, char **argv)
     } else {
         g_transport = o.transport;
         co.connection_string = connect;
-        co.transport = QUARK_TRANSPORT_TCP;
+        co.transport = strcmp(o.transport, "grpc") == 0 ? QUARK_TRANSPORT_GRPC : QUARK_TRANSPORT_TCP;
     }
     quark_client *c;
     if ((rc = quark_client_create(&co, &c)) || (rc = quark_client_connect(c)))

@@ -589,10 +589,10 @@ quark_err quark_client_create(const quark_client_opts *opts, quark_client **out)
     if (!opts || !out)
         return qk_error(QUARK_EINVAL, "quark_client_create: %s is NULL", !opts ? "opts" : "out");
     *out = NULL;
-    if (!opts->embedded && opts->transport != QUARK_TRANSPORT_TCP)
-        return qk_error(QUARK_EINVAL, "this build reaches remote silos over Quark's TCP "
-                        "protocol only: set opts.transport = QUARK_TRANSPORT_TCP (the gRPC "
-                        "client transport is not built yet)");
+    if (!opts->embedded && opts->transport != QUARK_TRANSPORT_TCP &&
+        opts->transport != QUARK_TRANSPORT_GRPC)
+        return qk_error(QUARK_EINVAL, "unknown transport %d: use QUARK_TRANSPORT_GRPC or "
+                        "QUARK_TRANSPORT_TCP", (int)opts->transport);
     quark_client *c = calloc(1, sizeof *c);
     if (!c)
         return qk_error(QUARK_ENOMEM, "out of memory creating a client");

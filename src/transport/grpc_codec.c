@@ -484,6 +484,7 @@ struct qk_grpc_server {
     size_t rx_used;      /* request buffer bytes of all streams */
     qk_gs_stream *streams;
     uint8_t shutting_down, goaway_final, freeing, fatal;
+    int32_t goaway_last;  /* last stream id of the final GOAWAY */
     uint8_t stage[QK_STAGE_SIZE];
 };
 
@@ -630,6 +631,14 @@ static int srv_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     qk_grpc_server *s = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    if (s->goaway_final && frame->hd.stream_id > s->goaway_last) {
+        /* Arrived after the final GOAWAY was submitted but before it left:
+         * nghttp2 would still take it, yet the GOAWAY tells the client it was
+         * not processed (and may be retried elsewhere), so it must not run. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
     qk_gs_stream *st = calloc(1, sizeof *st);
     if (!st)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -704,6 +713,18 @@ static int srv_on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, con
     return 0;
 }
 
+/* The GOAWAY that ends the connection: streams up to the last one received
+ * may finish; later ones are refused (they did not run). */
+static void srv_final_goaway(qk_grpc_server *s)
+{
+    if (s->goaway_final)
+        return;
+    s->shutting_down = 1;
+    s->goaway_final = 1;
+    s->goaway_last = nghttp2_session_get_last_proc_stream_id(s->ng);
+    nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE, s->goaway_last, NGHTTP2_NO_ERROR, NULL, 0);
+}
+
 static int srv_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     qk_grpc_server *s = ud;
@@ -725,12 +746,9 @@ static int srv_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, vo
             srv_end_of_request(s, nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id));
         break;
     case NGHTTP2_PING:
-        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s->shutting_down && !s->goaway_final &&
-            memcmp(frame->ping.opaque_data, QK_SHUTDOWN_PING, 8) == 0) {
-            s->goaway_final = 1;
-            nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(ng),
-                                  NGHTTP2_NO_ERROR, NULL, 0);
-        }
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s->shutting_down &&
+            memcmp(frame->ping.opaque_data, QK_SHUTDOWN_PING, 8) == 0)
+            srv_final_goaway(s);
         break;
     default:
         break;
@@ -954,13 +972,14 @@ void qk_grpc_server_shutdown(qk_grpc_server *s)
         return;
     s->shutting_down = 1;
     if (nghttp2_submit_shutdown_notice(s->ng) != 0 ||
-        nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, (const uint8_t *)QK_SHUTDOWN_PING) != 0) {
-        /* Cannot do it in two steps: refuse new streams now. */
-        s->goaway_final = 1;
-        nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(s->ng), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-    }
+        nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, (const uint8_t *)QK_SHUTDOWN_PING) != 0)
+        srv_final_goaway(s); /* cannot do it in two steps: refuse new streams now */
+}
+
+void qk_grpc_server_goaway_now(qk_grpc_server *s)
+{
+    if (s)
+        srv_final_goaway(s);
 }
 
 void qk_grpc_server_free(qk_grpc_server *s)

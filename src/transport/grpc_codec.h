@@ -147,9 +147,16 @@ int qk_grpc_server_want_close(const qk_grpc_server *s);
 /* Begin a graceful shutdown: a GOAWAY announcing it plus a PING; when the
  * PING's ACK comes back (the client has seen the notice), a final GOAWAY with
  * the last stream id received. Streams up to it may finish; want_close
- * becomes true when they have. The owner should still close after a grace
- * period: a client that never answers keeps the connection open. */
+ * becomes true when they have. The owner must keep reading until then (the
+ * ACK must arrive), and should still close after a grace period: a client
+ * that never answers keeps the connection open. */
 void qk_grpc_server_shutdown(qk_grpc_server *s);
+/* The final GOAWAY at once (for an owner that stops reading): streams
+ * received so far may finish; any the client sent later are refused
+ * (REFUSED_STREAM: they did not run, the client may retry them elsewhere).
+ * Also ends a shutdown begun with qk_grpc_server_shutdown. Flush right
+ * after. */
+void qk_grpc_server_goaway_now(qk_grpc_server *s);
 
 /* Free the server. on_cancel fires first for every request the app still
  * holds. Pending output is lost (flush before). */
@@ -195,7 +202,9 @@ int32_t qk_grpc_client_call(qk_grpc_client *c, const char *path, uint64_t timeou
 void qk_grpc_client_cancel(qk_grpc_client *c, int32_t stream_id);
 
 /* Feed received bytes: 0, or QUARK_EPROTO / QUARK_ENOMEM on a fatal error
- * (flush, close, then qk_grpc_client_fail_all), QUARK_ECLOSED after fail_all. */
+ * (garbage, or a protocol error of the server that nghttp2 answers with a
+ * GOAWAY): flush, close, then qk_grpc_client_fail_all. QUARK_ECLOSED after
+ * fail_all. */
 int qk_grpc_client_recv(qk_grpc_client *c, const uint8_t *data, size_t len);
 
 /* Same contract as qk_grpc_server_flush. */

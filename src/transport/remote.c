@@ -16,6 +16,11 @@
  * Connection loss: the client reconnects by itself, trying the listed silos
  * in turn with jittered exponential backoff; calls wait for it until their
  * deadline.
+ *
+ * With the gRPC transport the same machinery drives an HTTP/2 session
+ * (grpc_codec.h) instead of frames: a call is a stream of
+ * /quark.ActorService/InvokeActor, its id is the stream id, the cluster id
+ * travels as quark-cluster-id metadata on every call.
  */
 #define _GNU_SOURCE /* memrchr */
 #include <alloca.h>
@@ -27,6 +32,7 @@
 #include "quark/actor_service.pb-c.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
+#include "transport/grpc_codec.h"
 #include "transport/remote.h"
 
 #define QK_TICK_MS 5
@@ -113,6 +119,9 @@ struct qk_remote {
     qk_arena arena;
     bool thread_started_;
     qk_rsub *all_subs;            /* every subscription not yet freed */
+    qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
+    bool in_recv_;                /* inside qk_grpc_client_recv: no flushing */
+    const char *meta[3];          /* quark-cluster-id metadata */
 };
 
 static QK_TLS qk_remote *tls_remote; /* set on the I/O thread */
@@ -229,6 +238,72 @@ static void waiting_push(qk_remote *r, qk_rcall *c)
     r->waiting_tail = c;
 }
 
+/* ---- gRPC transport ---- */
+
+/* The quark_err a gRPC status stands for (the inverse of the silo's
+ * mapping, docs/wire-protocol.md). */
+static quark_err err_of_status(int st)
+{
+    switch (st) {
+    case 0: return QUARK_OK;
+    case 1: return QUARK_ECLOSED;         /* CANCELLED */
+    case 3: return QUARK_EINVAL;          /* INVALID_ARGUMENT */
+    case 4: return QUARK_ETIMEDOUT;       /* DEADLINE_EXCEEDED */
+    case 5: return QUARK_ENOTYPE;         /* NOT_FOUND */
+    case 8: return QUARK_ETOOBIG;         /* RESOURCE_EXHAUSTED */
+    case 9: return QUARK_ECLUSTER;        /* FAILED_PRECONDITION */
+    case 10: return QUARK_ECYCLE;         /* ABORTED */
+    case 12: return QUARK_ENOMETHOD;      /* UNIMPLEMENTED */
+    case 14: return QUARK_EUNAVAILABLE;   /* UNAVAILABLE */
+    case 2: return QUARK_EUNKNOWN;        /* UNKNOWN */
+    default: return QUARK_EINTERNAL;
+    }
+}
+
+static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
+                        const uint8_t *result, size_t len);
+static void sub_end(qk_rsub *rs, quark_err why, const char *msg);
+static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
+static qk_rcall *table_take(qk_remote *r, uint64_t id);
+
+static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, const uint8_t *msg,
+                          size_t len)
+{
+    qk_remote *r = ud;
+    qk_rcall *c = call_ud;
+    table_take(r, c->id);
+    if (st != 0) {
+        finish_call(r, c, err_of_status(st), gmsg, NULL, 0);
+        return;
+    }
+    Quark__ActorInvocationResponse *resp =
+        quark__actor_invocation_response__unpack(&r->arena.pb, len, msg);
+    if (!resp)
+        finish_call(r, c, QUARK_EPROTO, "the silo's response could not be decoded", NULL, 0);
+    else
+        finish_call(r, c, (quark_err)resp->error_code, resp->error_message,
+                    resp->serialized_result.data, resp->serialized_result.len);
+    qk_arena_reset(&r->arena);
+}
+
+static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t len)
+{
+    deliver_event(ud, call_ud, msg, len);
+}
+
+static void g_on_stream_end(void *ud, void *call_ud, int st, const char *gmsg)
+{
+    qk_remote *r = ud;
+    qk_rcall *c = call_ud;
+    table_take(r, c->id);
+    sub_end(c->rsub, st == 0 ? QUARK_ECLOSED : err_of_status(st), gmsg);
+    free(c);
+}
+
+static const qk_grpc_client_cbs g_cbs = {.on_response = g_on_response,
+                                         .on_stream_msg = g_on_stream_msg,
+                                         .on_stream_end = g_on_stream_end};
+
 /* ---- output ---- */
 
 static void on_written(uv_write_t *req, int status);
@@ -251,8 +326,16 @@ static int out_append(qk_remote *r, const uint8_t *p, size_t n)
     return 0;
 }
 
+static void g_write(void *wud, const uint8_t *data, size_t len)
+{
+    /* Out of memory drops output; the calls' deadlines complete them. */
+    (void)out_append(wud, data, len);
+}
+
 static void flush(qk_remote *r)
 {
+    if (r->grpc && !r->in_recv_)
+        qk_grpc_client_flush(r->grpc, g_write, r);
     if (r->writing || r->out_len == 0 || r->state < RC_HELLO)
         return;
     uint8_t *b = r->out;
@@ -290,6 +373,38 @@ static void send_call(qk_remote *r, qk_rcall *c)
 {
     if (r->state != RC_READY) {
         waiting_push(r, c);
+        return;
+    }
+    if (r->grpc) {
+        uint64_t now = qk_now_ms_coarse();
+        uint64_t left = c->dl.at_ms > now ? c->dl.at_ms - now : 1;
+        int32_t sid = qk_grpc_client_call(
+            r->grpc, c->op == RC_OP_SUB ? "/quark.ActorService/StreamActorEvents"
+                                        : "/quark.ActorService/InvokeActor",
+            c->op == RC_OP_SUB ? 0 : left, r->meta, c->frame + QK_FRAME_HEADER,
+            c->len - QK_FRAME_HEADER, c->op == RC_OP_SUB, c);
+        if (sid < 0) {
+            if (c->op == RC_OP_SUB) {
+                sub_end(c->rsub, (quark_err)sid, "the subscription could not be sent");
+                free(c);
+            } else {
+                complete(r, c, (quark_err)sid, "the call could not be sent", NULL, 0);
+            }
+            return;
+        }
+        c->id = (uint64_t)sid;
+        if (table_put(r, c) != 0) { /* keep nothing we cannot find again */
+            qk_grpc_client_cancel(r->grpc, sid);
+            complete(r, c, QUARK_ENOMEM, "out of memory sending a call", NULL, 0);
+            return;
+        }
+        c->attempts++;
+        c->next = NULL;
+        if (r->unsent_tail)
+            r->unsent_tail->next = c;
+        else
+            r->unsent = c;
+        r->unsent_tail = c;
         return;
     }
     c->id = ++r->next_id;
@@ -380,6 +495,10 @@ static void conn_lost(qk_remote *r, const char *why)
             complete(r, c, QUARK_EUNKNOWN, msg, NULL, 0);
         }
     }
+    if (r->grpc) {
+        qk_grpc_client_free(r->grpc); /* runs no callback: every call was handled above */
+        r->grpc = NULL;
+    }
     r->failures++;
     if (!was_ready) {
         snprintf(msg, sizeof msg, "%s:%s: %s", ep->host, ep->port, why);
@@ -407,6 +526,32 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)r->in + r->in_len, (unsigned)(r->in_cap - r->in_len));
 }
 
+/* A call's answer arrived (either transport); `c` is out of the table. */
+static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
+                        const uint8_t *result, size_t len)
+{
+    unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
+    if (err == QUARK_EUNAVAILABLE && c->attempts < max) {
+        c->written = false; /* the silo says it did not run it */
+        waiting_push(r, c);
+        return;
+    }
+    if (c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
+        ProtobufCMessage *msg = protobuf_c_message_unpack(c->reply_desc, &r->arena.pb, len, result);
+        qk_dlheap_remove(&r->heap, &c->dl);
+        if (msg)
+            c->tramp(c->fn, QUARK_OK, NULL, msg, c->arg);
+        else
+            c->tramp(c->fn, QUARK_EPROTO, "the reply could not be decoded", NULL, c->arg);
+        rcall_free(c);
+        return;
+    }
+    char errbuf[512];
+    if (err != QUARK_OK)
+        snprintf(errbuf, sizeof errbuf, "%s", errmsg && *errmsg ? errmsg : quark_strerror(err));
+    complete(r, c, err, err == QUARK_OK ? NULL : errbuf, result, len);
+}
+
 static void handle_response(qk_remote *r, const qk_frame *f)
 {
     qk_rcall *c = table_take(r, f->id);
@@ -414,36 +559,11 @@ static void handle_response(qk_remote *r, const qk_frame *f)
         return; /* already completed (deadline) */
     Quark__ActorInvocationResponse *resp =
         quark__actor_invocation_response__unpack(&r->arena.pb, f->len, f->payload);
-    if (!resp) {
-        complete(r, c, QUARK_EPROTO, "the silo's response could not be decoded", NULL, 0);
-        return;
-    }
-    quark_err err = (quark_err)resp->error_code;
-    unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
-    if (err == QUARK_EUNAVAILABLE && c->attempts < max) {
-        c->written = false; /* the silo says it did not run it */
-        waiting_push(r, c);
-        qk_arena_reset(&r->arena);
-        return;
-    }
-    /* copy what we need before the arena is reused by complete() */
-    char errbuf[512];
-    if (err != QUARK_OK)
-        snprintf(errbuf, sizeof errbuf, "%s", resp->error_message);
-    if (c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
-        ProtobufCMessage *msg = protobuf_c_message_unpack(c->reply_desc, &r->arena.pb,
-                                                          resp->serialized_result.len,
-                                                          resp->serialized_result.data);
-        qk_dlheap_remove(&r->heap, &c->dl);
-        if (msg)
-            c->tramp(c->fn, QUARK_OK, NULL, msg, c->arg);
-        else
-            c->tramp(c->fn, QUARK_EPROTO, "the reply could not be decoded", NULL, c->arg);
-        rcall_free(c);
-    } else {
-        complete(r, c, err, err == QUARK_OK ? NULL : errbuf, resp->serialized_result.data,
-                 resp->serialized_result.len);
-    }
+    if (!resp)
+        finish_call(r, c, QUARK_EPROTO, "the silo's response could not be decoded", NULL, 0);
+    else
+        finish_call(r, c, (quark_err)resp->error_code, resp->error_message,
+                    resp->serialized_result.data, resp->serialized_result.len);
     qk_arena_reset(&r->arena);
 }
 
@@ -463,13 +583,19 @@ static void handle_event(qk_remote *r, const qk_frame *f, bool end)
                 e ? e->error_message : "bad stream end");
         rcall_free(c);
     } else {
-        Quark__ActorEvent *ae = quark__actor_event__unpack(&r->arena.pb, f->len, f->payload);
-        if (ae) {
-            quark_event ev = {.actor_type = ae->actor_type, .actor_id = ae->actor_id,
-                              .event_type = ae->event_type, .payload = ae->payload.data,
-                              .payload_len = ae->payload.len, .sequence = ae->sequence};
-            c->rsub->fn(&ev, QUARK_OK, NULL, c->rsub->arg);
-        }
+        deliver_event(r, c, f->payload, f->len);
+    }
+    qk_arena_reset(&r->arena);
+}
+
+static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n)
+{
+    Quark__ActorEvent *ae = quark__actor_event__unpack(&r->arena.pb, n, p);
+    if (ae && c->rsub && !c->rsub->ended) {
+        quark_event ev = {.actor_type = ae->actor_type, .actor_id = ae->actor_id,
+                          .event_type = ae->event_type, .payload = ae->payload.data,
+                          .payload_len = ae->payload.len, .sequence = ae->sequence};
+        c->rsub->fn(&ev, QUARK_OK, NULL, c->rsub->arg);
     }
     qk_arena_reset(&r->arena);
 }
@@ -510,6 +636,18 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     r->in_len += (size_t)n;
+    if (r->grpc) {
+        r->in_recv_ = true;
+        int rc = qk_grpc_client_recv(r->grpc, r->in, r->in_len);
+        r->in_recv_ = false;
+        r->in_len = 0;
+        if (rc != 0 || qk_grpc_client_want_close(r->grpc)) {
+            conn_lost(r, rc != 0 ? "HTTP/2 protocol error from the silo" : "the silo is going away");
+            return;
+        }
+        flush(r);
+        return;
+    }
     size_t off = 0;
     while (r->state >= RC_HELLO) {
         qk_frame f;
@@ -550,6 +688,23 @@ static void on_connect(uv_connect_t *req, int status)
     r->state = RC_HELLO;
     uv_tcp_nodelay(r->tcp, 1);
     uv_read_start((uv_stream_t *)r->tcp, on_alloc, on_read);
+    if (r->client->opts.transport == QUARK_TRANSPORT_GRPC) {
+        char authority[300];
+        qk_endpoint *ep = &r->eps[r->cur_ep];
+        snprintf(authority, sizeof authority, "%s:%s", ep->host, ep->port);
+        r->grpc = qk_grpc_client_new(&g_cbs, r, authority, r->max_msg + 4096);
+        if (!r->grpc) {
+            conn_lost(r, "out of memory");
+            return;
+        }
+        /* No handshake: the cluster id rides on every call. */
+        Quark__TcpHelloReply ok = QUARK__TCP_HELLO_REPLY__INIT;
+        uint8_t buf[16];
+        qk_frame f = {.type = QK_FRAME_HELLO_OK, .payload = buf,
+                      .len = protobuf_c_message_pack(&ok.base, buf)};
+        handle_hello(r, &f);
+        return;
+    }
     Quark__TcpHello h = QUARK__TCP_HELLO__INIT;
     h.cluster_id = (char *)(r->client->opts.cluster_id ? r->client->opts.cluster_id : "default");
     h.client_name = (char *)(r->client->opts.service_id ? r->client->opts.service_id : "");
@@ -611,9 +766,13 @@ static void unsub_op(qk_remote *r, qk_rsub *rs)
     qk_rcall *env = rs->env;
     if (env && env->in_table) {
         table_take(r, env->id);
-        uint8_t hdr[QK_FRAME_HEADER];
-        qk_frame_header(hdr, QK_FRAME_UNSUBSCRIBE, env->id, 0);
-        out_append(r, hdr, sizeof hdr);
+        if (r->grpc) {
+            qk_grpc_client_cancel(r->grpc, (int32_t)env->id);
+        } else {
+            uint8_t hdr[QK_FRAME_HEADER];
+            qk_frame_header(hdr, QK_FRAME_UNSUBSCRIBE, env->id, 0);
+            out_append(r, hdr, sizeof hdr);
+        }
         rcall_free(env);
     } else if (env) { /* still waiting for a connection */
         qk_rcall **pp = &r->waiting, *prev = NULL;
@@ -679,6 +838,8 @@ static void on_tick(uv_timer_t *t)
         char msg[600];
         if (c->in_table) {
             table_take(r, c->id);
+            if (r->grpc)
+                qk_grpc_client_cancel(r->grpc, (int32_t)c->id);
             snprintf(msg, sizeof msg, "deadline exceeded: no reply to %s in time", c->method);
             complete(r, c, QUARK_ETIMEDOUT, msg, NULL, 0);
         } else {
@@ -750,6 +911,10 @@ static void io_main(void *arg)
     /* Subscriptions the application still holds are freed by quark_unsubscribe
      * (if it comes) or with the client. */
     r->waiting_tail = NULL;
+    if (r->grpc) {
+        qk_grpc_client_free(r->grpc);
+        r->grpc = NULL;
+    }
     if (r->tcp)
         uv_close((uv_handle_t *)r->tcp, on_tcp_closed);
     r->tcp = NULL;
@@ -808,6 +973,9 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
     }
     r->client = c;
     r->max_msg = 4u << 20;
+    r->meta[0] = "quark-cluster-id";
+    r->meta[1] = c->opts.cluster_id && *c->opts.cluster_id ? c->opts.cluster_id : "default";
+    r->meta[2] = NULL;
     uv_mutex_init(&r->mu);
     uv_cond_init(&r->cv);
     *out = r;

@@ -1,6 +1,7 @@
 /*
  * remote_test.c - remote calls across real processes and sockets: a
- * counter-silo child process, the cluster client over Quark's TCP protocol.
+ * counter-silo child process, the cluster client over Quark's TCP protocol
+ * and over gRPC (every case runs with both).
  * Blocking and async calls, many client threads, errors a user can act on,
  * hostile input that must not hurt other clients, a silo killed with -9 and
  * restarted (the client reconnects by itself), and a graceful SIGTERM.
@@ -20,6 +21,8 @@
 #include "counter_actor.h"
 
 extern char **environ;
+
+static quark_transport g_transport = QUARK_TRANSPORT_TCP; /* each group runs with both */
 
 typedef struct silo_proc {
     pid_t pid;
@@ -72,7 +75,7 @@ static quark_client *client_for(int port, const char *cluster, quark_err want)
     char cs[64];
     snprintf(cs, sizeof cs, "127.0.0.1:%d", port);
     co.connection_string = cs;
-    co.transport = QUARK_TRANSPORT_TCP;
+    co.transport = g_transport;
     co.cluster_id = cluster;
     co.retry.initial_backoff_ms = 20;
     co.retry.max_backoff_ms = 200;
@@ -208,9 +211,24 @@ static void test_connect_errors(void **state)
     (void)state;
     silo_proc sp;
     silo_start(&sp, 0, "prod");
-    quark_client *c = client_for(sp.port, "staging", QUARK_ECLUSTER);
-    assert_non_null(strstr(quark_last_error(), "cluster 'prod', not 'staging'"));
-    quark_client_free(c);
+    if (g_transport == QUARK_TRANSPORT_TCP) {
+        /* TCP refuses another cluster in its handshake... */
+        quark_client *c = client_for(sp.port, "staging", QUARK_ECLUSTER);
+        assert_non_null(strstr(quark_last_error(), "cluster 'prod', not 'staging'"));
+        quark_client_free(c);
+    } else {
+        /* ...gRPC on the first call (the cluster id is call metadata). */
+        quark_client *c = client_for(sp.port, "staging", QUARK_OK);
+        quark_ref *r;
+        TU_OK(quark_examples_CounterActor_ref(c, "x", &r));
+        quark_err err;
+        inc(r, 1, &err);
+        assert_int_equal(err, QUARK_ECLUSTER);
+        assert_non_null(strstr(quark_last_error(), "cluster 'prod', not 'staging'"));
+        quark_ref_free(r);
+        quark_client_free(c);
+    }
+    quark_client *c;
     int port = sp.port;
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
     c = client_for(port, "prod", QUARK_EUNAVAILABLE); /* nobody listens there now */
@@ -358,5 +376,8 @@ int main(void)
         cmocka_unit_test(test_silo_killed_and_back),
         cmocka_unit_test(test_event_stream),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = _cmocka_run_group_tests("remote_tcp", tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    g_transport = QUARK_TRANSPORT_GRPC;
+    failed += _cmocka_run_group_tests("remote_grpc", tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    return failed;
 }
