@@ -31,6 +31,23 @@ struct quark_subscription {
     struct qk_rsub *remote;       /* remote clients (transport/remote.c) */
 };
 
+/* ---- local subscriber lifetime ---- */
+
+static void local_unref(qk_sub *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) == 1)
+        free(s);
+}
+
+/* The final callback, exactly once, then the topic's reference goes. */
+static void local_end(qk_sub *s, quark_err why, const char *msg)
+{
+    bool was = atomic_exchange(&s->ended, true);
+    if (!was)
+        s->fn(NULL, why, msg, s->arg);
+    local_unref(s);
+}
+
 /* ---- topic table (owner worker only) ---- */
 
 static qk_topic **topic_slot(qk_worker *w, const qk_type_entry *t, uint64_t h, const char *id,
@@ -180,10 +197,8 @@ static void add_sub(qk_worker *w, qk_sub *s)
 {
     qk_topic *tp = topic_get(w, s->type, s->hash, s->actor_id, s->id_len, true);
     if (!tp) {
-        if (!s->conn) {
-            s->fn(NULL, QUARK_ENOMEM, "out of memory subscribing", s->arg);
-            free(s);
-        }
+        if (!s->conn)
+            local_end(s, QUARK_ENOMEM, "out of memory subscribing");
         return;
     }
     s->next = tp->subs;
@@ -193,10 +208,12 @@ static void add_sub(qk_worker *w, qk_sub *s)
 static void remove_sub(qk_worker *w, qk_sub *s)
 {
     qk_topic *tp = topic_get(w, s->type, s->hash, s->actor_id, s->id_len, false);
+    bool member = false;
     if (tp) {
         for (qk_sub **pp = &tp->subs; *pp; pp = &(*pp)->next) {
             if (*pp == s) {
                 *pp = s->next;
+                member = true;
                 break;
             }
         }
@@ -210,8 +227,9 @@ static void remove_sub(qk_worker *w, qk_sub *s)
         m->r.sub = s;
         qk_send(qk_conn_worker(s->conn), m);
     } else {
-        s->fn(NULL, QUARK_ECLOSED, "unsubscribed", s->arg);
-        free(s);
+        if (member)
+            local_end(s, QUARK_ECLOSED, "unsubscribed"); /* the topic's reference */
+        local_unref(s);                                  /* this UNSUB's reference */
     }
 }
 
@@ -254,8 +272,7 @@ void qk_events_stop(qk_worker *w)
                     qk_send(qk_conn_worker(s->conn), m);
                 }
             } else {
-                s->fn(NULL, QUARK_ECLOSED, "the silo is stopping", s->arg);
-                free(s);
+                local_end(s, QUARK_ECLOSED, "the silo is stopping");
             }
         }
         free(tp);
@@ -356,6 +373,8 @@ quark_err quark_subscribe(quark_client *c, const char *type_name, const char *id
         if (rc == QUARK_OK) {
             h->sub->fn = fn;
             h->sub->arg = arg;
+            atomic_init(&h->sub->refs, 2); /* the handle and the topic */
+            atomic_init(&h->sub->ended, false);
             h->silo = c->silo;
             rc = post(owner, h->sub, QK_MSG_SUB);
             if (rc != QUARK_OK)
@@ -376,9 +395,17 @@ void quark_unsubscribe(quark_subscription *h)
         return;
     if (h->remote) {
         qk_remote_unsubscribe(h->remote);
-    } else if (h->sub && atomic_load(&h->silo->state) == 1) {
+    } else if (h->sub) {
         qk_sub *s = h->sub;
-        post(&h->silo->workers[qk_worker_of(h->silo, s->hash)], s, QK_MSG_UNSUB);
+        /* Once ended (unsubscribed, or the silo stopped) the silo may be
+         * gone: touch nothing but the subscriber's own reference. */
+        if (!atomic_load(&s->ended)) {
+            atomic_fetch_add(&s->refs, 1); /* for the UNSUB in flight */
+            if (post(&h->silo->workers[qk_worker_of(h->silo, s->hash)], s, QK_MSG_UNSUB) !=
+                QUARK_OK)
+                local_unref(s);
+        }
+        local_unref(s);
     }
     free(h);
 }

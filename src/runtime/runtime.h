@@ -323,6 +323,10 @@ typedef struct qk_sub {
     quark_event_fn fn;            /* local subscriber */
     void *arg;
     bool removed;                 /* UNSUB sent */
+    /* Local subscribers only: references held by the application's handle,
+     * the topic, and each UNSUB in flight; `ended` once the final callback ran. */
+    _Atomic int refs;
+    _Atomic bool ended;
     uint16_t id_len;
     char actor_id[];
 } qk_sub;

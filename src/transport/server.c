@@ -917,8 +917,9 @@ void qk_server_worker_quiesce(qk_worker *w)
 void qk_server_worker_stop(qk_worker *w)
 {
     for (qk_conn *c = w->conns; c; c = c->next) {
-        if (c->grpc) { /* tell HTTP/2 clients with a GOAWAY */
-            qk_grpc_server_shutdown(c->grpc);
+        if (c->grpc) { /* the final GOAWAY now: reading has stopped, so no PING
+                          * round trip can complete; what it refuses never ran */
+            qk_grpc_server_goaway_now(c->grpc);
             grpc_pump(c);
         }
     }

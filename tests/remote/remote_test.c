@@ -19,6 +19,7 @@
 
 #include "../testutil.h"
 #include "counter_actor.h"
+#include "quark/actor_service.pb-c.h"
 
 extern char **environ;
 
@@ -278,6 +279,162 @@ static void test_bad_input(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+/* Big-endian frame header (frame.h). */
+static void put_frame_header(uint8_t *h, uint8_t type, uint64_t id, uint32_t payload)
+{
+    uint32_t len = payload + 12;
+    h[0] = (uint8_t)(len >> 24); h[1] = (uint8_t)(len >> 16); h[2] = (uint8_t)(len >> 8); h[3] = (uint8_t)len;
+    h[4] = type; h[5] = h[6] = h[7] = 0;
+    for (int i = 0; i < 8; i++)
+        h[8 + i] = (uint8_t)(id >> (56 - 8 * i));
+}
+
+static void read_full(int fd, uint8_t *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+}
+
+/* Read one frame; returns its payload (malloc'd) and sets type/id/len. */
+static uint8_t *read_frame(int fd, uint8_t *type, uint64_t *id, size_t *len)
+{
+    uint8_t h[16];
+    read_full(fd, h, 16);
+    uint32_t l = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    *type = h[4];
+    *id = 0;
+    for (int i = 0; i < 8; i++)
+        *id = *id << 8 | h[8 + i];
+    *len = l - 12;
+    uint8_t *p = malloc(*len + 1);
+    read_full(fd, p, *len);
+    return p;
+}
+
+static void test_oversized_request_skipped(void **state)
+{
+    (void)state; /* TCP framing only; gRPC's oversized case is in the grpc-js interop test */
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    int fd = raw_connect(sp.port);
+    uint8_t h[16];
+    /* HELLO (empty TcpHello: cluster "default") */
+    assert_true(write(fd, "QRK1", 4) == 4);
+    put_frame_header(h, 1, 0, 0);
+    assert_true(write(fd, h, 16) == 16);
+    uint8_t type;
+    uint64_t id;
+    size_t len;
+    free(read_frame(fd, &type, &id, &len));
+    assert_int_equal(type, 2);
+    /* A 5 MiB request (over the 4 MiB limit), then a normal one. */
+    size_t big = 5u << 20;
+    uint8_t *junk = calloc(1, big);
+    put_frame_header(h, 3, 41, (uint32_t)big);
+    assert_true(write(fd, h, 16) == 16);
+    for (size_t off = 0; off < big;) {
+        ssize_t k = write(fd, junk + off, big - off);
+        assert_true(k > 0);
+        off += (size_t)k;
+    }
+    free(junk);
+    Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
+    rq.actor_id = "after-big";
+    rq.actor_type = "quark.examples.CounterActor";
+    rq.method_name = "Increment";
+    uint8_t args[2] = {0x08, 0x07}; /* delta = 7 */
+    rq.serialized_args.data = args;
+    rq.serialized_args.len = 2;
+    uint8_t body[256];
+    size_t bl = quark__actor_invocation_request__pack(&rq, body);
+    put_frame_header(h, 3, 42, (uint32_t)bl);
+    assert_true(write(fd, h, 16) == 16);
+    assert_true(write(fd, body, bl) == (ssize_t)bl);
+    int seen = 0;
+    while (seen < 2) {
+        uint8_t *p = read_frame(fd, &type, &id, &len);
+        assert_int_equal(type, 4);
+        Quark__ActorInvocationResponse *resp = quark__actor_invocation_response__unpack(NULL, len, p);
+        assert_non_null(resp);
+        if (id == 41) {
+            assert_int_equal(resp->error_code, QUARK_ETOOBIG);
+            assert_non_null(strstr(resp->error_message, "maximum"));
+        } else {
+            assert_int_equal(id, 42);
+            assert_int_equal(resp->error_code, 0);
+            assert_int_equal(resp->serialized_result.len, 2); /* CounterValue{7} */
+            assert_int_equal(resp->serialized_result.data[1], 7);
+        }
+        quark__actor_invocation_response__free_unpacked(resp, NULL);
+        free(p);
+        seen++;
+    }
+    close(fd);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
+typedef struct outcome {
+    atomic_int done;
+    quark_err err;
+} outcome;
+
+static void on_sleep(quark_err err, const char *msg, const Quark__Examples__CounterValue *v, void *arg)
+{
+    (void)msg;
+    (void)v;
+    outcome *o = arg;
+    o->err = err;
+    atomic_store(&o->done, 1);
+}
+
+static void test_outcome_unknown_not_retried(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "unknown-outcome", &r));
+    Quark__Examples__SleepRequest sr = QUARK__EXAMPLES__SLEEP_REQUEST__INIT;
+    sr.ms = 5000;
+    outcome o = {0};
+    TU_OK(quark_examples_CounterActor_Sleep_async(r, &sr, on_sleep, &o));
+    tu_sleep_ms(200); /* it reached the silo and is running */
+    silo_stop(&sp, SIGKILL);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&o.done), 20000));
+    /* Sleep is not @quark.idempotent: it is never sent twice. */
+    assert_int_equal(o.err, QUARK_EUNKNOWN);
+    /* An unknown method of a known type, over the network. */
+    silo_start(&sp, 0, "default");
+    quark_client *c2 = client_for(sp.port, "default", QUARK_OK);
+    quark_ref *u;
+    TU_OK(quark_ref_new(c2, &quark_examples_CounterActor_interface, "quark.examples.CounterActor",
+                        "x", &u));
+    /* Pretend an older interface: call a method number the silo does not know by name. */
+    static quark_method_desc fake_methods[1];
+    static quark_interface fake;
+    fake = quark_examples_CounterActor_interface;
+    fake_methods[0] = fake.methods[0];
+    fake_methods[0].name = "Decrement";
+    fake.methods = fake_methods;
+    fake.n_methods = 1;
+    quark_ref *fr;
+    TU_OK(quark_ref_new(c2, &fake, "quark.examples.CounterActor", "x", &fr));
+    Quark__Examples__IncrementRequest ir = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    assert_int_equal(quark_call(fr, &fake, 0, &ir.base, NULL), QUARK_ENOMETHOD);
+    assert_non_null(strstr(quark_last_error(), "has no method 'Decrement'"));
+    quark_ref_free(fr);
+    quark_ref_free(u);
+    quark_client_free(c2);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+    quark_ref_free(r);
+    quark_client_free(c);
+}
+
 static void test_silo_killed_and_back(void **state)
 {
     (void)state;
@@ -368,16 +525,21 @@ static void test_event_stream(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest common[] = {
         cmocka_unit_test(test_calls),
         cmocka_unit_test(test_many_threads),
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_silo_killed_and_back),
         cmocka_unit_test(test_event_stream),
+        cmocka_unit_test(test_outcome_unknown_not_retried),
     };
-    int failed = _cmocka_run_group_tests("remote_tcp", tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    const struct CMUnitTest tcp_only[] = {
+        cmocka_unit_test(test_oversized_request_skipped),
+    };
+    int failed = _cmocka_run_group_tests("remote_tcp", common, sizeof common / sizeof common[0], NULL, NULL);
+    failed += _cmocka_run_group_tests("remote_tcp_framing", tcp_only, 1, NULL, NULL);
     g_transport = QUARK_TRANSPORT_GRPC;
-    failed += _cmocka_run_group_tests("remote_grpc", tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    failed += _cmocka_run_group_tests("remote_grpc", common, sizeof common / sizeof common[0], NULL, NULL);
     return failed;
 }

@@ -600,6 +600,126 @@ static void test_server_shutdown(void **state)
     pair_free(&p);
 }
 
+/* The final GOAWAY at once: the call in flight finishes; a call whose
+ * HEADERS reach the server after the GOAWAY was submitted but before it left
+ * does not run and fails with 14 (safe to retry). */
+static void test_server_goaway_now(void **state)
+{
+    (void)state;
+    pair p;
+    pair_init(&p, 1000, 0);
+    res ra = {0}, rb = {0};
+    assert_true(qk_grpc_client_call(p.cli, "/s/A", 0, NULL, (const uint8_t *)"a", 1, 0, &ra) > 0);
+    pair_pump(&p, 0);
+    assert_int_equal(p.app->nreq, 1);
+    assert_true(qk_grpc_client_call(p.cli, "/s/B", 0, NULL, (const uint8_t *)"b", 1, 0, &rb) > 0);
+    qk_grpc_server_goaway_now(p.app->s);
+    bytes cb = {0};
+    qk_grpc_client_flush(p.cli, bytes_write, &cb);
+    assert_int_equal(qk_grpc_server_recv(p.app->s, cb.p, cb.len), 0); /* B before the GOAWAY left */
+    bytes_free(&cb);
+    pair_pump(&p, 0);
+    assert_int_equal(p.app->nreq, 1);
+    assert_int_equal(rb.finals, 1);
+    assert_int_equal(rb.status, 14);
+    assert_false(qk_grpc_client_usable(p.cli));
+    assert_false(qk_grpc_server_want_close(p.app->s));
+    assert_int_equal(qk_grpc_server_respond(p.app->s, p.app->reqs[0].id, 0, NULL,
+                                            (const uint8_t *)"A", 1), 0);
+    pair_pump(&p, 0);
+    assert_int_equal(ra.finals, 1);
+    assert_int_equal(ra.status, 0);
+    assert_true(qk_grpc_server_want_close(p.app->s));
+    qk_grpc_server_goaway_now(p.app->s); /* again: no-op */
+    res_free(&ra, 1);
+    pair_free(&p);
+}
+
+/* Calls racing a shutdown: the server's GOAWAY arrives while some calls
+ * still wait in the client (100 streams before the server's SETTINGS are
+ * known). Each call completes exactly once: served, or 14 UNAVAILABLE for
+ * the ones that never left (safe to retry elsewhere). */
+static void test_shutdown_race(void **state)
+{
+    (void)state;
+    enum { N = 150 };
+    pair p;
+    pair_init(&p, 1000, 1);
+    qk_grpc_server_shutdown(p.app->s);
+    res *r = calloc(N, sizeof *r);
+    for (int i = 0; i < N; i++)
+        assert_true(qk_grpc_client_call(p.cli, "/s/R", 0, NULL, (const uint8_t *)"r", 1, 0,
+                                        &r[i]) > 0);
+    pair_pump(&p, 0);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].finals, 1);
+        if (r[i].status == 0)
+            ok++;
+        else if (r[i].status == 14)
+            refused++;
+        else
+            fail_msg("call %d: status %d (%s)", i, r[i].status, r[i].message);
+    }
+    assert_int_equal(ok, p.app->nreq);
+    assert_int_equal(ok + refused, N);
+    print_message("shutdown race: %d served, %d refused\n", ok, refused);
+    assert_true(ok >= 1);
+    assert_true(refused >= 1);
+    assert_true(qk_grpc_server_want_close(p.app->s));
+    res_free(r, N);
+    free(r);
+    pair_free(&p);
+}
+
+/* A server stream producing faster than the client reads: the codec queues,
+ * flow control paces, qk_grpc_server_stream_queued shows the backlog. */
+static void test_stream_backpressure(void **state)
+{
+    (void)state;
+    pair p;
+    pair_init(&p, 2 << 20, 0);
+    res r = {0};
+    assert_true(qk_grpc_client_call(p.cli, "/s/S", 0, NULL, NULL, 0, 1, &r) > 0);
+    pair_pump(&p, 0);
+    int32_t id = p.app->reqs[0].id;
+    size_t big = 1 << 20;
+    uint8_t *m = calloc(1, big);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(qk_grpc_server_stream_send(p.app->s, id, m, big), 0);
+    assert_int_equal(qk_grpc_server_stream_queued(p.app->s, id), 3 * (big + 5));
+    bytes out = {0};
+    qk_grpc_server_flush(p.app->s, bytes_write, &out); /* the client reads nothing */
+    size_t q = qk_grpc_server_stream_queued(p.app->s, id);
+    assert_true(q > 0 && q < 3 * (big + 5));
+    bytes_free(&out);
+    /* Those bytes were dropped, so this connection is done; the same with a
+     * reader: 40 messages queued at once all arrive, in order. */
+    pair_free(&p);
+    free(m);
+
+    pair_init(&p, 2 << 20, 0);
+    res r2 = {0};
+    assert_true(qk_grpc_client_call(p.cli, "/s/S", 0, NULL, NULL, 0, 1, &r2) > 0);
+    pair_pump(&p, 0);
+    id = p.app->reqs[0].id;
+    for (int i = 0; i < 40; i++) {
+        char t[16];
+        int n = snprintf(t, sizeof t, "m%d", i);
+        assert_int_equal(qk_grpc_server_stream_send(p.app->s, id, (const uint8_t *)t, (size_t)n),
+                         0);
+    }
+    assert_int_equal(qk_grpc_server_stream_end(p.app->s, id, 0, NULL), 0);
+    pair_pump(&p, 0);
+    assert_int_equal(qk_grpc_server_stream_queued(p.app->s, id), 0);
+    assert_int_equal(r2.nmsgs, 40);
+    assert_true(r2.seq_ok);
+    assert_int_equal(r2.finals, 1);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(r.finals, 0); /* the first connection was only freed */
+    pair_free(&p);
+}
+
 static void test_fail_all(void **state)
 {
     (void)state;
@@ -765,6 +885,7 @@ typedef struct raw_body {
     const uint8_t *p;
     size_t len, off;
     const char *trailer_status; /* server role: grpc-status trailers after the body */
+    size_t max_frame;           /* > 0: DATA frames of at most this many bytes */
 } raw_body;
 
 static ssize_t raw_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *fl,
@@ -772,6 +893,8 @@ static ssize_t raw_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t le
 {
     (void)ud;
     raw_body *b = src->ptr;
+    if (b->max_frame && len > b->max_frame)
+        len = b->max_frame;
     size_t n = b->len - b->off < len ? b->len - b->off : len;
     memcpy(buf, b->p + b->off, n);
     b->off += n;
@@ -914,6 +1037,85 @@ static void test_server_bad_requests(void **state)
     srv_app_free(a);
 }
 
+/* What the codec's server answers look like on the wire: Trailers-Only is a
+ * single HEADERS frame; a message is HEADERS, DATA, trailers (after the
+ * DATA); grpc-message is percent-encoded exactly as the spec says. */
+static void test_server_wire_format(void **state)
+{
+    (void)state;
+    srv_app *a = srv_app_new(1000, 0);
+    raw_peer *rp = raw_new(0, 0);
+    ep es = ep_server(a->s), er = ep_raw(rp->ng);
+    static const uint8_t ok[] = {0, 0, 0, 0, 2, 'h', 'i'};
+    /* The requests come in DATA frames of 1, 2 and 3 bytes: the prefix and
+     * the payload are split across frames. */
+    raw_body b[3] = {{.p = ok, .len = sizeof ok, .max_frame = 1},
+                     {.p = ok, .len = sizeof ok, .max_frame = 2},
+                     {.p = ok, .len = sizeof ok, .max_frame = 3}};
+    int32_t i_err = raw_request(rp, "POST", "application/grpc", &b[0]);
+    int32_t i_msg = raw_request(rp, "POST", "application/grpc", &b[1]);
+    int32_t i_str = raw_request(rp, "POST", "application/grpc;charset=x", &b[2]);
+    pump(&er, &es, 0);
+    assert_int_equal(a->nreq, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(a->reqs[i].len, 2);
+        assert_memory_equal(a->reqs[i].msg, "hi", 2);
+    }
+    int32_t s_err = 0, s_msg = 0, s_str = 0;
+    for (int i = 0; i < 3; i++) {
+        if (a->reqs[i].id == i_err)
+            s_err = a->reqs[i].id;
+        if (a->reqs[i].id == i_msg)
+            s_msg = a->reqs[i].id;
+        if (a->reqs[i].id == i_str)
+            s_str = a->reqs[i].id;
+    }
+    assert_int_equal(qk_grpc_server_respond(a->s, s_err, 5, "50% off\n\xc3\xa9~ ok", NULL, 0), 0);
+    assert_int_equal(qk_grpc_server_respond(a->s, s_msg, 0, NULL, (const uint8_t *)"abc", 3), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(qk_grpc_server_stream_send(a->s, s_str, (const uint8_t *)"xy", 2), 0);
+    assert_int_equal(qk_grpc_server_stream_end(a->s, s_str, 0, ""), 0);
+    pump(&er, &es, 0);
+
+    raw_stream *s = raw_find(rp, i_err);
+    assert_int_equal(s->http_status, 200);
+    assert_int_equal(s->headers_frames, 1);
+    assert_int_equal(s->data_frames, 0);
+    assert_int_equal(s->grpc_status, 5);
+    assert_string_equal(s->grpc_message, "50%25 off%0A%C3%A9~ ok");
+    assert_true(s->end_stream);
+
+    s = raw_find(rp, i_msg);
+    static const uint8_t abc[] = {0, 0, 0, 0, 3, 'a', 'b', 'c'};
+    assert_int_equal(s->headers_frames, 2);
+    assert_true(s->data_frames >= 1);
+    assert_int_equal(s->body.len, sizeof abc);
+    assert_memory_equal(s->body.p, abc, sizeof abc);
+    assert_int_equal(s->grpc_status, 0);
+    assert_string_equal(s->grpc_message, "");
+    assert_true(s->end_stream);
+
+    s = raw_find(rp, i_str);
+    static const uint8_t xy3[] = {0, 0, 0, 0, 2, 'x', 'y', 0, 0, 0, 0, 2, 'x', 'y',
+                                  0, 0, 0, 0, 2, 'x', 'y'};
+    assert_int_equal(s->headers_frames, 2);
+    assert_int_equal(s->body.len, sizeof xy3);
+    assert_memory_equal(s->body.p, xy3, sizeof xy3);
+    assert_int_equal(s->grpc_status, 0);
+
+    /* A status outside 0..16 is sent as 2 UNKNOWN. */
+    raw_body b4 = {.p = ok, .len = sizeof ok};
+    int32_t i4 = raw_request(rp, "POST", "application/grpc", &b4);
+    pump(&er, &es, 0);
+    assert_int_equal(a->nreq, 4);
+    assert_int_equal(qk_grpc_server_respond(a->s, a->reqs[3].id, 99, NULL, NULL, 0), 0);
+    pump(&er, &es, 0);
+    assert_int_equal(raw_find(rp, i4)->grpc_status, 2);
+    assert_int_equal(a->ncancel, 0);
+    raw_free(rp);
+    srv_app_free(a);
+}
+
 /* A large request over the limit is refused from its prefix, without the
  * server buffering it; the rest of its DATA is ignored. */
 static void test_server_oversized_streamed(void **state)
@@ -984,11 +1186,13 @@ enum {
     RAW_REFUSE,       /* RST_STREAM REFUSED_STREAM */
     RAW_NO_STATUS,    /* 200, a message, END_STREAM without trailers */
     RAW_TRUNCATED,    /* 200, half a message, trailers grpc-status 0 */
+    RAW_PARTIAL_ERR,  /* 200, half a message, trailers grpc-status 9 */
     RAW_COMPRESSED,   /* 200, compressed message */
     RAW_TOO_BIG,      /* 200, a message over max_msg */
     RAW_TWO,          /* 200, two messages for a unary call */
     RAW_STATUS_WINS,  /* 404 but grpc-status 7 present */
-    RAW_PCT           /* trailers-only, grpc-message with invalid %-sequences */
+    RAW_PCT,          /* trailers-only, grpc-message with invalid %-sequences */
+    RAW_SPLIT         /* 200, messages m0 m1 m2 in 1-byte DATA frames, status 0 */
 };
 
 static raw_body raw_bodies[32];
@@ -1025,6 +1229,17 @@ static void raw_srv_answer(raw_peer *rp, int32_t id)
         *b = (raw_body){.p = msg, .len = sizeof msg};
         nghttp2_submit_response(ng, id, ok_hdr, 2, &prd);
         break;
+    case RAW_SPLIT: {
+        static const uint8_t three[] = {0, 0, 0, 0, 2, 'm', '0', 0, 0, 0, 0, 2, 'm', '1',
+                                        0, 0, 0, 0, 2, 'm', '2'};
+        *b = (raw_body){.p = three, .len = sizeof three, .trailer_status = "0", .max_frame = 1};
+        nghttp2_submit_response(ng, id, ok_hdr, 2, &prd);
+        break;
+    }
+    case RAW_PARTIAL_ERR:
+        *b = (raw_body){.p = half, .len = sizeof half, .trailer_status = "9"};
+        nghttp2_submit_response(ng, id, ok_hdr, 2, &prd);
+        break;
     case RAW_TRUNCATED:
     case RAW_COMPRESSED:
     case RAW_TOO_BIG:
@@ -1054,7 +1269,7 @@ static void raw_srv_answer(raw_peer *rp, int32_t id)
 #undef NV
 }
 
-static void client_vs_raw(int mode, int streaming, int want_status, const char *want_substr)
+static res client_vs_raw(int mode, int streaming, int want_status, const char *want_substr)
 {
     qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000);
     raw_peer *rp = raw_new(1, mode);
@@ -1072,8 +1287,10 @@ static void client_vs_raw(int mode, int streaming, int want_status, const char *
     if (want_status != 0)
         assert_true(r.msg_null || streaming);
     res_free(&r, 1);
+    r.data = NULL;
     qk_grpc_client_free(c);
     raw_free(rp);
+    return r;
 }
 
 static void test_client_bad_responses(void **state)
@@ -1085,11 +1302,17 @@ static void test_client_bad_responses(void **state)
     client_vs_raw(RAW_REFUSE, 0, 14, "refused");
     client_vs_raw(RAW_NO_STATUS, 0, 13, "without grpc-status");
     client_vs_raw(RAW_TRUNCATED, 0, 13, "inside a message");
+    client_vs_raw(RAW_TRUNCATED, 1, 13, "inside a message");
+    client_vs_raw(RAW_PARTIAL_ERR, 0, 9, NULL);
     client_vs_raw(RAW_COMPRESSED, 0, 13, "compressed");
     client_vs_raw(RAW_TOO_BIG, 0, 8, "65536 bytes");
     client_vs_raw(RAW_TWO, 0, 13, "more than one message");
     client_vs_raw(RAW_STATUS_WINS, 0, 7, "nope");
     client_vs_raw(RAW_PCT, 0, 3, "a%zz%4 A\xe2\x9c\x93%");
+    res r = client_vs_raw(RAW_SPLIT, 1, 0, NULL);
+    assert_int_equal(r.nmsgs, 3);
+    assert_true(r.seq_ok);
+    client_vs_raw(RAW_SPLIT, 0, 13, "more than one message");
 }
 
 /* Garbage from the "server" is a fatal client error; fail_all then ends the calls. */
@@ -1212,9 +1435,13 @@ int main(void)
         cmocka_unit_test(test_server_streaming),
         cmocka_unit_test(test_client_cancel),
         cmocka_unit_test(test_server_shutdown),
+        cmocka_unit_test(test_server_goaway_now),
+        cmocka_unit_test(test_shutdown_race),
+        cmocka_unit_test(test_stream_backpressure),
         cmocka_unit_test(test_fail_all),
         cmocka_unit_test(test_server_free_cancels_held),
         cmocka_unit_test(test_server_bad_requests),
+        cmocka_unit_test(test_server_wire_format),
         cmocka_unit_test(test_server_oversized_streamed),
         cmocka_unit_test(test_server_garbage),
         cmocka_unit_test(test_client_bad_responses),
