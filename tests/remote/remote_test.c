@@ -69,12 +69,17 @@ static int silo_stop(silo_proc *sp, int sig)
     return status;
 }
 
+static int g_dead_port; /* when set, listed first: a silo that is not there */
+
 static quark_client *client_for(int port, const char *cluster, quark_err want)
 {
     quark_client_opts co;
     quark_client_opts_init(&co);
     char cs[64];
-    snprintf(cs, sizeof cs, "127.0.0.1:%d", port);
+    if (g_dead_port)
+        snprintf(cs, sizeof cs, "127.0.0.1:%d, 127.0.0.1:%d", g_dead_port, port);
+    else
+        snprintf(cs, sizeof cs, "127.0.0.1:%d", port);
     co.connection_string = cs;
     co.transport = g_transport;
     co.cluster_id = cluster;
@@ -203,6 +208,27 @@ static void test_many_threads(void **state)
         quark_ref_free(r);
     }
     assert_int_equal(total, 8 * 300);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
+/* The first listed silo is down: the client moves on to the next. */
+static void test_failover_to_next_listed_silo(void **state)
+{
+    (void)state;
+    silo_proc dead, sp;
+    silo_start(&dead, 0, "default");
+    g_dead_port = dead.port;
+    assert_int_equal(silo_stop(&dead, SIGTERM), 0);
+    silo_start(&sp, 0, "default");
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    g_dead_port = 0;
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "failover", &r));
+    quark_err err;
+    assert_int_equal(inc(r, 3, &err), 3);
+    TU_OK(err);
+    quark_ref_free(r);
     quark_client_free(c);
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
@@ -529,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_calls),
         cmocka_unit_test(test_many_threads),
         cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_failover_to_next_listed_silo),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_silo_killed_and_back),
         cmocka_unit_test(test_event_stream),
