@@ -36,6 +36,7 @@
 #include "transport/remote.h"
 
 #define QK_TICK_MS 5
+#define QK_CONNECT_TIMEOUT_MS 3000
 
 enum { RC_OP_CALL = 0, RC_OP_SUB, RC_OP_UNSUB };
 
@@ -98,6 +99,7 @@ struct qk_remote {
     size_t neps, cur_ep;
     unsigned failures;            /* consecutive failed connects */
     uint64_t reconnect_at_ms;
+    uint64_t attempt_started_ms;  /* when the current connect began */
     /* the connection */
     int state;
     uv_tcp_t *tcp;
@@ -681,6 +683,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 static void on_connect(uv_connect_t *req, int status)
 {
     qk_remote *r = req->data;
+    if (status == UV_ECANCELED)
+        return; /* we closed that attempt ourselves (timeout or stop) */
     if (status < 0) {
         conn_lost(r, uv_strerror(status));
         return;
@@ -735,6 +739,7 @@ static void start_connect(qk_remote *r)
     uv_tcp_init(&r->loop, r->tcp);
     r->tcp->data = r;
     r->state = RC_CONNECTING;
+    r->attempt_started_ms = qk_now_ms_coarse();
     if (gai != 0 || !ai) {
         conn_lost(r, gai_strerror(gai));
         return;
@@ -859,6 +864,11 @@ static void on_tick(uv_timer_t *t)
             complete(r, c, QUARK_EUNAVAILABLE, msg, NULL, 0);
         }
     }
+    /* A silo that never answers (no RST, no SYN-ACK): give up on it after a
+     * bounded time instead of the kernel's minutes, and try the next one. */
+    if ((r->state == RC_CONNECTING || r->state == RC_HELLO) &&
+        now - r->attempt_started_ms > QK_CONNECT_TIMEOUT_MS)
+        conn_lost(r, "no answer within the connect timeout");
     if (r->state == RC_IDLE && now >= r->reconnect_at_ms && !atomic_load(&r->stopping))
         start_connect(r);
 }
