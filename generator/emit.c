@@ -296,7 +296,7 @@ static void qg_emit_service_source(qg_buf *c, const qg_service *svc)
                       "        %s *req =\n"
                       "            (%s *)quark__decode(self, &%s, args, args_len);\n"
                       "        if (req == NULL)\n"
-                      "            return QUARK_EBADARGS;\n"
+                      "            return quark__finish(self, QUARK_EBADARGS, NULL);\n"
                       "        %s rep = %s;\n"
                       "        return quark__finish(self, (m->%s)(self, req, &rep), &rep.%s);\n"
                       "    }\n",

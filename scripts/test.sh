@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 # shellcheck disable=SC2086
 quark_install_packages $QUARK_BUILD_PKGS $QUARK_TEST_PKGS
+# The gRPC interop test (tests/interop) runs a stock grpc-js client under node.
+command -v node >/dev/null || quark_install_packages nodejs npm
+echo "== interop: npm ci (tests/interop)"
+npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 jobs=$(nproc)
 status=0
 

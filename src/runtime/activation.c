@@ -333,8 +333,17 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
     m->act = a;
     lru_touch(w, a, qk_worker_now_ms(w)); /* calls, not timer ticks, count as use */
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
-    ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
+    quark_err rc = ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
     bool deferred = w->cur.deferred;
+    if (!deferred && m->rk != QK_RK_NONE) {
+        /* A dispatcher that returned without answering (older generated
+         * code, a hand-written one): the caller must still hear back. */
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s.%s returned %s without answering the call",
+                 a->type->name, ifc->methods[m->method].name, quark_errname(rc));
+        qk_answer(w, m, rc < 0 ? rc : QUARK_EINTERNAL,
+                  w->cur.has_error ? w->cur.error : msg, NULL);
+    }
     turn_end(w, a);
     if (!deferred)
         qk_msg_free(m);

@@ -825,6 +825,9 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    /* The loop may have slept for long: deadlines of the calls decoded
+     * below are counted from now, not from the last batch. */
+    c->w->now_ms = qk_now_ms_coarse();
     c->in_len += (size_t)n;
     if (c->proto == QK_PROTO_DETECT) {
         if (c->in_len < 4)

@@ -144,6 +144,14 @@ static void test_calls(void **state)
     assert_int_equal(v->value, 210);
     quark_msg_free(v);
 
+    /* After the silo sat idle longer than a call's deadline, calls still
+     * get their whole deadline (the silo's clock is not stale). */
+    tu_sleep_ms(1300);
+    quark_ref_set_deadline(r, 1000);
+    TU_OK(quark_examples_CounterActor_Get(r, &g, &v));
+    quark_msg_free(v);
+    quark_ref_set_deadline(r, 0);
+
     /* Errors come back with their message. */
     quark_ref *u;
     TU_OK(quark_ref_new(c, &quark_examples_CounterActor_interface, "shop.Nothing", "1", &u));
@@ -380,8 +388,16 @@ static void test_oversized_request_skipped(void **state)
     put_frame_header(h, 3, 42, (uint32_t)bl);
     assert_true(write(fd, h, 16) == 16);
     assert_true(write(fd, body, bl) == (ssize_t)bl);
+    /* Arguments that do not decode as an IncrementRequest. */
+    uint8_t junk_args[3] = {0x0a, 0x7f, 0x01}; /* field 1 as bytes, length past the end */
+    rq.serialized_args.data = junk_args;
+    rq.serialized_args.len = sizeof junk_args;
+    bl = quark__actor_invocation_request__pack(&rq, body);
+    put_frame_header(h, 3, 43, (uint32_t)bl);
+    assert_true(write(fd, h, 16) == 16);
+    assert_true(write(fd, body, bl) == (ssize_t)bl);
     int seen = 0;
-    while (seen < 2) {
+    while (seen < 3) {
         uint8_t *p = read_frame(fd, &type, &id, &len);
         assert_int_equal(type, 4);
         Quark__ActorInvocationResponse *resp = quark__actor_invocation_response__unpack(NULL, len, p);
@@ -389,6 +405,9 @@ static void test_oversized_request_skipped(void **state)
         if (id == 41) {
             assert_int_equal(resp->error_code, QUARK_ETOOBIG);
             assert_non_null(strstr(resp->error_message, "maximum"));
+        } else if (id == 43) {
+            assert_int_equal(resp->error_code, QUARK_EBADARGS);
+            assert_non_null(strstr(resp->error_message, "could not be decoded"));
         } else {
             assert_int_equal(id, 42);
             assert_int_equal(resp->error_code, 0);
