@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "core/buf.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
@@ -313,16 +314,8 @@ static void conn_lost(qk_remote *r, const char *why);
 
 static int out_append(qk_remote *r, const uint8_t *p, size_t n)
 {
-    if (r->out_len + n > r->out_cap) {
-        size_t cap = r->out_cap ? r->out_cap : 16384;
-        while (cap < r->out_len + n)
-            cap *= 2;
-        uint8_t *b = realloc(r->out, cap);
-        if (!b)
-            return -1;
-        r->out = b;
-        r->out_cap = cap;
-    }
+    if (qk_buf_reserve(&r->out, &r->out_cap, r->out_len, n, 16384) != 0)
+        return -1;
     memcpy(r->out + r->out_len, p, n);
     r->out_len += n;
     return 0;
@@ -370,6 +363,19 @@ static void on_written(uv_write_t *req, int status)
     flush(r);
 }
 
+/* A call is in the table and its bytes in the output: count the attempt and
+ * remember it as unsent until the next write takes it. */
+static void mark_queued(qk_remote *r, qk_rcall *c)
+{
+    c->attempts++;
+    c->next = NULL;
+    if (r->unsent_tail)
+        r->unsent_tail->next = c;
+    else
+        r->unsent = c;
+    r->unsent_tail = c;
+}
+
 /* Send (or queue) one call. */
 static void send_call(qk_remote *r, qk_rcall *c)
 {
@@ -400,13 +406,7 @@ static void send_call(qk_remote *r, qk_rcall *c)
             complete(r, c, QUARK_ENOMEM, "out of memory sending a call", NULL, 0);
             return;
         }
-        c->attempts++;
-        c->next = NULL;
-        if (r->unsent_tail)
-            r->unsent_tail->next = c;
-        else
-            r->unsent = c;
-        r->unsent_tail = c;
+        mark_queued(r, c);
         return;
     }
     c->id = ++r->next_id;
@@ -419,13 +419,7 @@ static void send_call(qk_remote *r, qk_rcall *c)
         complete(r, c, QUARK_ENOMEM, "out of memory sending a call", NULL, 0);
         return;
     }
-    c->attempts++;
-    c->next = NULL;
-    if (r->unsent_tail)
-        r->unsent_tail->next = c;
-    else
-        r->unsent = c;
-    r->unsent_tail = c;
+    mark_queued(r, c);
 }
 
 /* ---- connection ---- */

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "core/buf.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
@@ -211,17 +212,7 @@ static void conn_close(qk_conn *c)
 
 static int out_reserve(qk_conn *c, size_t n)
 {
-    if (c->out_len + n <= c->out_cap)
-        return 0;
-    size_t cap = c->out_cap ? c->out_cap : 4096;
-    while (cap < c->out_len + n)
-        cap *= 2;
-    uint8_t *b = realloc(c->out, cap);
-    if (!b)
-        return -1;
-    c->out = b;
-    c->out_cap = cap;
-    return 0;
+    return qk_buf_reserve(&c->out, &c->out_cap, c->out_len, n, 4096);
 }
 
 static void mark_dirty(qk_conn *c)
@@ -311,17 +302,25 @@ void qk_server_flush(qk_worker *w)
 
 /* ---- answers ---- */
 
+/* The wire answer: a result, or an error code with its message. */
+static void make_response(Quark__ActorInvocationResponse *r, quark_err err, const char *errmsg,
+                          const uint8_t *result, size_t len)
+{
+    quark__actor_invocation_response__init(r);
+    r->error_code = err;
+    if (err != QUARK_OK) {
+        r->error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
+    } else {
+        r->serialized_result.data = (uint8_t *)result;
+        r->serialized_result.len = len;
+    }
+}
+
 static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                     const uint8_t *result, size_t len)
 {
-    Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
-    r.error_code = err;
-    if (err != QUARK_OK) {
-        r.error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
-    } else {
-        r.serialized_result.data = (uint8_t *)result;
-        r.serialized_result.len = len;
-    }
+    Quark__ActorInvocationResponse r;
+    make_response(&r, err, errmsg, result, len);
     send_frame(c, QK_FRAME_RESPONSE, id, &r.base);
 }
 
@@ -364,14 +363,8 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                                errmsg && *errmsg ? errmsg : quark_strerror(err), NULL, 0);
     } else {
         /* Success, or the actor's own error: an ActorInvocationResponse. */
-        Quark__ActorInvocationResponse r = QUARK__ACTOR_INVOCATION_RESPONSE__INIT;
-        r.error_code = err;
-        if (err != QUARK_OK) {
-            r.error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
-        } else {
-            r.serialized_result.data = (uint8_t *)result;
-            r.serialized_result.len = len;
-        }
+        Quark__ActorInvocationResponse r;
+        make_response(&r, err, errmsg, result, len);
         size_t n = protobuf_c_message_get_packed_size(&r.base);
         uint8_t small[512];
         uint8_t *buf = n <= sizeof small ? small : malloc(n);
