@@ -364,7 +364,7 @@ qk_waiter *qk_waiter_new(void);                  /* two references: caller, answ
 void qk_waiter_complete(qk_waiter *wt, quark_err err, const char *errmsg, const uint8_t *reply,
                         size_t len);
 /* The caller's side: wait until answered or deadline_ms, decode, unref. */
-quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms,
+quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
                            const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **reply,
                            const char *type, const char *id, const char *method);
 /* activation.c: run an outcall's callback as a turn of its caller, then let

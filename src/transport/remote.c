@@ -1146,7 +1146,7 @@ quark_err qk_remote_call(qk_remote *r, quark_ref *ref, const quark_interface *if
     c->waiter = wt;
     uint64_t at = c->dl.at_ms;
     submit(r, c);
-    return qk_waiter_finish(wt, at + 50, iface->methods[method].output, reply, ref->type_name,
+    return qk_waiter_finish(wt, at + 50, true, iface->methods[method].output, reply, ref->type_name,
                             ref->data, iface->methods[method].name);
 }
 
