@@ -9,9 +9,11 @@
 # 127.0.0.1, free ports), then for each run i measures
 #   w1: quark (each transport), then each peer's W1
 #   w2: quark (each transport), then each peer's W2 (every shape)
-# so machine drift hits every system alike. Prints a markdown table of medians
-# with a "quark/peer" calls/s ratio column, and writes it to
-# bench/results/compare-<date>.md. Every server it started is stopped on exit.
+# so machine drift hits every system alike. Transports default to tcp,grpc; one
+# other than tcp is measured only if a trial quark-bench run over it succeeds.
+# Prints a markdown table of medians with a "quark/peer" calls/s ratio column
+# and writes it to bench/results/compare-<date>.md. Every server it started is
+# stopped on exit.
 #
 # The peers come from ../shared/peers (PEERS_SRC), copied to /tmp/peers
 # (PEERS_DIR) and built there. Their load commands are the ones in their README;
@@ -24,7 +26,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=3
 RUNS_SET=0
 PEERS=rawtcp,redis,grpc,erlang
-TRANSPORTS=tcp
+TRANSPORTS=tcp,grpc   # grpc only if a trial run works
 BUILD=$REPO/build
 QUICK=0
 PEERS_SRC=${PEERS_SRC:-$REPO/../shared/peers}
@@ -32,7 +34,7 @@ PEERS_DIR=${PEERS_DIR:-/tmp/peers}
 CLIENT_TIMEOUT=120
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -244,7 +246,7 @@ for p in "${PEER_LIST[@]}"; do
 done
 
 TTL=$((900 + RUNS * 600))   # server lifetimes (the README uses 600 s for 3 runs)
-declare -A PORT PID
+declare -A PORT PID SILO_LOG
 export ERL_EPMD_ADDRESS=127.0.0.1
 ERL_DIST=(-kernel inet_dist_use_interface '{127,0,0,1}' -setcookie kvbenchcookie)
 ERL_B=kvb_b@localhost
@@ -305,17 +307,34 @@ start_peer() {
     esac
 }
 
+SILO_STARTS=0
 start_silo() {  # TRANSPORT
-    local t=$1 port
+    local t=$1 port log
     port=$(free_port)
-    start_server "counter-silo-$t" "$WORK/logs/silo-$t.log" "$SILO" --listen "127.0.0.1:$port"
-    PID[silo-$t]=$SRV_PID; PORT[silo-$t]=$port
-    wait_log "$WORK/logs/silo-$t.log" listening "$SRV_PID" "counter-silo ($t)" 30
+    SILO_STARTS=$((SILO_STARTS + 1))
+    log=$WORK/logs/silo-$t-$SILO_STARTS.log
+    start_server "counter-silo-$t" "$log" "$SILO" --listen "127.0.0.1:$port"
+    PID[silo-$t]=$SRV_PID; PORT[silo-$t]=$port; SILO_LOG[$t]=$log
+    wait_log "$log" listening "$SRV_PID" "counter-silo ($t)" 30
+}
+
+ensure_silo() {  # TRANSPORT WHAT: restart the silo if it died (and say so)
+    local t=$1 pid=${PID[silo-$1]} rc=0
+    if kill -0 "$pid" 2>/dev/null && ! grep -q stopping "${SILO_LOG[$t]}"; then return 0; fi
+    stop_server "$pid" TERM 2>/dev/null || rc=$?
+    forget_server "$pid"
+    FAILS+=("counter-silo ($t) was gone before $2 (exit status $rc; its last words: $(tail -2 "${SILO_LOG[$t]}" | tr '\n' ' ')); restarted it")
+    note "counter-silo ($t) is gone (exit status $rc), restarting it:"
+    tail -3 "${SILO_LOG[$t]}" >&2
+    start_silo "$t"
 }
 
 stop_silo() {  # TRANSPORT: SIGTERM, expect a graceful exit 0
     local t=$1 pid=${PID[silo-$1]:-} rc=0
     [ -n "$pid" ] || return 0
+    if ! kill -0 "$pid" 2>/dev/null || grep -q stopping "${SILO_LOG[$t]}"; then
+        FAILS+=("counter-silo ($t) was stopped or gone before the end (its last words: $(tail -2 "${SILO_LOG[$t]}" | tr '\n' ' '))")
+    fi
     stop_server "$pid" TERM || rc=$?
     forget_server "$pid"
     PID[silo-$t]=""
@@ -329,13 +348,14 @@ stop_silo() {  # TRANSPORT: SIGTERM, expect a graceful exit 0
 client() {
     local label=$1 rc=0
     shift
-    OUT=$(timeout "$CLIENT_TIMEOUT" "$@" 2>>"$WORK/logs/clients.err") || rc=$?
+    OUT=$(timeout "$CLIENT_TIMEOUT" "$@" 2>"$WORK/logs/last.err") || rc=$?
     printf '## %s (exit %s)\n%s\n' "$label" "$rc" "$OUT" >>"$WORK/logs/clients.log"
+    cat "$WORK/logs/last.err" >>"$WORK/logs/clients.err"
     if [ "$rc" != 0 ]; then
         if [ "$rc" = 124 ]; then FAILS+=("$label: timed out after ${CLIENT_TIMEOUT} s")
         else FAILS+=("$label: exit status $rc"); fi
         note "FAILED $label (exit $rc); last stderr:"
-        tail -3 "$WORK/logs/clients.err" >&2 || true
+        tail -3 "$WORK/logs/last.err" >&2 || true
         return 1
     fi
 }
@@ -372,6 +392,7 @@ quark_run() {  # TRANSPORT WORKLOAD RUN
     local t=$1 wl=$2 i=$3 calls shape line
     if [ "$wl" = w1 ]; then calls=$W1_CALLS; shape="1 call in flight"; else
         calls=$W2_CALLS; shape="1 client, 64 async in flight"; fi
+    ensure_silo "$t" "quark-$t $wl run$i" || { FAILS+=("counter-silo ($t) restart failed"); return 0; }
     client "quark-$t $wl run$i" "$BENCH" --connect "127.0.0.1:${PORT[silo-$t]}" --transport "$t" \
         --workload "$wl" --calls "$calls" || return 0
     line=$(grep '^RESULT' <<<"$OUT" | tail -1 || true)
@@ -522,7 +543,7 @@ if [ -e "$OUTFILE" ]; then OUTFILE=${OUTFILE%.md}-$(date -u +%H%M%S).md; fi
     echo "- quark: git $GIT_REV$([ "$GIT_DIRTY" != 0 ] && echo " with $GIT_DIRTY modified tracked files"), build $BUILD (${BUILD_TYPE:-?}), quark-bench built $BIN_TIME"
     echo "- peers: ${VERSIONS%; }"
     echo "- $RUNS run(s), interleaved per run: w1 for every system, then w2 for every system. w1: 1 call in flight, 1 key, $W1_CALLS calls. w2: 64 in flight, $KEYS keys, $W2_CALLS calls (the raw, gRPC, Erlang and CAF clients stop at ${W2_MAXSEC} s; quark-bench and redis-benchmark do not)."
-    echo "- values are medians of the runs; quark/peer = Quark's median calls/s over the row's (w1 against w1, w2 against each w2 shape)."
+    echo "- values are medians of the runs; quark/peer = Quark's median calls/s over ${ACTIVE_T[0]} divided by the row's (w1 against w1, w2 against each w2 shape)$([ ${#ACTIVE_T[@]} -gt 1 ] && echo "; quark-T/peer likewise over transport T")."
     echo
     python3 - "$TSV" "$RUNS" "${ACTIVE_T[@]}" <<'EOF'
 import statistics, sys
