@@ -24,7 +24,7 @@
  * enough for an in-process answer (a few us), pointless for a network one,
  * where it would only take a core from the threads doing the work. Bounded
  * by time, not iterations: `pause` costs 10 to 140 cycles depending on the CPU. */
-#define QK_WAIT_SPIN_NS_LOCAL 20000
+#define QK_WAIT_SPIN_NS_LOCAL 100000
 #define QK_WAIT_SPIN_NS_REMOTE 0
 
 /* Messages up to QK_MSG_SMALL bytes (almost all calls and replies) are
