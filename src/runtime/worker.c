@@ -214,10 +214,10 @@ static void worker_main(void *arg)
             continue;
         }
         /* Spin a little before sleeping: the next in-process message is often
-         * a few microseconds away. Not with connections open: their data
-         * arrives through epoll, and on a small machine a spinning worker
-         * takes the core from the thread that is about to send it. */
-        if (!w->conns) {
+         * a few microseconds away. Not in a silo that serves the network: its
+         * work arrives through sockets (epoll), and on a small machine a
+         * spinning worker takes the core from the thread about to send it. */
+        if (!w->silo->listen_fds) {
             uint64_t spin_until = qk_now_ns() + QK_SPIN_NS;
             while (!has_work(w) && qk_now_ns() < spin_until)
                 for (int i = 0; i < 64; i++)

@@ -23,7 +23,6 @@
  * travels as quark-cluster-id metadata on every call.
  */
 #define _GNU_SOURCE /* memrchr */
-#include <alloca.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 #include "runtime/runtime.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
+#include "transport/wire.h"
 #include "transport/remote.h"
 
 #define QK_TICK_MS 5
@@ -264,8 +264,9 @@ static quark_err err_of_status(int st)
 }
 
 static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
-                        const uint8_t *result, size_t len);
+                        size_t errlen, const uint8_t *result, size_t len);
 static void sub_end(qk_rsub *rs, quark_err why, const char *msg);
+static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
 static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
 static qk_rcall *table_take(qk_remote *r, uint64_t id);
 
@@ -275,18 +276,10 @@ static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, con
     qk_remote *r = ud;
     qk_rcall *c = call_ud;
     table_take(r, c->id);
-    if (st != 0) {
-        finish_call(r, c, err_of_status(st), gmsg, NULL, 0);
-        return;
-    }
-    Quark__ActorInvocationResponse *resp =
-        quark__actor_invocation_response__unpack(&r->arena.pb, len, msg);
-    if (!resp)
-        finish_call(r, c, QUARK_EPROTO, "the silo's response could not be decoded", NULL, 0);
+    if (st != 0)
+        finish_call(r, c, err_of_status(st), gmsg, strlen(gmsg), NULL, 0);
     else
-        finish_call(r, c, (quark_err)resp->error_code, resp->error_message,
-                    resp->serialized_result.data, resp->serialized_result.len);
-    qk_arena_reset(&r->arena);
+        finish_encoded(r, c, msg, len);
 }
 
 static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t len)
@@ -524,7 +517,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 /* A call's answer arrived (either transport); `c` is out of the table. */
 static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
-                        const uint8_t *result, size_t len)
+                        size_t errlen, const uint8_t *result, size_t len)
 {
     unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
     if (err == QUARK_EUNAVAILABLE && c->attempts < max) {
@@ -543,24 +536,33 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *er
         return;
     }
     char errbuf[512];
-    if (err != QUARK_OK)
-        snprintf(errbuf, sizeof errbuf, "%s", errmsg && *errmsg ? errmsg : quark_strerror(err));
+    if (err != QUARK_OK) {
+        if (errmsg && errlen)
+            snprintf(errbuf, sizeof errbuf, "%.*s", (int)(errlen > 511 ? 511 : errlen), errmsg);
+        else
+            snprintf(errbuf, sizeof errbuf, "%s", quark_strerror(err));
+    }
     complete(r, c, err, err == QUARK_OK ? NULL : errbuf, result, len);
+}
+
+static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n)
+{
+    qk_wire_response resp;
+    if (qk_wire_decode_response(p, n, &resp) != 0) {
+        const char *m = "the silo's response could not be decoded";
+        finish_call(r, c, QUARK_EPROTO, m, strlen(m), NULL, 0);
+        return;
+    }
+    finish_call(r, c, (quark_err)resp.error_code, resp.error_message.p, resp.error_message.n,
+                resp.result, resp.result_len);
+    qk_arena_reset(&r->arena);
 }
 
 static void handle_response(qk_remote *r, const qk_frame *f)
 {
     qk_rcall *c = table_take(r, f->id);
-    if (!c)
-        return; /* already completed (deadline) */
-    Quark__ActorInvocationResponse *resp =
-        quark__actor_invocation_response__unpack(&r->arena.pb, f->len, f->payload);
-    if (!resp)
-        finish_call(r, c, QUARK_EPROTO, "the silo's response could not be decoded", NULL, 0);
-    else
-        finish_call(r, c, (quark_err)resp->error_code, resp->error_message,
-                    resp->serialized_result.data, resp->serialized_result.len);
-    qk_arena_reset(&r->arena);
+    if (c) /* NULL: already completed (deadline) */
+        finish_encoded(r, c, f->payload, f->len);
 }
 
 static void handle_event(qk_remote *r, const qk_frame *f, bool end)
@@ -1079,33 +1081,17 @@ static qk_rcall *make_call(qk_remote *r, quark_ref *ref, const quark_interface *
                         "message size of %zu", md->name, args_len, r->max_msg);
         return NULL;
     }
-    Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
-    rq.actor_id = ref->data;
-    rq.actor_type = (char *)ref->type_name;
-    rq.method_name = (char *)md->name;
-    rq.deadline_ms = deadline_ms;
-    /* serialized_args: packed in place below, so size it with a placeholder */
-    uint8_t *args = args_len <= 256 ? alloca(args_len ? args_len : 1) : malloc(args_len);
-    if (!args) {
-        *err = qk_error(QUARK_ENOMEM, "out of memory making a call");
-        return NULL;
-    }
-    protobuf_c_message_pack(req, args);
-    rq.serialized_args.data = args;
-    rq.serialized_args.len = args_len;
-    size_t len = protobuf_c_message_get_packed_size(&rq.base);
+    size_t mlen = strlen(md->name);
+    size_t len = qk_wire_request_size(ref->id_len, ref->type_len, mlen, args_len, deadline_ms);
     qk_rcall *c = malloc(sizeof *c + QK_FRAME_HEADER + len);
     if (!c) {
-        if (args_len > 256)
-            free(args);
         *err = qk_error(QUARK_ENOMEM, "out of memory making a call");
         return NULL;
     }
     memset(c, 0, sizeof *c);
     qk_frame_header(c->frame, QK_FRAME_REQUEST, 0, len);
-    protobuf_c_message_pack(&rq.base, c->frame + QK_FRAME_HEADER);
-    if (args_len > 256)
-        free(args);
+    qk_wire_encode_request(c->frame + QK_FRAME_HEADER, ref->data, ref->id_len, ref->type_name,
+                           ref->type_len, md->name, mlen, req, args_len, deadline_ms);
     c->len = QK_FRAME_HEADER + len;
     c->idempotent = (md->flags & QUARK_METHOD_IDEMPOTENT) != 0;
     c->reply_desc = md->output;

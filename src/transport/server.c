@@ -31,6 +31,7 @@
 #include "runtime/runtime.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
+#include "transport/wire.h"
 
 #define QK_OUT_PAUSE (16u << 20)  /* stop reading a peer with this much unsent */
 #define QK_OUT_RESUME (4u << 20)
@@ -302,26 +303,29 @@ void qk_server_flush(qk_worker *w)
 
 /* ---- answers ---- */
 
-/* The wire answer: a result, or an error code with its message. */
-static void make_response(Quark__ActorInvocationResponse *r, quark_err err, const char *errmsg,
-                          const uint8_t *result, size_t len)
-{
-    quark__actor_invocation_response__init(r);
-    r->error_code = err;
-    if (err != QUARK_OK) {
-        r->error_message = (char *)(errmsg && *errmsg ? errmsg : quark_strerror(err));
-    } else {
-        r->serialized_result.data = (uint8_t *)result;
-        r->serialized_result.len = len;
-    }
-}
-
+/* Append a RESPONSE frame, encoded in place (transport/wire.h). */
 static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                     const uint8_t *result, size_t len)
 {
-    Quark__ActorInvocationResponse r;
-    make_response(&r, err, errmsg, result, len);
-    send_frame(c, QK_FRAME_RESPONSE, id, &r.base);
+    if (c->closing)
+        return;
+    size_t mlen = 0;
+    if (err != QUARK_OK) {
+        if (!errmsg || !*errmsg)
+            errmsg = quark_strerror(err);
+        mlen = strlen(errmsg);
+        len = 0;
+    }
+    size_t body = qk_wire_response_size(err, mlen, len);
+    if (out_reserve(c, QK_FRAME_HEADER + body) != 0) {
+        conn_close(c);
+        return;
+    }
+    uint8_t *o = c->out + c->out_len;
+    qk_frame_header(o, QK_FRAME_RESPONSE, id, body);
+    qk_wire_encode_response(o + QK_FRAME_HEADER, err, errmsg, mlen, result, len);
+    c->out_len += QK_FRAME_HEADER + body;
+    mark_dirty(c);
 }
 
 static void grpc_pump(qk_conn *c);
@@ -363,13 +367,18 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                                errmsg && *errmsg ? errmsg : quark_strerror(err), NULL, 0);
     } else {
         /* Success, or the actor's own error: an ActorInvocationResponse. */
-        Quark__ActorInvocationResponse r;
-        make_response(&r, err, errmsg, result, len);
-        size_t n = protobuf_c_message_get_packed_size(&r.base);
+        size_t mlen = 0;
+        if (err != QUARK_OK) {
+            if (!errmsg || !*errmsg)
+                errmsg = quark_strerror(err);
+            mlen = strlen(errmsg);
+            len = 0;
+        }
+        size_t n = qk_wire_response_size(err, mlen, len);
         uint8_t small[512];
         uint8_t *buf = n <= sizeof small ? small : malloc(n);
         if (buf) {
-            protobuf_c_message_pack(&r.base, buf);
+            qk_wire_encode_response(buf, err, errmsg, mlen, result, len);
             qk_grpc_server_respond(c->grpc, (int32_t)id, 0, NULL, buf, n);
             if (buf != small)
                 free(buf);
@@ -557,27 +566,30 @@ static void goaway(qk_conn *c, quark_err err, const char *why)
     c->close_after_write = true;
 }
 
-static void tcp_request(qk_conn *c, const qk_frame *f)
+/* Decode a request in place and start the call (both protocols). */
+static void invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_t timeout_ms)
 {
-    qk_worker *w = c->w;
-    Quark__ActorInvocationRequest *rq =
-        quark__actor_invocation_request__unpack(&w->arena.pb, f->len, f->payload);
-    if (!rq) {
-        respond(c, f->id, QUARK_EPROTO, "the request could not be decoded", NULL, 0);
-        qk_arena_reset(&w->arena);
+    qk_wire_request rq;
+    qk_chain_link chain[QK_CHAIN_MAX];
+    if (qk_wire_decode_request(p, n, &rq, chain, QK_CHAIN_MAX) != 0) {
+        qk_net_respond(c, id, QUARK_EBADARGS, "the ActorInvocationRequest could not be decoded",
+                       NULL, 0, false);
         return;
     }
-    qk_chain_link chain[QK_CHAIN_MAX];
-    size_t n = rq->n_call_chain < QK_CHAIN_MAX ? rq->n_call_chain : QK_CHAIN_MAX;
-    for (size_t i = 0; i < n; i++) {
-        chain[i].act = rq->call_chain[i]->actor;
-        chain[i].turn = rq->call_chain[i]->turn;
-        chain[i].pad_ = 0;
-    }
-    qk_net_invoke(w, c, f->id, rq->actor_type, strlen(rq->actor_type), rq->actor_id,
-                  strlen(rq->actor_id), rq->method_name, strlen(rq->method_name),
-                  rq->serialized_args.data, rq->serialized_args.len, rq->deadline_ms, chain, n);
-    qk_arena_reset(&w->arena);
+    uint64_t dl = rq.deadline_ms;
+    if (timeout_ms && (!dl || timeout_ms < dl))
+        dl = timeout_ms;
+    if (dl > UINT32_MAX)
+        dl = UINT32_MAX;
+    /* A chain as deep as we carry is refused by qk_net_invoke (ECYCLE). */
+    qk_net_invoke(c->w, c, id, rq.actor_type.p, rq.actor_type.n, rq.actor_id.p, rq.actor_id.n,
+                  rq.method.p, rq.method.n, rq.args, rq.args_len, (uint32_t)dl, chain,
+                  rq.n_chain > QK_CHAIN_MAX ? QK_CHAIN_MAX : rq.n_chain);
+}
+
+static void tcp_request(qk_conn *c, const qk_frame *f)
+{
+    invoke(c, f->id, f->payload, f->len, 0);
 }
 
 /* Consume what is in c->in. */
@@ -701,33 +713,11 @@ static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_
         qk_grpc_server_respond(c->grpc, stream_id, grpc_status_of(QUARK_ECLUSTER), why, NULL, 0);
         return;
     }
-    bool invoke = path_len == sizeof QK_PATH_INVOKE - 1 && memcmp(path, QK_PATH_INVOKE, path_len) == 0;
+    bool invoke_path =
+        path_len == sizeof QK_PATH_INVOKE - 1 && memcmp(path, QK_PATH_INVOKE, path_len) == 0;
     bool stream = path_len == sizeof QK_PATH_STREAM - 1 && memcmp(path, QK_PATH_STREAM, path_len) == 0;
-    if (invoke) {
-        Quark__ActorInvocationRequest *rq =
-            quark__actor_invocation_request__unpack(&w->arena.pb, len, msg);
-        if (!rq) {
-            qk_grpc_server_respond(c->grpc, stream_id, 3,
-                                   "the ActorInvocationRequest could not be decoded", NULL, 0);
-        } else {
-            qk_chain_link chain[QK_CHAIN_MAX];
-            size_t n = rq->n_call_chain < QK_CHAIN_MAX ? rq->n_call_chain : QK_CHAIN_MAX;
-            for (size_t i = 0; i < n; i++) {
-                chain[i].act = rq->call_chain[i]->actor;
-                chain[i].turn = rq->call_chain[i]->turn;
-                chain[i].pad_ = 0;
-            }
-            uint64_t dl = rq->deadline_ms;
-            if (timeout_ms && (!dl || timeout_ms < dl))
-                dl = timeout_ms;
-            if (dl > UINT32_MAX)
-                dl = UINT32_MAX;
-            qk_net_invoke(w, c, (uint64_t)stream_id, rq->actor_type, strlen(rq->actor_type),
-                          rq->actor_id, strlen(rq->actor_id), rq->method_name,
-                          strlen(rq->method_name), rq->serialized_args.data,
-                          rq->serialized_args.len, (uint32_t)dl, chain, n);
-        }
-        qk_arena_reset(&w->arena);
+    if (invoke_path) {
+        invoke(c, (uint64_t)stream_id, msg, len, timeout_ms);
     } else if (stream) {
         Quark__StreamRequest *rq = quark__stream_request__unpack(NULL, len, msg);
         qk_sub *sub = NULL;
