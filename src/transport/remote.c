@@ -377,13 +377,15 @@ static void send_call(qk_remote *r, qk_rcall *c)
         return;
     }
     if (r->grpc) {
-        uint64_t now = qk_now_ms_coarse();
-        uint64_t left = c->dl.at_ms > now ? c->dl.at_ms - now : 1;
+        /* No grpc-timeout header: the deadline travels in the request body
+         * (deadline_ms), which the silo honours, and the client enforces it
+         * itself; a header whose value changes on every call would cost a
+         * format and an unindexable HPACK literal each time. */
         int32_t sid = qk_grpc_client_call(
             r->grpc, c->op == RC_OP_SUB ? "/quark.ActorService/StreamActorEvents"
                                         : "/quark.ActorService/InvokeActor",
-            c->op == RC_OP_SUB ? 0 : left, r->meta, c->frame + QK_FRAME_HEADER,
-            c->len - QK_FRAME_HEADER, c->op == RC_OP_SUB, c);
+            0, r->meta, c->frame + QK_FRAME_HEADER, c->len - QK_FRAME_HEADER,
+            c->op == RC_OP_SUB, c);
         if (sid < 0) {
             if (c->op == RC_OP_SUB) {
                 sub_end(c->rsub, (quark_err)sid, "the subscription could not be sent");
