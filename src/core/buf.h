@@ -25,4 +25,20 @@ static inline int qk_buf_reserve(uint8_t **buf, size_t *cap, size_t len, size_t 
     return 0;
 }
 
+/* Double buffering for a stream's output: what was appended to *out becomes
+ * the buffer being written (*wbuf, returned length), and the old write buffer
+ * takes new appends. */
+static inline size_t qk_buf_swap(uint8_t **out, size_t *out_cap, size_t *out_len, uint8_t **wbuf,
+                                 size_t *wbuf_cap)
+{
+    uint8_t *b = *out;
+    size_t cap = *out_cap, len = *out_len;
+    *out = *wbuf;
+    *out_cap = *wbuf_cap;
+    *out_len = 0;
+    *wbuf = b;
+    *wbuf_cap = cap;
+    return len;
+}
+
 #endif /* QK_BUF_H */

@@ -326,17 +326,11 @@ static void flush(qk_remote *r)
         qk_grpc_client_flush(r->grpc, g_write, r);
     if (r->writing || r->out_len == 0 || r->state < RC_HELLO)
         return;
-    uint8_t *b = r->out;
-    size_t cap = r->out_cap, len = r->out_len;
-    r->out = r->wbuf;
-    r->out_cap = r->wbuf_cap;
-    r->out_len = 0;
-    r->wbuf = b;
-    r->wbuf_cap = cap;
+    size_t len = qk_buf_swap(&r->out, &r->out_cap, &r->out_len, &r->wbuf, &r->wbuf_cap);
     for (qk_rcall *c = r->unsent; c; c = c->next)
         c->written = true; /* from now on it may reach the silo */
     r->unsent = r->unsent_tail = NULL;
-    uv_buf_t buf = uv_buf_init((char *)b, (unsigned)len);
+    uv_buf_t buf = uv_buf_init((char *)r->wbuf, (unsigned)len);
     r->writing = true;
     if (uv_write(&r->wreq, (uv_stream_t *)r->tcp, &buf, 1, on_written) != 0) {
         r->writing = false;

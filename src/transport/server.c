@@ -253,15 +253,8 @@ static void start_write(qk_conn *c)
 {
     if (c->writing || c->closing || c->out_len == 0)
         return;
-    /* Swap: what was appended goes out, the old write buffer takes appends. */
-    uint8_t *b = c->out;
-    size_t cap = c->out_cap, len = c->out_len;
-    c->out = c->wbuf;
-    c->out_cap = c->wbuf_cap;
-    c->out_len = 0;
-    c->wbuf = b;
-    c->wbuf_cap = cap;
-    uv_buf_t buf = uv_buf_init((char *)b, (unsigned)len);
+    size_t len = qk_buf_swap(&c->out, &c->out_cap, &c->out_len, &c->wbuf, &c->wbuf_cap);
+    uv_buf_t buf = uv_buf_init((char *)c->wbuf, (unsigned)len);
     c->writing = true;
     c->refs++;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
@@ -303,19 +296,26 @@ void qk_server_flush(qk_worker *w)
 
 /* ---- answers ---- */
 
+/* An answer's error text: the given message, or the code's description.
+ * Returns its length (0 on success, when there is no message). */
+static size_t error_text(quark_err err, const char **errmsg)
+{
+    if (err == QUARK_OK)
+        return 0;
+    if (!*errmsg || !**errmsg)
+        *errmsg = quark_strerror(err);
+    return strlen(*errmsg);
+}
+
 /* Append a RESPONSE frame, encoded in place (transport/wire.h). */
 static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                     const uint8_t *result, size_t len)
 {
     if (c->closing)
         return;
-    size_t mlen = 0;
-    if (err != QUARK_OK) {
-        if (!errmsg || !*errmsg)
-            errmsg = quark_strerror(err);
-        mlen = strlen(errmsg);
+    size_t mlen = error_text(err, &errmsg);
+    if (err != QUARK_OK)
         len = 0;
-    }
     size_t body = qk_wire_response_size(err, mlen, len);
     if (out_reserve(c, QK_FRAME_HEADER + body) != 0) {
         conn_close(c);
@@ -367,13 +367,9 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                                errmsg && *errmsg ? errmsg : quark_strerror(err), NULL, 0);
     } else {
         /* Success, or the actor's own error: an ActorInvocationResponse. */
-        size_t mlen = 0;
-        if (err != QUARK_OK) {
-            if (!errmsg || !*errmsg)
-                errmsg = quark_strerror(err);
-            mlen = strlen(errmsg);
+        size_t mlen = error_text(err, &errmsg);
+        if (err != QUARK_OK)
             len = 0;
-        }
         size_t n = qk_wire_response_size(err, mlen, len);
         uint8_t small[512];
         uint8_t *buf = n <= sizeof small ? small : malloc(n);
