@@ -236,6 +236,453 @@ static void qg_emit_header(const qg_file *file, qg_buf *h)
     qg_buf_printf(h, "#endif /* %s */\n", guard);
 }
 
+
+/* ---- fast codecs for simple messages ---- */
+
+typedef Google__Protobuf__FieldDescriptorProto qg_field;
+
+/* A message gets generated size/pack/unpack functions when it is "simple":
+ * proto3, and only singular scalar fields without explicit presence. */
+static int qg_msg_is_simple(const qg_msg *m)
+{
+    const qg_file_desc *fd = m->file->desc;
+    if (fd->syntax == NULL || strcmp(fd->syntax, "proto3") != 0)
+        return 0;
+    for (size_t i = 0; i < m->desc->n_field; i++) {
+        const qg_field *f = m->desc->field[i];
+        if (f->label != GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_OPTIONAL)
+            return 0;
+        if (f->has_oneof_index || (f->has_proto3_optional && f->proto3_optional))
+            return 0;
+        if (!f->has_number || f->number <= 0)
+            return 0;
+        if (qg_is_reserved_c_name(f->name))
+            return 0; /* protoc-c renames it: leave it to protobuf-c */
+        switch (f->type) {
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT32:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT64:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT32:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT64:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT32:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BOOL:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_ENUM:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED32:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED32:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT:
+        case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE:
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const char *qg_codec_name(const qg_msg *m)
+{
+    return qg_printf("quark__fc_%s", m->c_type);
+}
+
+/* protoc-c's member name of a field: the name in lower case. */
+static const char *qg_field_c_name(const qg_field *f)
+{
+    char *n = qg_strdup(f->name);
+    for (char *p = n; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return n;
+}
+
+static unsigned qg_wire_type(const qg_field *f)
+{
+    switch (f->type) {
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE:
+        return 1;
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED32:
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED32:
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT:
+        return 5;
+    default:
+        return 0;
+    }
+}
+
+static size_t qg_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* The fields sorted by number (protoc-c packs in that order). */
+static const qg_field **qg_sorted_fields(const qg_msg *m)
+{
+    size_t n = m->desc->n_field;
+    const qg_field **v = qg_alloc((n ? n : 1) * sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        const qg_field *f = m->desc->field[i];
+        size_t j = i;
+        while (j > 0 && v[j - 1]->number > f->number) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = f;
+    }
+    return v;
+}
+
+/* For a varint field: the expression of its uint64_t wire value. */
+static const char *qg_varint_expr(const qg_field *f, const char *x)
+{
+    switch (f->type) {
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT32:
+        return qg_printf("(uint64_t)(int64_t)%s", x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_ENUM:
+        return qg_printf("(uint64_t)(int64_t)(int32_t)%s", x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT32:
+        return qg_printf("(uint64_t)(((uint32_t)%s << 1) ^ (0u - ((uint32_t)%s >> 31)))", x, x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
+        return qg_printf("(((uint64_t)%s << 1) ^ (0u - ((uint64_t)%s >> 63)))", x, x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BOOL:
+        return "(uint64_t)1";
+    default: /* int64, uint32, uint64 */
+        return qg_printf("(uint64_t)%s", x);
+    }
+}
+
+/* The expression of a fixed field's bits (uint32_t or uint64_t). */
+static const char *qg_fixed_expr(const qg_field *f, const char *x)
+{
+    switch (f->type) {
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT:
+        return qg_printf("quark__fc_f2u(%s)", x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE:
+        return qg_printf("quark__fc_d2u(%s)", x);
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
+    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
+        return qg_printf("(uint64_t)%s", x);
+    default:
+        return qg_printf("(uint32_t)%s", x);
+    }
+}
+
+/* proto3: a field is written unless it holds its default. Like protobuf-c,
+ * float and double compare by value: -0.0 is not written, NaN is. */
+static const char *qg_nonzero_cond(const qg_field *f, const char *x)
+{
+    if (f->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT ||
+        f->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE)
+        return qg_printf("%s != 0", x);
+    if (qg_wire_type(f) != 0)
+        return qg_printf("%s != 0", qg_fixed_expr(f, x));
+    return qg_printf("%s != 0", x);
+}
+
+static void qg_emit_codec_support(qg_buf *c)
+{
+    qg_buf_puts(c,
+        "/* ---- fast codecs of simple messages (see quark_method_desc) ---- */\n\n"
+        "static inline size_t quark__fc_vsize(uint64_t v)\n"
+        "{\n"
+        "    size_t n = 1;\n"
+        "    while (v >= 0x80) {\n"
+        "        v >>= 7;\n"
+        "        n++;\n"
+        "    }\n"
+        "    return n;\n"
+        "}\n\n"
+        "static inline uint8_t *quark__fc_put_varint(uint8_t *o, uint64_t v)\n"
+        "{\n"
+        "    while (v >= 0x80) {\n"
+        "        *o++ = (uint8_t)(v | 0x80);\n"
+        "        v >>= 7;\n"
+        "    }\n"
+        "    *o++ = (uint8_t)v;\n"
+        "    return o;\n"
+        "}\n\n"
+        "static inline uint8_t *quark__fc_put32(uint8_t *o, uint32_t v)\n"
+        "{\n"
+        "    o[0] = (uint8_t)v;\n"
+        "    o[1] = (uint8_t)(v >> 8);\n"
+        "    o[2] = (uint8_t)(v >> 16);\n"
+        "    o[3] = (uint8_t)(v >> 24);\n"
+        "    return o + 4;\n"
+        "}\n\n"
+        "static inline uint8_t *quark__fc_put64(uint8_t *o, uint64_t v)\n"
+        "{\n"
+        "    quark__fc_put32(o, (uint32_t)v);\n"
+        "    return quark__fc_put32(o + 4, (uint32_t)(v >> 32));\n"
+        "}\n\n"
+        "static inline uint32_t quark__fc_get32(const uint8_t *p)\n"
+        "{\n"
+        "    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |\n"
+        "           (uint32_t)p[3] << 24;\n"
+        "}\n\n"
+        "static inline uint64_t quark__fc_get64(const uint8_t *p)\n"
+        "{\n"
+        "    return (uint64_t)quark__fc_get32(p) | (uint64_t)quark__fc_get32(p + 4) << 32;\n"
+        "}\n\n"
+        "static inline uint32_t quark__fc_f2u(float f)\n"
+        "{\n"
+        "    uint32_t u;\n"
+        "    memcpy(&u, &f, sizeof u);\n"
+        "    return u;\n"
+        "}\n\n"
+        "static inline uint64_t quark__fc_d2u(double d)\n"
+        "{\n"
+        "    uint64_t u;\n"
+        "    memcpy(&u, &d, sizeof u);\n"
+        "    return u;\n"
+        "}\n\n"
+        "static inline float quark__fc_u2f(uint32_t u)\n"
+        "{\n"
+        "    float f;\n"
+        "    memcpy(&f, &u, sizeof f);\n"
+        "    return f;\n"
+        "}\n\n"
+        "static inline double quark__fc_u2d(uint64_t u)\n"
+        "{\n"
+        "    double d;\n"
+        "    memcpy(&d, &u, sizeof d);\n"
+        "    return d;\n"
+        "}\n\n"
+        "/* A varint of at most 10 bytes (bits past 64 are dropped, as protobuf-c\n"
+        " * does); *nz: whether any of its bits is set. NULL if malformed. */\n"
+        "static inline const uint8_t *quark__fc_varint(const uint8_t *p, const uint8_t *end,\n"
+        "                                              uint64_t *v, int *nz)\n"
+        "{\n"
+        "    uint64_t r = 0;\n"
+        "    unsigned any = 0;\n"
+        "    for (unsigned i = 0; i < 10; i++) {\n"
+        "        if (p == end)\n"
+        "            return NULL;\n"
+        "        uint8_t b = *p++;\n"
+        "        any |= b & 0x7fu;\n"
+        "        r |= (uint64_t)(b & 0x7fu) << (7 * i);\n"
+        "        if (!(b & 0x80u)) {\n"
+        "            *v = r;\n"
+        "            if (nz != NULL)\n"
+        "                *nz = any != 0;\n"
+        "            return p;\n"
+        "        }\n"
+        "    }\n"
+        "    return NULL;\n"
+        "}\n\n"
+        "/* Skip the value of an unknown field of wire type wt. */\n"
+        "static inline const uint8_t *quark__fc_skip(const uint8_t *p, const uint8_t *end,\n"
+        "                                           unsigned wt)\n"
+        "{\n"
+        "    uint64_t v;\n"
+        "    switch (wt) {\n"
+        "    case 0:\n"
+        "        return quark__fc_varint(p, end, &v, NULL);\n"
+        "    case 1:\n"
+        "        return end - p >= 8 ? p + 8 : NULL;\n"
+        "    case 2:\n"
+        "        p = quark__fc_varint(p, end, &v, NULL);\n"
+        "        return p != NULL && v <= (uint64_t)(end - p) ? p + v : NULL;\n"
+        "    case 5:\n"
+        "        return end - p >= 4 ? p + 4 : NULL;\n"
+        "    default:\n"
+        "        return NULL; /* groups (3, 4) and 6, 7 */\n"
+        "    }\n"
+        "}\n\n");
+}
+
+static void qg_emit_codec(qg_buf *c, const qg_msg *m)
+{
+    const char *F = qg_codec_name(m);
+    const char *T = m->c_type;
+    size_t n = m->desc->n_field;
+    const qg_field **fs = qg_sorted_fields(m);
+
+    qg_buf_printf(c, "/* %s */\n", m->full_name);
+    /* size */
+    qg_buf_printf(c, "static size_t %s_size(const void *msg)\n{\n", F);
+    if (n == 0) {
+        qg_buf_puts(c, "    (void)msg;\n    return 0;\n}\n\n");
+    } else {
+        qg_buf_printf(c, "    const %s *m = (const %s *)msg;\n    size_t n = 0;\n", T, T);
+        for (size_t i = 0; i < n; i++) {
+            const qg_field *f = fs[i];
+            const char *x = qg_printf("m->%s", qg_field_c_name(f));
+            unsigned wt = qg_wire_type(f);
+            size_t tl = qg_varint_len((uint64_t)f->number << 3 | wt);
+            if (wt == 0)
+                qg_buf_printf(c, "    if (%s)\n        n += %zu + quark__fc_vsize(%s);\n",
+                              qg_nonzero_cond(f, x), tl, qg_varint_expr(f, x));
+            else
+                qg_buf_printf(c, "    if (%s)\n        n += %zu;\n", qg_nonzero_cond(f, x),
+                              tl + (wt == 1 ? 8 : 4));
+        }
+        qg_buf_puts(c, "    return n;\n}\n\n");
+    }
+    /* pack */
+    qg_buf_printf(c, "static size_t %s_pack(const void *msg, uint8_t *out)\n{\n", F);
+    if (n == 0) {
+        qg_buf_puts(c, "    (void)msg;\n    (void)out;\n    return 0;\n}\n\n");
+    } else {
+        qg_buf_printf(c, "    const %s *m = (const %s *)msg;\n    uint8_t *o = out;\n", T, T);
+        for (size_t i = 0; i < n; i++) {
+            const qg_field *f = fs[i];
+            const char *x = qg_printf("m->%s", qg_field_c_name(f));
+            unsigned wt = qg_wire_type(f);
+            uint64_t key = (uint64_t)f->number << 3 | wt;
+            qg_buf_printf(c, "    if (%s) {\n        o = quark__fc_put_varint(o, %lluu);\n",
+                          qg_nonzero_cond(f, x), (unsigned long long)key);
+            if (wt == 0)
+                qg_buf_printf(c, "        o = quark__fc_put_varint(o, %s);\n",
+                              qg_varint_expr(f, x));
+            else
+                qg_buf_printf(c, "        o = quark__fc_put%s(o, %s);\n", wt == 1 ? "64" : "32",
+                              qg_fixed_expr(f, x));
+            qg_buf_puts(c, "    }\n");
+        }
+        qg_buf_puts(c, "    return (size_t)(o - out);\n}\n\n");
+    }
+    /* unpack */
+    qg_buf_printf(c, "static int %s_unpack(void *msg, const uint8_t *p, size_t len)\n{\n", F);
+    if (n == 0)
+        qg_buf_puts(c, "    (void)msg;\n");
+    else
+        qg_buf_printf(c, "    %s *m = (%s *)msg;\n", T, T);
+    qg_buf_puts(c,
+                "    const uint8_t *end = len != 0 ? p + len : p;\n"
+                "    while (p != end) {\n"
+                "        uint64_t key;\n"
+                "        p = quark__fc_varint(p, end, &key, NULL);\n"
+                "        if (p == NULL || (key >> 3) == 0 || (key >> 3) > 0x1fffffffu)\n"
+                "            return -1;\n");
+    if (n > 0) {
+        int has_varint = 0;
+        for (size_t i = 0; i < n; i++)
+            has_varint |= qg_wire_type(fs[i]) == 0;
+        if (has_varint)
+            qg_buf_puts(c, "        uint64_t v;\n        int nz;\n");
+        qg_buf_puts(c, "        switch (key) {\n");
+        for (size_t i = 0; i < n; i++) {
+            const qg_field *f = fs[i];
+            const char *x = qg_printf("m->%s", qg_field_c_name(f));
+            unsigned wt = qg_wire_type(f);
+            uint64_t key = (uint64_t)f->number << 3 | wt;
+            qg_buf_printf(c, "        case %lluu:\n", (unsigned long long)key);
+            if (wt == 0) {
+                qg_buf_puts(c, "            p = quark__fc_varint(p, end, &v, &nz);\n"
+                               "            if (p == NULL)\n"
+                               "                return -1;\n");
+                const char *val;
+                switch (f->type) {
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT32:
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_ENUM:
+                    val = "(int32_t)(uint32_t)v";
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT32:
+                    val = "(uint32_t)v";
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT64:
+                    val = "(int64_t)v";
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT32:
+                    val = "(int32_t)(((uint32_t)v >> 1) ^ (0u - ((uint32_t)v & 1u)))";
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
+                    val = "(int64_t)((v >> 1) ^ (0u - (v & 1u)))";
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BOOL:
+                    val = "nz ? 1 : 0";
+                    break;
+                default:
+                    val = "v";
+                    break;
+                }
+                qg_buf_printf(c, "            %s = %s;\n", x, val);
+            } else {
+                const char *get = wt == 1 ? "quark__fc_get64(p)" : "quark__fc_get32(p)";
+                const char *val;
+                switch (f->type) {
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT:
+                    val = qg_printf("quark__fc_u2f(%s)", get);
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE:
+                    val = qg_printf("quark__fc_u2d(%s)", get);
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED32:
+                    val = qg_printf("(int32_t)%s", get);
+                    break;
+                case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
+                    val = qg_printf("(int64_t)%s", get);
+                    break;
+                default:
+                    val = get;
+                    break;
+                }
+                qg_buf_printf(c,
+                              "            if (end - p < %d)\n"
+                              "                return -1;\n"
+                              "            %s = %s;\n"
+                              "            p += %d;\n",
+                              wt == 1 ? 8 : 4, x, val, wt == 1 ? 8 : 4);
+            }
+            qg_buf_puts(c, "            break;\n");
+        }
+        qg_buf_puts(c, "        default:\n            switch (key >> 3) {\n");
+        for (size_t i = 0; i < n; i++)
+            qg_buf_printf(c, "            case %d:\n", fs[i]->number);
+        qg_buf_puts(c,
+                    "                return -1; /* a known field with the wrong wire type */\n"
+                    "            default:\n"
+                    "                break;\n"
+                    "            }\n"
+                    "            p = quark__fc_skip(p, end, (unsigned)(key & 7u));\n"
+                    "            if (p == NULL)\n"
+                    "                return -1;\n"
+                    "            break;\n"
+                    "        }\n");
+    } else {
+        qg_buf_puts(c,
+                    "        p = quark__fc_skip(p, end, (unsigned)(key & 7u));\n"
+                    "        if (p == NULL)\n"
+                    "            return -1;\n");
+    }
+    qg_buf_puts(c, "    }\n    return 0;\n}\n\n");
+}
+
+/* The simple messages the methods of the file's services use, each once. */
+static void qg_emit_codecs(qg_buf *c, const qg_file *file)
+{
+    size_t cap = 0, n = 0;
+    for (size_t s = 0; s < file->n_services; s++)
+        cap += 2 * file->services[s].n_methods;
+    const qg_msg **done = qg_alloc((cap ? cap : 1) * sizeof(*done));
+    for (size_t s = 0; s < file->n_services; s++) {
+        const qg_service *svc = &file->services[s];
+        for (size_t i = 0; i < svc->n_methods; i++) {
+            const qg_msg *io[2] = {svc->methods[i].input, svc->methods[i].output};
+            for (int k = 0; k < 2; k++) {
+                if (!qg_msg_is_simple(io[k]))
+                    continue;
+                size_t j = 0;
+                while (j < n && done[j] != io[k])
+                    j++;
+                if (j < n)
+                    continue;
+                if (n == 0)
+                    qg_emit_codec_support(c);
+                done[n++] = io[k];
+                qg_emit_codec(c, io[k]);
+            }
+        }
+    }
+}
+
 /* ---- source ---- */
 
 static void qg_emit_service_source(qg_buf *c, const qg_service *svc)
@@ -256,8 +703,20 @@ static void qg_emit_service_source(qg_buf *c, const qg_service *svc)
             const qg_method *m = &svc->methods[i];
             qg_buf_puts(c, "    {\"");
             qg_c_escape(c, m->name);
-            qg_buf_printf(c, "\",\n     &%s,\n     &%s,\n     %s},\n", m->input->c_descriptor,
+            qg_buf_printf(c, "\",\n     &%s,\n     &%s,\n     %s,\n", m->input->c_descriptor,
                           m->output->c_descriptor, qg_flags_expr(m->flags));
+            if (qg_msg_is_simple(m->input)) {
+                const char *F = qg_codec_name(m->input);
+                qg_buf_printf(c, "     %s_size,\n     %s_pack,\n     %s_unpack,\n", F, F, F);
+            } else {
+                qg_buf_puts(c, "     NULL,\n     NULL,\n     NULL,\n");
+            }
+            if (qg_msg_is_simple(m->output)) {
+                const char *F = qg_codec_name(m->output);
+                qg_buf_printf(c, "     %s_size,\n     %s_pack,\n     %s_unpack},\n", F, F, F);
+            } else {
+                qg_buf_puts(c, "     NULL,\n     NULL,\n     NULL},\n");
+            }
         }
         qg_buf_puts(c, "};\n\n");
     }
@@ -289,6 +748,24 @@ static void qg_emit_service_source(qg_buf *c, const qg_service *svc)
     qg_buf_puts(c, "    switch (method) {\n");
     for (size_t i = 0; i < svc->n_methods; i++) {
         const qg_method *m = &svc->methods[i];
+        if (qg_msg_is_simple(m->input)) {
+            qg_buf_printf(c,
+                          "    case %s_%s_METHOD: {\n"
+                          "        if (m->%s == NULL)\n"
+                          "            return quark__unimplemented(self, &%s_interface, method);\n"
+                          "        %s req = %s;\n"
+                          "        if (%s_unpack(&req, args, args_len) != 0) {\n"
+                          "            quark__bad_args(self, &%s, args_len);\n"
+                          "            return quark__finish(self, QUARK_EBADARGS, NULL);\n"
+                          "        }\n"
+                          "        %s rep = %s;\n"
+                          "        return quark__finish(self, (m->%s)(self, &req, &rep), &rep.%s);\n"
+                          "    }\n",
+                          P, m->name, m->name, P, m->input->c_type, m->input->c_init,
+                          qg_codec_name(m->input), m->input->c_descriptor, m->output->c_type,
+                          m->output->c_init, m->name, m->output->base_field);
+            continue;
+        }
         qg_buf_printf(c,
                       "    case %s_%s_METHOD: {\n"
                       "        if (m->%s == NULL)\n"
@@ -360,10 +837,11 @@ static void qg_emit_source(const qg_file *file, qg_buf *c)
 {
     const char *stem = qg_strip_proto(file->name);
     qg_buf_printf(c, "/* Generated by protoc-gen-quark from %s. DO NOT EDIT. */\n", file->name);
-    qg_buf_printf(c, "#include \"%s.quark.h\"\n\n", stem);
+    qg_buf_printf(c, "#include \"%s.quark.h\"\n\n#include <string.h>\n\n", stem);
     if (file->n_services == 0)
         qg_buf_printf(c, "/* %s declares no service: there is nothing to generate. */\n",
                       file->name);
+    qg_emit_codecs(c, file);
     for (size_t s = 0; s < file->n_services; s++)
         qg_emit_service_source(c, &file->services[s]);
 }

@@ -6,8 +6,9 @@
  * request/reply message descriptors and flags, and a dispatcher), a table of
  * method pointers that an implementation fills in, and typed client proxies.
  *
- * The dispatcher picks a method by index (a switch), decodes the request with
- * the turn's allocator, calls the implementation and encodes the reply: no
+ * The dispatcher picks a method by index (a switch), decodes the request (with
+ * the generated fast codec when the message is simple, see quark_method_desc,
+ * else with the turn's allocator), calls the implementation and encodes the reply: no
  * string comparison and no reflection on the call path. Method names are only
  * looked up (in a hash table the registry builds) when a call arrives from the
  * network, where the wire carries the name.
@@ -47,6 +48,24 @@ typedef struct quark_method_desc {
     const ProtobufCMessageDescriptor *input;   /* request message */
     const ProtobufCMessageDescriptor *output;  /* reply message */
     unsigned flags;                            /* QUARK_METHOD_* */
+    /* Fast codecs, for generated code and the runtime only: protoc-gen-quark
+     * emits them for a "simple" message (proto3, only singular scalar fields
+     * without explicit presence, or no field at all) and leaves them NULL
+     * otherwise, where protobuf-c's reflection is used instead. They follow
+     * protobuf-c exactly (same bytes out, same struct in):
+     *   *_size(msg)          -> protobuf_c_message_get_packed_size(msg)
+     *   *_pack(msg, out)     -> protobuf_c_message_pack(msg, out): bytes written
+     *   *_unpack(msg, p, n)  -> decodes n bytes at p into *msg, which the caller
+     *                           initialised with the message's INIT macro (or
+     *                           descriptor->message_init); 0, or -1 if the
+     *                           bytes are not a valid message.
+     * in_* take the request message (input), out_* the reply (output). */
+    size_t (*in_size)(const void *msg);
+    size_t (*in_pack)(const void *msg, uint8_t *out);
+    int (*in_unpack)(void *msg, const uint8_t *p, size_t n);
+    size_t (*out_size)(const void *msg);
+    size_t (*out_pack)(const void *msg, uint8_t *out);
+    int (*out_unpack)(void *msg, const uint8_t *p, size_t n);
 } quark_method_desc;
 
 /* Generated dispatcher: decode args for method number `method`, call the
@@ -74,6 +93,12 @@ typedef struct quark_interface {
 QUARK_API void *quark__decode(quark_actor *self,
                               const ProtobufCMessageDescriptor *desc,
                               const uint8_t *data, size_t len);
+
+/* A request could not be decoded by the method's in_unpack: records the same
+ * QUARK_EBADARGS message quark__decode() does for `len` bytes of `desc`. The
+ * dispatcher then returns quark__finish(self, QUARK_EBADARGS, NULL). */
+QUARK_API void quark__bad_args(quark_actor *self, const ProtobufCMessageDescriptor *desc,
+                               size_t len);
 
 /* Complete the current turn with the method's return code: QUARK_OK encodes
  * `reply` and sends it; QUARK_PENDING (after quark_actor_defer) keeps the

@@ -13,7 +13,7 @@
 
 /* ABI of generated code: protoc-gen-quark stamps it into every interface
  * descriptor, and the registry refuses descriptors of another ABI. */
-#define QUARK_GEN_ABI 1
+#define QUARK_GEN_ABI 2
 
 #if defined(__GNUC__) || defined(__clang__)
 #define QUARK_API __attribute__((visibility("default")))

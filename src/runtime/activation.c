@@ -772,14 +772,21 @@ void *quark__decode(quark_actor *self, const ProtobufCMessageDescriptor *desc,
     if (!w)
         return NULL;
     void *msg = protobuf_c_message_unpack(desc, &w->arena.pb, len, data);
-    if (!msg) {
-        snprintf(w->cur.error, sizeof w->cur.error,
-                 "arguments of %s.%s could not be decoded as %s (%zu bytes)", self->type->name,
-                 self->type->iface->methods[w->cur.msg ? w->cur.msg->method : 0].name,
-                 desc->name, len);
-        w->cur.has_error = true;
-    }
+    if (!msg)
+        quark__bad_args(self, desc, len);
     return msg;
+}
+
+void quark__bad_args(quark_actor *self, const ProtobufCMessageDescriptor *desc, size_t len)
+{
+    qk_worker *w = turn_of(self);
+    if (!w)
+        return;
+    snprintf(w->cur.error, sizeof w->cur.error,
+             "arguments of %s.%s could not be decoded as %s (%zu bytes)", self->type->name,
+             self->type->iface->methods[w->cur.msg ? w->cur.msg->method : 0].name,
+             desc->name, len);
+    w->cur.has_error = true;
 }
 
 quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage *reply)

@@ -107,9 +107,10 @@ static void answer_actor(qk_worker *w, qk_msg *m, quark_err err, const char *err
                          const ProtobufCMessage *reply)
 {
     (void)w;
+    const quark_method_desc *md = qk_msg_method(m);
     size_t len = 0, mlen = 0;
     if (err == QUARK_OK)
-        len = reply ? protobuf_c_message_get_packed_size(reply) : 0;
+        len = reply ? qk_msg_size(md, QK_OUT, reply) : 0;
     else
         mlen = strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
     qk_msg *r = qk_msg_new(len + mlen);
@@ -129,7 +130,7 @@ static void answer_actor(qk_worker *w, qk_msg *m, quark_err err, const char *err
         r->args = r->data;
         r->args_len = (uint32_t)len;
         if (len)
-            protobuf_c_message_pack(reply, r->args);
+            qk_msg_pack(md, QK_OUT, reply, r->args);
     } else if (mlen) {
         r->id = (char *)r->data;
         memcpy(r->id, errmsg ? errmsg : quark_strerror(err), mlen);
@@ -149,10 +150,11 @@ void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
         qk_waiter *wt = m->r.waiter;
         wt->err = err;
         if (err == QUARK_OK && reply) {
-            size_t len = protobuf_c_message_get_packed_size(reply);
+            const quark_method_desc *md = qk_msg_method(m);
+            size_t len = qk_msg_size(md, QK_OUT, reply);
             wt->reply = malloc(len ? len : 1);
             if (wt->reply) {
-                wt->reply_len = protobuf_c_message_pack(reply, wt->reply);
+                wt->reply_len = qk_msg_pack(md, QK_OUT, reply, wt->reply);
             } else {
                 wt->err = QUARK_ENOMEM;
                 wt->errmsg = dup_msg(QUARK_ENOMEM, "out of memory copying the reply");
@@ -201,7 +203,7 @@ void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err, const char
         oc->done = true;
         ProtobufCMessage *msg = NULL;
         if (err == QUARK_OK) {
-            msg = protobuf_c_message_unpack(oc->reply_desc, &w->arena.pb, len, reply);
+            msg = qk_msg_unpack_reply(oc->reply_md, oc->reply_desc, &w->arena.pb, reply, len);
             if (!msg) {
                 err = QUARK_EPROTO;
                 errmsg = "the reply could not be decoded";
@@ -282,7 +284,8 @@ static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned 
 static qk_msg *build(quark_ref *ref, const qk_prep *p, const ProtobufCMessage *req,
                      const qk_chain_link *chain, uint16_t chain_len, const qk_chain_link *top)
 {
-    size_t args_len = protobuf_c_message_get_packed_size(req);
+    const quark_method_desc *md = &p->entry->iface->methods[p->method];
+    size_t args_len = qk_msg_size(md, QK_IN, req);
     size_t n_links = chain_len + (top ? 1u : 0u);
     size_t chain_bytes = n_links * sizeof(qk_chain_link);
     qk_msg *m = qk_msg_new(chain_bytes + ref->id_len + 1u + args_len);
@@ -291,7 +294,7 @@ static qk_msg *build(quark_ref *ref, const qk_prep *p, const ProtobufCMessage *r
     m->kind = QK_MSG_CALL;
     m->type = p->entry;
     m->method = (uint16_t)p->method;
-    if (p->entry->iface->methods[p->method].flags & QUARK_METHOD_READ_ONLY)
+    if (md->flags & QUARK_METHOD_READ_ONLY)
         m->flags |= QK_MF_READ_ONLY;
     m->hash = ref->hash;
     m->dl.kind = QK_DL_MSG;
@@ -306,7 +309,7 @@ static qk_msg *build(quark_ref *ref, const qk_prep *p, const ProtobufCMessage *r
     memcpy(m->id, ref->data, ref->id_len + 1u);
     m->id_len = ref->id_len;
     m->args = (uint8_t *)m->id + ref->id_len + 1;
-    m->args_len = (uint32_t)protobuf_c_message_pack(req, m->args);
+    m->args_len = (uint32_t)qk_msg_pack(md, QK_IN, req, m->args);
     return m;
 }
 
@@ -466,6 +469,7 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
         oc->fn = fn;
         oc->arg = arg;
         oc->reply_desc = p.entry->iface->methods[p.method].output;
+        oc->reply_md = &p.entry->iface->methods[p.method];
         oc->turn = w->cur.turn;
         oc->chain_len = w->cur.chain_len;
         oc->done = false;

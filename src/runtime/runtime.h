@@ -61,6 +61,7 @@ typedef struct qk_outcall {
     void (*fn)(void);
     void *arg;
     const ProtobufCMessageDescriptor *reply_desc;
+    const quark_method_desc *reply_md; /* its fast decoder, if any */
     uint32_t turn;            /* logical turn of the caller that made it */
     uint16_t chain_len;
     bool done;                /* the callback already ran (deadline) */
@@ -380,6 +381,51 @@ void qk_after_continuation(qk_worker *w, quark_actor *a);
 static inline uint64_t qk_key_hash(uint64_t type_name_hash, const char *id, size_t len)
 {
     return qk_hash(id, len, QK_KEY_SEED ^ type_name_hash);
+}
+
+/* Size / pack / unpack of a method's request (QK_IN) or reply (QK_OUT)
+ * message: the generated fast codec when the method has one and `msg` is of
+ * the method's type, protobuf-c's reflection otherwise. */
+enum { QK_IN = 0, QK_OUT = 1 };
+/* The method a CALL message invokes (NULL if unknown). */
+static inline const quark_method_desc *qk_msg_method(const qk_msg *m)
+{
+    return m->type && m->method < m->type->iface->n_methods ? &m->type->iface->methods[m->method]
+                                                             : NULL;
+}
+static inline size_t qk_msg_size(const quark_method_desc *md, int dir, const ProtobufCMessage *msg)
+{
+    if (md) {
+        size_t (*fn)(const void *) = dir == QK_OUT ? md->out_size : md->in_size;
+        if (fn && msg->descriptor == (dir == QK_OUT ? md->output : md->input))
+            return fn(msg);
+    }
+    return protobuf_c_message_get_packed_size(msg);
+}
+static inline size_t qk_msg_pack(const quark_method_desc *md, int dir, const ProtobufCMessage *msg,
+                                 uint8_t *out)
+{
+    if (md) {
+        size_t (*fn)(const void *, uint8_t *) = dir == QK_OUT ? md->out_pack : md->in_pack;
+        if (fn && msg->descriptor == (dir == QK_OUT ? md->output : md->input))
+            return fn(msg, out);
+    }
+    return protobuf_c_message_pack(msg, out);
+}
+/* Decode a reply of `desc` into `arena`'s memory (NULL on failure). */
+static inline ProtobufCMessage *qk_msg_unpack_reply(const quark_method_desc *md,
+                                                    const ProtobufCMessageDescriptor *desc,
+                                                    ProtobufCAllocator *arena, const uint8_t *p,
+                                                    size_t len)
+{
+    if (md && md->out_unpack && md->output == desc) {
+        ProtobufCMessage *msg = arena->alloc(arena->allocator_data, desc->sizeof_message);
+        if (!msg)
+            return NULL;
+        desc->message_init(msg);
+        return md->out_unpack(msg, p, len) == 0 ? msg : NULL;
+    }
+    return protobuf_c_message_unpack(desc, arena, len, p);
 }
 
 #endif /* QK_RUNTIME_H */

@@ -68,6 +68,7 @@ typedef struct qk_rcall {
     void (*fn)(void);
     void *arg;
     const ProtobufCMessageDescriptor *reply_desc;
+    const quark_method_desc *md;  /* the method (its fast codecs) */
     const char *method;           /* for messages */
     size_t len;
     uint8_t frame[];              /* the complete REQUEST frame */
@@ -209,7 +210,7 @@ static void complete(qk_remote *r, qk_rcall *c, quark_err err, const char *errms
     } else {
         ProtobufCMessage *msg = NULL;
         if (err == QUARK_OK) {
-            msg = protobuf_c_message_unpack(c->reply_desc, &r->arena.pb, len, result);
+            msg = qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
             if (!msg) {
                 err = QUARK_EPROTO;
                 errmsg = "the reply could not be decoded";
@@ -522,7 +523,8 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *er
         return;
     }
     if (c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
-        ProtobufCMessage *msg = protobuf_c_message_unpack(c->reply_desc, &r->arena.pb, len, result);
+        ProtobufCMessage *msg =
+            qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
         qk_dlheap_remove(&r->heap, &c->dl);
         if (msg)
             c->tramp(c->fn, QUARK_OK, NULL, msg, c->arg);
@@ -1071,7 +1073,7 @@ static qk_rcall *make_call(qk_remote *r, quark_ref *ref, const quark_interface *
                            quark_err *err)
 {
     const quark_method_desc *md = &iface->methods[method];
-    size_t args_len = protobuf_c_message_get_packed_size(req);
+    size_t args_len = qk_msg_size(md, QK_IN, req);
     if (args_len > r->max_msg) {
         *err = qk_error(QUARK_ETOOBIG, "the request of %s is %zu bytes, over the maximum "
                         "message size of %zu", md->name, args_len, r->max_msg);
@@ -1087,10 +1089,11 @@ static qk_rcall *make_call(qk_remote *r, quark_ref *ref, const quark_interface *
     memset(c, 0, sizeof *c);
     qk_frame_header(c->frame, QK_FRAME_REQUEST, 0, len);
     qk_wire_encode_request(c->frame + QK_FRAME_HEADER, ref->data, ref->id_len, ref->type_name,
-                           ref->type_len, md->name, mlen, req, args_len, deadline_ms);
+                           ref->type_len, md->name, mlen, md, req, args_len, deadline_ms);
     c->len = QK_FRAME_HEADER + len;
     c->idempotent = (md->flags & QUARK_METHOD_IDEMPOTENT) != 0;
     c->reply_desc = md->output;
+    c->md = md;
     c->method = md->name;
     c->dl.at_ms = qk_now_ms_coarse() + deadline_ms;
     return c;

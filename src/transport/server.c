@@ -395,14 +395,15 @@ void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
         err = started ? QUARK_EUNKNOWN : QUARK_EUNAVAILABLE;
         app = false;
     }
-    size_t len = (err == QUARK_OK && reply) ? protobuf_c_message_get_packed_size(reply) : 0;
+    const quark_method_desc *md = qk_msg_method(m);
+    size_t len = (err == QUARK_OK && reply) ? qk_msg_size(md, QK_OUT, reply) : 0;
     if (w == c->w) {
         /* Same worker: pack straight into the connection's frame. */
         uint8_t small[512];
         uint8_t *buf = len <= sizeof small ? small : malloc(len);
         if (buf) {
             if (len)
-                protobuf_c_message_pack(reply, buf);
+                qk_msg_pack(md, QK_OUT, reply, buf);
             if (!c->closing)
                 qk_net_respond(c, m->r.net.id, err, errmsg, buf, len, app);
             if (buf != small)
@@ -424,7 +425,7 @@ void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
     o->args = o->data;
     o->args_len = (uint32_t)len;
     if (len)
-        protobuf_c_message_pack(reply, o->args);
+        qk_msg_pack(md, QK_OUT, reply, o->args);
     if (mlen) {
         o->id = (char *)o->data + len;
         memcpy(o->id, errmsg ? errmsg : quark_strerror(err), mlen);

@@ -248,7 +248,8 @@ size_t qk_wire_request_size(size_t id_len, size_t type_len, size_t method_len, s
 
 uint8_t *qk_wire_encode_request(uint8_t *o, const char *id, size_t id_len, const char *type,
                                 size_t type_len, const char *method, size_t method_len,
-                                const ProtobufCMessage *args_msg, size_t args_len,
+                                const quark_method_desc *md, const ProtobufCMessage *args_msg,
+                                size_t args_len,
                                 uint32_t deadline_ms)
 {
     o = put_len_field(o, 1, id, id_len);
@@ -257,7 +258,7 @@ uint8_t *qk_wire_encode_request(uint8_t *o, const char *id, size_t id_len, const
     if (args_len) {
         *o++ = (uint8_t)(4 << 3 | WT_LEN);
         o = put_varint(o, args_len);
-        o += protobuf_c_message_pack(args_msg, o);
+        o += qk_msg_pack(md, QK_IN, args_msg, o);
     }
     if (deadline_ms) {
         *o++ = (uint8_t)(5 << 3 | WT_VARINT);

@@ -44,6 +44,7 @@ size_t qk_wire_request_size(size_t id_len, size_t type_len, size_t method_len, s
                             uint32_t deadline_ms);
 uint8_t *qk_wire_encode_request(uint8_t *out, const char *id, size_t id_len, const char *type,
                                 size_t type_len, const char *method, size_t method_len,
+                                const quark_method_desc *md, /* its fast codec, or NULL */
                                 const ProtobufCMessage *args_msg, size_t args_len,
                                 uint32_t deadline_ms);
 

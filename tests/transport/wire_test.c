@@ -103,7 +103,7 @@ static void test_request_encoder_decodes_with_protobuf_c(void **state)
         size_t n = qk_wire_request_size(strlen(id), strlen(type), strlen(method), alen, dl);
         uint8_t *buf = malloc(n);
         uint8_t *end = qk_wire_encode_request(buf, id, strlen(id), type, strlen(type), method,
-                                              strlen(method), &args.base, alen, dl);
+                                              strlen(method), NULL, &args.base, alen, dl);
         assert_int_equal(end - buf, n);
         Quark__ActorInvocationRequest *rq = quark__actor_invocation_request__unpack(NULL, n, buf);
         assert_non_null(rq);
