@@ -2,6 +2,7 @@
  * silo.c - counter-silo: a silo hosting CounterActor on the network.
  *
  *   counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]
+ *                [--max-output-buffer BYTES]
  *
  * Serves gRPC (ActorService) and Quark's TCP protocol on one port, prints a
  * line containing "listening" when ready, and on SIGTERM or SIGINT stops
@@ -18,7 +19,8 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]\n");
+    fprintf(stderr, "usage: counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]\n"
+                    "                    [--max-output-buffer BYTES]\n");
     exit(2);
 }
 
@@ -33,6 +35,8 @@ int main(int argc, char **argv)
             so.cluster_id = argv[++i];
         else if (!strcmp(argv[i], "--workers") && i + 1 < argc)
             so.workers = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-output-buffer") && i + 1 < argc)
+            so.max_output_buffer = (size_t)strtoull(argv[++i], NULL, 10);
         else
             usage();
     }

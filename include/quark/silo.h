@@ -35,6 +35,10 @@ typedef struct quark_silo_opts {
     const char *listen;
     const char *cluster_id;       /* peers of another cluster are refused ("default") */
     size_t max_message_size;      /* larger messages are refused (default 4 MiB) */
+    /* A connection whose peer leaves this many bytes of answers unread
+     * stops being read until they drop below a quarter of it (default
+     * 16 MiB): a slow reader costs bounded memory, never the whole silo. */
+    size_t max_output_buffer;
 } quark_silo_opts;
 
 /* Fill `opts` with the defaults above. */

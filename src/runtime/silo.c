@@ -22,6 +22,7 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->listen = NULL;
     o->cluster_id = "default";
     o->max_message_size = 4u << 20;
+    o->max_output_buffer = 16u << 20;
 }
 
 quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
@@ -45,6 +46,8 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         s->opts.default_deadline_ms = 30000;
     if (s->opts.max_message_size == 0)
         s->opts.max_message_size = 4u << 20;
+    if (s->opts.max_output_buffer == 0)
+        s->opts.max_output_buffer = 16u << 20;
     s->cluster_id = strdup(s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default");
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->opts.cluster_id = s->cluster_id;

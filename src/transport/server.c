@@ -33,8 +33,6 @@
 #include "transport/grpc_codec.h"
 #include "transport/wire.h"
 
-#define QK_OUT_PAUSE (16u << 20)  /* stop reading a peer with this much unsent */
-#define QK_OUT_RESUME (4u << 20)
 #define QK_READ_CHUNK 65536
 
 enum { QK_PROTO_DETECT = 0, QK_PROTO_TCP = 1, QK_PROTO_GRPC = 2 };
@@ -223,7 +221,7 @@ static void mark_dirty(qk_conn *c)
         c->dirty_next = c->w->dirty_conns;
         c->w->dirty_conns = c;
     }
-    if (!c->read_paused && c->out_len > QK_OUT_PAUSE) {
+    if (!c->read_paused && c->out_len > c->w->silo->opts.max_output_buffer) {
         c->read_paused = true; /* the peer does not read: stop reading it */
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
@@ -275,7 +273,7 @@ static void on_written(uv_write_t *req, int status)
     } else if (c->close_after_write) {
         conn_close(c);
     }
-    if (!c->closing && c->read_paused && c->out_len < QK_OUT_RESUME) {
+    if (!c->closing && c->read_paused && c->out_len < c->w->silo->opts.max_output_buffer / 4) {
         c->read_paused = false;
         conn_resume_read(c);
     }

@@ -34,6 +34,9 @@ typedef struct silo_proc {
     FILE *out;
 } silo_proc;
 
+static const char *g_silo_extra; /* one extra "--flag=value"-style pair, or NULL */
+static const char *g_silo_extra_val;
+
 /* Start counter-silo and wait for its "listening" line (port 0: it picks). */
 static void silo_start(silo_proc *sp, int port, const char *cluster)
 {
@@ -42,7 +45,7 @@ static void silo_start(silo_proc *sp, int port, const char *cluster)
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     char *argv[] = {(char *)COUNTER_SILO, "--listen", listen, "--cluster-id", (char *)cluster,
-                    "--workers", "2", NULL};
+                    "--workers", "2", (char *)g_silo_extra, (char *)g_silo_extra_val, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -432,7 +435,12 @@ static void test_backpressure_on_a_peer_that_does_not_read(void **state)
 {
     (void)state;
     silo_proc sp;
+    /* A small limit, so the pause comes after a few thousand answers however
+     * fast or slow (sanitizers) the silo runs. */
+    g_silo_extra = "--max-output-buffer";
+    g_silo_extra_val = "65536";
     silo_start(&sp, 0, "default");
+    g_silo_extra = g_silo_extra_val = NULL;
     int fd = raw_connect(sp.port);
     uint8_t h[16];
     assert_true(write(fd, "QRK1", 4) == 4);
@@ -443,6 +451,10 @@ static void test_backpressure_on_a_peer_that_does_not_read(void **state)
     size_t len;
     free(read_frame(fd, &type, &id, &len));
     assert_int_equal(type, 2);
+    /* Small kernel buffers on our side, so they fill soon too. */
+    int small = 65536;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     /* One request frame, sent over and over with increasing ids. */
     Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
     rq.actor_id = "bp";
@@ -459,7 +471,7 @@ static void test_backpressure_on_a_peer_that_does_not_read(void **state)
     size_t pending = 0, off = 0; /* bytes of the current batch not yet written */
     bool blocked = false;
     uint64_t t0 = tu_now_ms();
-    while (!blocked && tu_now_ms() - t0 < 60000) {
+    while (!blocked && tu_now_ms() - t0 < 120000) {
         if (pending == 0) {
             for (int i = 0; i < BATCH; i++) {
                 put_frame_header(batch + i * fl, 3, sent + (uint64_t)i + 1, (uint32_t)bl);
