@@ -355,22 +355,32 @@ static uint8_t *read_frame(int fd, uint8_t *type, uint64_t *id, size_t *len)
     return p;
 }
 
+/* A raw TCP-protocol connection past its handshake (empty TcpHello: cluster
+ * "default"). */
+static int raw_hello(int port)
+{
+    int fd = raw_connect(port);
+    uint8_t h[16], type;
+    uint64_t id;
+    size_t len;
+    assert_true(write(fd, "QRK1", 4) == 4);
+    put_frame_header(h, 1, 0, 0);
+    assert_true(write(fd, h, 16) == 16);
+    free(read_frame(fd, &type, &id, &len));
+    assert_int_equal(type, 2);
+    return fd;
+}
+
 static void test_oversized_request_skipped(void **state)
 {
     (void)state; /* TCP framing only; gRPC's oversized case is in the grpc-js interop test */
     silo_proc sp;
     silo_start(&sp, 0, "default");
-    int fd = raw_connect(sp.port);
+    int fd = raw_hello(sp.port);
     uint8_t h[16];
-    /* HELLO (empty TcpHello: cluster "default") */
-    assert_true(write(fd, "QRK1", 4) == 4);
-    put_frame_header(h, 1, 0, 0);
-    assert_true(write(fd, h, 16) == 16);
     uint8_t type;
     uint64_t id;
     size_t len;
-    free(read_frame(fd, &type, &id, &len));
-    assert_int_equal(type, 2);
     /* A 5 MiB request (over the 4 MiB limit), then a normal one. */
     size_t big = 5u << 20;
     uint8_t *junk = calloc(1, big);
@@ -441,16 +451,11 @@ static void test_backpressure_on_a_peer_that_does_not_read(void **state)
     g_silo_extra_val = "65536";
     silo_start(&sp, 0, "default");
     g_silo_extra = g_silo_extra_val = NULL;
-    int fd = raw_connect(sp.port);
+    int fd = raw_hello(sp.port);
     uint8_t h[16];
-    assert_true(write(fd, "QRK1", 4) == 4);
-    put_frame_header(h, 1, 0, 0);
-    assert_true(write(fd, h, 16) == 16);
     uint8_t type;
     uint64_t id;
     size_t len;
-    free(read_frame(fd, &type, &id, &len));
-    assert_int_equal(type, 2);
     /* Small kernel buffers on our side, so they fill soon too. */
     int small = 65536;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
