@@ -452,7 +452,6 @@ static void test_backpressure_on_a_peer_that_does_not_read(void **state)
     silo_start(&sp, 0, "default");
     g_silo_extra = g_silo_extra_val = NULL;
     int fd = raw_hello(sp.port);
-    uint8_t h[16];
     uint8_t type;
     uint64_t id;
     size_t len;
