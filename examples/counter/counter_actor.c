@@ -56,11 +56,40 @@ static quark_err counter_fail(quark_actor *self, const Quark__Examples__FailRequ
     return quark_actor_fail(self, QUARK_EACTOR, "%s", req->message);
 }
 
+static void add_to_done(quark_err err, const char *errmsg,
+                        const Quark__Examples__CounterValue *value, void *arg)
+{
+    quark_deferred *call = arg;
+    if (err != QUARK_OK)
+        quark_reply_error(call, err, "%s", errmsg);
+    else
+        quark_examples_CounterActor_AddTo_reply(call, value);
+}
+
+static quark_err counter_add_to(quark_actor *self, const Quark__Examples__AddToRequest *req,
+                                Quark__Examples__CounterValue *reply)
+{
+    (void)reply;
+    quark_ref *target;
+    quark_err rc = quark_examples_CounterActor_ref(quark_actor_client(self), req->target, &target);
+    if (rc != QUARK_OK)
+        return quark_actor_fail(self, rc, "%s", quark_last_error());
+    Quark__Examples__IncrementRequest inc = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    inc.delta = req->delta;
+    quark_deferred *call = quark_actor_defer(self);
+    rc = quark_examples_CounterActor_Increment_async(target, &inc, add_to_done, call);
+    quark_ref_free(target);
+    if (rc != QUARK_OK)
+        quark_reply_error(call, rc, "%s", quark_last_error());
+    return QUARK_PENDING;
+}
+
 static const quark_examples_CounterActor_methods counter_methods = {
     .Increment = counter_increment,
     .Get = counter_get,
     .Sleep = counter_sleep,
     .Fail = counter_fail,
+    .AddTo = counter_add_to,
 };
 
 QUARK_ACTOR_TYPE(counter_actor,

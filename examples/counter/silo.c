@@ -2,7 +2,13 @@
  * silo.c - counter-silo: a silo hosting CounterActor on the network.
  *
  *   counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]
- *                [--max-output-buffer BYTES]
+ *                [--max-output-buffer BYTES] [--seeds H1:P1,H2:P2,...]
+ *                [--advertise HOST:PORT] [--heartbeat-ms MS]
+ *                [--failure-timeout-ms MS] [--idle-timeout-ms MS]
+ *
+ * With --seeds it joins those silos as one cluster (docs/cluster.md) and
+ * prints a line starting "counter-silo: view" each time its view of the
+ * members changes.
  *
  * Serves gRPC (ActorService) and Quark's TCP protocol on one port, prints a
  * line containing "listening" when ready, and on SIGTERM or SIGINT stops
@@ -20,8 +26,19 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]\n"
-                    "                    [--max-output-buffer BYTES]\n");
+                    "                    [--max-output-buffer BYTES] [--seeds H1:P1,...]\n"
+                    "                    [--advertise HOST:PORT] [--heartbeat-ms MS]\n"
+                    "                    [--failure-timeout-ms MS] [--idle-timeout-ms MS]\n");
     exit(2);
+}
+
+static void on_view(const quark_silo_status *st, void *arg)
+{
+    (void)arg;
+    char line[4096];
+    quark_status_format(st, line, sizeof line);
+    printf("counter-silo: %s\n", line);
+    fflush(stdout);
 }
 
 int main(int argc, char **argv)
@@ -37,11 +54,22 @@ int main(int argc, char **argv)
             so.workers = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-output-buffer") && i + 1 < argc)
             so.max_output_buffer = (size_t)strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
+            so.seeds = argv[++i];
+        else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
+            so.advertise = argv[++i];
+        else if (!strcmp(argv[i], "--heartbeat-ms") && i + 1 < argc)
+            so.heartbeat_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--failure-timeout-ms") && i + 1 < argc)
+            so.failure_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--idle-timeout-ms") && i + 1 < argc)
+            so.idle_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         else
             usage();
     }
     if (!so.listen)
         usage();
+    so.on_view = on_view;
 
     /* Block the stop signals in every thread; main waits for them below. */
     sigset_t stop;

@@ -36,6 +36,15 @@ typedef enum quark_transport {
     QUARK_TRANSPORT_TCP = 1   /* Quark's framed TCP protocol */
 } quark_transport;
 
+typedef enum quark_routing {
+    /* Learn the cluster's membership from the silos (WatchCluster) and send
+     * each call straight to the silo that owns the actor (the default). */
+    QUARK_ROUTE_OWNER = 0,
+    /* Send every call to the one connected silo, which forwards what it
+     * does not own (what a stock gRPC client does; one extra hop). */
+    QUARK_ROUTE_PINNED = 1
+} quark_routing;
+
 typedef struct quark_retry_policy {
     unsigned max_attempts;        /* total attempts, 1 = no retry (default 3) */
     uint32_t initial_backoff_ms;  /* default 50 */
@@ -50,6 +59,7 @@ typedef struct quark_client_opts {
     quark_transport transport;      /* QUARK_TRANSPORT_GRPC */
     quark_retry_policy retry;
     uint32_t default_deadline_ms;   /* per call; default 30000 */
+    quark_routing routing;          /* QUARK_ROUTE_OWNER */
 } quark_client_opts;
 
 /* Fill `opts` with the defaults above. */

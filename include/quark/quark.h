@@ -7,6 +7,7 @@
  *   actor.h      what an actor can do inside a turn (state, defer, timers)
  *   silo.h       hosting activations: workers, lifecycle, diagnostics
  *   client.h     connecting, actor references, blocking and async calls
+ *   cluster.h    several silos as one cluster: status and views
  */
 #ifndef QUARK_QUARK_H
 #define QUARK_QUARK_H
@@ -18,5 +19,6 @@
 #include "quark/actor.h"
 #include "quark/client.h"
 #include "quark/silo.h"
+#include "quark/cluster.h"
 
 #endif /* QUARK_QUARK_H */

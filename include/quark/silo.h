@@ -20,6 +20,7 @@
 
 #include "quark/error.h"
 #include "quark/client.h"
+#include "quark/cluster.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,6 +40,20 @@ typedef struct quark_silo_opts {
      * stops being read until they drop below a quarter of it (default
      * 16 MiB): a slow reader costs bounded memory, never the whole silo. */
     size_t max_output_buffer;
+
+    /* ---- cluster (quark/cluster.h, docs/cluster.md); needs .listen ---- */
+    /* "H1:P1,H2:P2,...": silos to join (the list may include this one).
+     * NULL: a cluster of one. */
+    const char *seeds;
+    /* The address other silos and clients reach this one at; default: the
+     * listen address with its bound port (a wildcard host becomes the
+     * machine's host name). */
+    const char *advertise;
+    uint32_t heartbeat_ms;        /* gossip period (default 500) */
+    uint32_t failure_timeout_ms;  /* silent this long = dead (default 3000, >= 2 heartbeats) */
+    unsigned vnodes;              /* points per silo on the placement ring (default 128) */
+    quark_view_fn on_view;        /* told of every view change (optional) */
+    void *on_view_arg;
 } quark_silo_opts;
 
 /* Fill `opts` with the defaults above. */

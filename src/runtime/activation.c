@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "runtime.h"
+#include "cluster/cluster.h"
 
 static inline void *act_state(quark_actor *a)
 {
@@ -69,6 +70,7 @@ static int dir_insert(qk_worker *w, quark_actor *a)
         i = (i + 1) & w->mask;
     w->slots[i] = a;
     w->count++;
+    atomic_store_explicit(&w->live, w->count, memory_order_relaxed);
     return 0;
 }
 
@@ -90,6 +92,7 @@ static void dir_remove(qk_worker *w, quark_actor *a)
     }
     w->slots[i] = NULL;
     w->count--;
+    atomic_store_explicit(&w->live, w->count, memory_order_relaxed);
     if (w->count == 0 && w->mask > 1023) { /* give a big empty table back */
         quark_actor **ns = calloc(64, sizeof *ns);
         if (ns) {
@@ -403,6 +406,13 @@ static void deliver_call(qk_worker *w, qk_msg *m)
         qk_msg_free(m);
         return;
     }
+    if (QK_UNLIKELY(w->view != NULL)) { /* one of several silos: is it ours? */
+        int owner = qk_view_owner(w->view, m->hash);
+        if (owner >= 0 && owner != w->view->self) {
+            qk_cluster_forward(w, m, owner);
+            return;
+        }
+    }
     quark_actor *a = dir_find(w, m->type, m->hash, m->id, m->id_len);
     if (!a) {
         a = activate(w, m);
@@ -456,6 +466,9 @@ void qk_deliver(qk_worker *w, qk_msg *m)
         break;
     case QK_MSG_NETOUT:
         qk_net_deliver(w, m);
+        break;
+    case QK_MSG_FWDANS:
+        qk_cluster_fwd_answer(w, m);
         break;
     case QK_MSG_SUB:
     case QK_MSG_UNSUB:
@@ -522,6 +535,41 @@ void qk_collect_idle(qk_worker *w, uint64_t now)
         quark_actor *next = a->lru_next;
         if (collectible(a))
             destroy(w, a, false);
+        a = next;
+    }
+}
+
+void qk_rebalance(qk_worker *w)
+{
+    qk_view *v = w->view;
+    if (!v || w->stopping)
+        return;
+    quark_actor *a = w->lru_head;
+    while (a) {
+        quark_actor *next = a->lru_next;
+        int owner = qk_view_owner(v, a->hash);
+        if (owner < 0 || owner == v->self) {
+            a = next;
+            continue;
+        }
+        /* Another silo owns it now: calls not started yet go there, and the
+         * activation goes as soon as what it is running is done. */
+        qk_msg *queued = a->mb_head;
+        a->mb_head = a->mb_tail = NULL;
+        a->flags |= QK_AF_DEACT_REQ;
+        if (collectible(a))
+            destroy(w, a, false);
+        while (queued) {
+            qk_msg *m = queued;
+            queued = m->next;
+            m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
+            qk_heap_remove(w, &m->dl);
+            m->act = NULL;
+            if (m->flags & QK_MF_ANSWERED)
+                qk_msg_free(m);
+            else
+                deliver_call(w, m);
+        }
         a = next;
     }
 }

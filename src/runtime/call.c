@@ -497,7 +497,7 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
 void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
                    size_t type_len, const char *actor_id, size_t id_len, const char *method,
                    size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
-                   const qk_chain_link *chain, size_t chain_len)
+                   const qk_chain_link *chain, size_t chain_len, uint32_t hops)
 {
     char msg[400];
     quark_silo *s = w->silo;
@@ -557,6 +557,7 @@ void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *
     if (args_len)
         memcpy(m->args, args, args_len);
     m->args_len = (uint32_t)args_len;
+    m->hops = (uint8_t)(hops > 255 ? 255 : hops);
     m->rk = QK_RK_NET;
     m->r.net.conn = conn;
     m->r.net.id = id;

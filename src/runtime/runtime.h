@@ -76,7 +76,8 @@ enum qk_msg_kind {
     QK_MSG_SUB,     /* add a subscriber (to the worker owning the actor key) */
     QK_MSG_UNSUB,   /* remove one */
     QK_MSG_EVENT,   /* an event for a network subscriber (to its connection's worker) */
-    QK_MSG_SUBFREE  /* the owner let go of a network subscriber: free it */
+    QK_MSG_SUBFREE, /* the owner let go of a network subscriber: free it */
+    QK_MSG_FWDANS   /* the answer to a call this worker forwarded to another silo */
 };
 enum qk_reply_kind {
     QK_RK_NONE = 0,
@@ -110,6 +111,7 @@ struct qk_msg {
     uint16_t method;
     uint16_t chain_len;
     uint16_t id_len;
+    uint8_t hops;             /* CALL: times forwarded between silos */
     uint32_t args_len;
     int32_t err;              /* REPLY: the answer's code */
     uint32_t turn;            /* CALL, deferred: the turn that deferred it */
@@ -138,6 +140,9 @@ struct qk_msg {
             uint64_t id;          /* request id on that connection */
         } net;
         struct qk_sub *sub;       /* SUB, UNSUB, EVENT, SUBFREE */
+        struct {
+            qk_msg *orig;         /* FWDANS: the forwarded CALL */
+        } fwd;
     } r;
     qk_chain_link *chain;     /* CALL: links (in data) */
     char *id;                 /* CALL: NUL-terminated (in data); REPLY: errmsg */
@@ -231,6 +236,9 @@ struct qk_worker {
     bool flip;                    /* next_msg: which queue to try first */
     uint64_t exit_by_ms;          /* after exit: give connections until then */
     bool app_error;               /* the answer being sent is the actor's own error */
+    struct qk_view *view;         /* the cluster as this worker routes by (NULL: alone) */
+    _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
+    _Atomic size_t live;          /* activations (a copy of count for other threads) */
 };
 
 struct quark_silo {
@@ -244,6 +252,9 @@ struct quark_silo {
     quark_client *self_client;    /* what quark_actor_client returns */
     _Atomic int state;            /* 0 created, 1 running, 2 stopping, 3 stopped */
     uv_mutex_t lock;              /* start/stop only */
+    struct qk_cluster *cluster;   /* membership and forwarding (cluster/cluster.c) */
+    char *seeds;                  /* copies of opts strings */
+    char *advertise;
 };
 
 struct quark_client {
@@ -307,7 +318,9 @@ qk_worker *qk_conn_worker(const struct qk_conn *c);      /* the worker that owns
 void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
                    size_t type_len, const char *actor_id, size_t id_len, const char *method,
                    size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
-                   const qk_chain_link *chain, size_t chain_len);
+                   const qk_chain_link *chain, size_t chain_len, uint32_t hops);
+/* Send the current view to this worker's watching connections. */
+void qk_server_push_view(qk_worker *w);
 
 /* ---- events.c ---- */
 
@@ -349,6 +362,9 @@ void qk_deactivate_all(qk_worker *w);
 void qk_collect_idle(qk_worker *w, uint64_t now_ms);
 void qk_deadline_fire(qk_worker *w, qk_deadline *d);
 void qk_timer_fire(qk_worker *w, quark_timer *t);
+/* The view changed: deactivate what this silo no longer owns and send the
+ * calls queued for it to their new owner. */
+void qk_rebalance(qk_worker *w);
 
 /* ---- call.c ---- */
 qk_msg *qk_msg_new(size_t extra);

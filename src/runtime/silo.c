@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "cluster/cluster.h"
 
 void quark_silo_opts_init(quark_silo_opts *o)
 {
@@ -50,8 +51,12 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         s->opts.max_output_buffer = 16u << 20;
     s->cluster_id = strdup(s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default");
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
+    s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
+    s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;
     s->opts.cluster_id = s->cluster_id;
     s->opts.listen = s->listen_host;
+    s->opts.seeds = s->seeds;
+    s->opts.advertise = s->advertise;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
     if (s->nworkers > 1024) {
@@ -86,10 +91,13 @@ quark_err quark_silo_start(quark_silo *s)
     }
     quark_err rc = qk_server_bind(s);
     if (rc == QUARK_OK)
+        rc = qk_cluster_create(s);
+    if (rc == QUARK_OK)
         rc = qk_workers_start(s);
     if (rc == QUARK_OK) {
         atomic_store(&s->state, 1);
         atomic_store(&s->self_client->connected, 1);
+        rc = qk_cluster_start(s);
     }
     uv_mutex_unlock(&s->lock);
     return rc;
@@ -104,6 +112,9 @@ quark_err quark_silo_stop(quark_silo *s)
                         "worker thread (an actor or a callback)");
     uv_mutex_lock(&s->lock);
     if (atomic_load(&s->state) == 1) {
+        /* Leave the cluster first: the others take over this silo's actors
+         * and route there, while it still forwards what reaches it. */
+        qk_cluster_leave(s);
         atomic_store(&s->state, 2);
         qk_workers_stop(s);
     }
@@ -117,6 +128,7 @@ void quark_silo_free(quark_silo *s)
     if (!s)
         return;
     quark_silo_stop(s);
+    qk_cluster_free(s);
     quark_client_free(s->self_client);
     uv_mutex_destroy(&s->lock);
     if (s->listen_fds) {
@@ -125,6 +137,8 @@ void quark_silo_free(quark_silo *s)
     }
     free(s->cluster_id);
     free(s->listen_host);
+    free(s->seeds);
+    free(s->advertise);
     free(s);
 }
 

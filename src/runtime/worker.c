@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "runtime.h"
+#include "cluster/cluster.h"
 
 QK_TLS qk_worker *qk_tls_worker;
 
@@ -259,6 +260,8 @@ static void worker_destroy(qk_worker *w)
         free(m);
     }
     qk_arena_destroy(&w->arena);
+    qk_view_unref(w->view);
+    w->view = NULL;
 }
 
 static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
@@ -420,6 +423,9 @@ void qk_workers_stop(quark_silo *s)
      * and from then on answers calls with QUARK_ECLOSED. */
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], stop_task, NULL);
+    /* Calls this silo forwarded get their answers (bounded), then the link
+     * to the other silos closes. */
+    qk_cluster_stop(s);
     /* Phase 2: connections write the answers they got and close. */
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], close_conns_task, NULL);

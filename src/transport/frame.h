@@ -36,7 +36,13 @@ enum qk_frame_type {
     QK_FRAME_PING = 9,       /* no payload; answered with PONG, same id */
     QK_FRAME_PONG = 10,
     QK_FRAME_GOAWAY = 11,    /* ActorInvocationResponse: why; no new requests */
-    QK_FRAME_TYPE_MAX = 11
+    QK_FRAME_GOSSIP = 12,    /* silo -> silo: ClusterView (every entry, with status) */
+    QK_FRAME_GOSSIP_ACK = 13,/* the receiver's ClusterView, same id */
+    QK_FRAME_WATCH = 14,     /* client -> silo: send VIEW frames under this id */
+    QK_FRAME_VIEW = 15,      /* silo -> client: ClusterView (live members) */
+    QK_FRAME_STATUS = 16,    /* -> silo: SiloStatusRequest */
+    QK_FRAME_STATUS_OK = 17, /* silo ->: SiloStatus, same id */
+    QK_FRAME_TYPE_MAX = 17
 };
 
 typedef struct qk_frame {

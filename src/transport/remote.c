@@ -1,26 +1,41 @@
 /*
- * remote.c - the cluster client's remote side (Quark's TCP protocol).
+ * remote.c - the cluster client's network side (both transports).
  *
  * A remote client owns one I/O thread running a libuv loop and one
- * connection to a silo of its connection string. Application threads build
- * a complete REQUEST frame, push it on a lock-free queue and wake the loop;
- * the loop gives it a request id, appends it to the connection's output
- * (written once per loop turn) and keeps it in a table until its RESPONSE.
- * Blocking callers wait on a futex; callbacks run on the I/O thread.
+ * connection per silo it talks to. Application threads build a complete
+ * REQUEST frame, push it on a lock-free queue and wake the loop; the loop
+ * picks the connection (routing, below), gives the call a request id,
+ * appends it to that connection's output (written once per loop turn) and
+ * keeps it in the connection's table until its RESPONSE. Blocking callers
+ * wait on a futex; callbacks run on the I/O thread.
+ *
+ * Routing. Until the client knows the cluster, every call goes to the
+ * "primary" connection: one silo of the connection string, tried in turn.
+ * Once connected it watches the cluster (WATCH frame, or gRPC WatchCluster):
+ * the silo sends its view of the live members at once and at every change.
+ * With a view, each call goes straight to the silo that owns its actor
+ * (consistent hashing over the members, cluster/view.h); a connection per
+ * member is opened as needed. Calls whose owner is unreachable wait on that
+ * connection until it answers again, the view drops the silo (they then go
+ * to the new owner), or their deadline. If the watched silo goes away, the
+ * client watches another member; if none is reachable it forgets the view
+ * and starts over from the connection string. With QUARK_ROUTE_PINNED the
+ * client never watches: everything goes to the primary, which forwards.
  *
  * Delivery: a call is sent again only when it surely did not run (never
  * written to a socket, or answered QUARK_EUNAVAILABLE by a silo that did not
- * run it) or when its method is @quark.idempotent. Otherwise a lost
- * connection completes it with QUARK_EUNKNOWN: at most once.
+ * run it: then after a jittered backoff, so a view change can land) or when
+ * its method is @quark.idempotent. Otherwise a lost connection completes it
+ * with QUARK_EUNKNOWN: at most once.
  *
- * Connection loss: the client reconnects by itself, trying the listed silos
- * in turn with jittered exponential backoff; calls wait for it until their
- * deadline.
- *
- * With the gRPC transport the same machinery drives an HTTP/2 session
- * (grpc_codec.h) instead of frames: a call is a stream of
+ * With the gRPC transport the same machinery drives one HTTP/2 session per
+ * connection (grpc_codec.h) instead of frames: a call is a stream of
  * /quark.ActorService/InvokeActor, its id is the stream id, the cluster id
  * travels as quark-cluster-id metadata on every call.
+ *
+ * Peer mode: a silo's own link to the other silos (cluster/cluster.c). Always
+ * TCP, no connection string: it connects to the silos it gossips with and to
+ * the owners of the calls it forwards.
  */
 #define _GNU_SOURCE /* memrchr */
 #include <netdb.h>
@@ -39,7 +54,7 @@
 #define QK_TICK_MS 5
 #define QK_CONNECT_TIMEOUT_MS 3000
 
-enum { RC_OP_CALL = 0, RC_OP_SUB, RC_OP_UNSUB };
+enum { RC_OP_CALL = 0, RC_OP_SUB, RC_OP_UNSUB, RC_OP_WATCH, RC_OP_GOSSIP, RC_OP_FWD };
 
 typedef struct qk_rsub {
     struct qk_rcall *env;         /* the SUBSCRIBE envelope while active */
@@ -51,18 +66,25 @@ typedef struct qk_rsub {
     struct qk_rsub *all_next;
 } qk_rsub;
 
+typedef struct qk_rconn qk_rconn;
+
 typedef struct qk_rcall {
     qk_mpsc_node qnode;
     uint8_t op;                   /* RC_OP_* */
-    qk_rsub *rsub;
-    struct qk_rcall *next;        /* waiting queue / unsent list */
-    qk_deadline dl;
-    uint64_t id;
-    uint8_t rk;                   /* QK_RK_WAITER or QK_RK_CALLBACK */
+    uint8_t rk;                   /* RC_OP_CALL: QK_RK_WAITER or QK_RK_CALLBACK */
     bool idempotent;
     bool written;                 /* handed to a socket: it may have run */
     bool in_table;
+    bool has_hash;                /* route by `hash` */
     uint8_t attempts;
+    qk_rsub *rsub;
+    struct qk_rcall *next;        /* waiting queue / unsent list / delayed list */
+    qk_rconn *conn;               /* where it waits or is in flight */
+    qk_deadline dl;               /* at_ms 0: none (streams) */
+    uint64_t id;
+    uint64_t hash;                /* actor key */
+    uint64_t retry_at_ms;         /* delayed: send again then */
+    char *target;                 /* GOSSIP, FWD: the silo to send to (malloc'd) */
     qk_waiter *waiter;
     quark__trampoline_fn tramp;
     void (*fn)(void);
@@ -70,16 +92,44 @@ typedef struct qk_rcall {
     const ProtobufCMessageDescriptor *reply_desc;
     const quark_method_desc *md;  /* the method (its fast codecs) */
     const char *method;           /* for messages */
+    qk_msg *fwd;                  /* FWD: the call being forwarded */
+    qk_worker *fwd_w;             /* FWD: the worker holding it */
     size_t len;
-    uint8_t frame[];              /* the complete REQUEST frame */
+    uint8_t frame[];              /* the complete frame (header + body) */
 } qk_rcall;
 
-typedef struct qk_endpoint {
+enum { RC_IDLE, RC_CONNECTING, RC_HELLO, RC_READY };
+
+/* One connection to one silo. */
+struct qk_rconn {
+    qk_remote *r;
     char host[256];
     char port[8];
-} qk_endpoint;
-
-enum { RC_IDLE, RC_CONNECTING, RC_HELLO, RC_READY };
+    char addr[QK_ADDR_MAX];       /* "host:port" as listed or as the view names it */
+    char silo_id[QK_ADDR_MAX];    /* what the silo calls itself ("" until known) */
+    bool seed;                    /* from the connection string */
+    bool member;                  /* in the current view */
+    int state;
+    uv_tcp_t *tcp;
+    uv_connect_t creq;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out, *wbuf;
+    size_t out_len, out_cap, wbuf_cap;
+    bool writing;
+    bool in_recv_;                /* inside qk_grpc_client_recv: no flushing */
+    uv_write_t wreq;
+    qk_rcall *unsent, *unsent_tail; /* frames in `out`, not yet written */
+    qk_rcall **slots;             /* id -> call, open addressing */
+    size_t mask, count;
+    qk_rcall *waiting, *waiting_tail; /* to send once connected */
+    uint64_t next_id;
+    unsigned failures;            /* consecutive failed connects */
+    uint64_t reconnect_at_ms;
+    uint64_t attempt_started_ms;
+    qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
+    qk_rcall *watch;              /* our WATCH stream on it, if it is the view source */
+};
 
 struct qk_remote {
     quark_client *client;
@@ -91,136 +141,206 @@ struct qk_remote {
     _Atomic int connected;        /* a connection said HELLO_OK */
     _Atomic int sleeping;         /* the I/O thread is (about to be) in epoll */
     _Atomic int stopping;
+    _Atomic size_t forwards;      /* peer mode: forwarded calls not answered */
     /* connect() handshake with the application thread */
     uv_mutex_t mu;
     uv_cond_t cv;
-    int first_done;               /* 1 connected, -1 every endpoint failed once */
-    char first_error[512];
-    /* endpoints */
-    qk_endpoint *eps;
-    size_t neps, cur_ep;
-    unsigned failures;            /* consecutive failed connects */
-    uint64_t reconnect_at_ms;
-    uint64_t attempt_started_ms;  /* when the current connect began */
-    /* the connection */
-    int state;
-    uv_tcp_t *tcp;
-    uv_connect_t creq;
-    uint8_t *in;
-    size_t in_len, in_cap;
-    uint8_t *out, *wbuf;
-    size_t out_len, out_cap, wbuf_cap;
-    bool writing;
-    uv_write_t wreq;
-    qk_rcall *unsent, *unsent_tail; /* frames in `out`, not yet written */
+    int first_done;               /* 1 connected, -1 every seed failed once */
+    char first_error[640];
+    /* connections */
+    qk_rconn **conns;
+    size_t nconns, conns_cap;
+    size_t nseeds;                /* the first nseeds conns are the seeds */
+    size_t cur_seed;
+    qk_rconn *primary;            /* where calls go without a view */
+    unsigned seed_failures;       /* consecutive failed seed connects */
+    /* the cluster */
+    qk_view *view;                /* routing view, or NULL */
+    qk_rconn *source;             /* the connection we watch (clients) */
+    bool want_watch;
+    bool peer;                    /* a silo's peer link */
+    qk_remote_hooks hooks;
     /* calls */
-    qk_rcall **slots;             /* id -> call, open addressing */
-    size_t mask, count;
-    qk_rcall *waiting, *waiting_tail; /* to send once connected */
+    qk_rcall *delayed;            /* waiting for their retry time */
     qk_dlheap heap;
-    uint64_t next_id;
     size_t max_msg;
     qk_arena arena;
     bool thread_started_;
     qk_rsub *all_subs;            /* every subscription not yet freed */
-    qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
-    bool in_recv_;                /* inside qk_grpc_client_recv: no flushing */
     const char *meta[3];          /* quark-cluster-id metadata */
 };
 
 static QK_TLS qk_remote *tls_remote; /* set on the I/O thread */
 
-/* ---- call table ---- */
+static void send_call(qk_remote *r, qk_rcall *c);
+static void conn_lost(qk_rconn *k, const char *why);
+static void start_connect(qk_rconn *k);
+static void flush(qk_rconn *k);
 
-static size_t slot_of(const qk_remote *r, uint64_t id)
+/* ---- call tables (one per connection) ---- */
+
+static size_t slot_of(const qk_rconn *k, uint64_t id)
 {
-    return (size_t)qk_fmix64(id) & r->mask;
+    return (size_t)qk_fmix64(id) & k->mask;
 }
 
-static int table_put(qk_remote *r, qk_rcall *c)
+static int table_put(qk_rconn *k, qk_rcall *c)
 {
-    if ((r->count + 1) * 2 > r->mask + 1) {
-        size_t ncap = (r->mask + 1) * 2;
+    if ((k->count + 1) * 2 > k->mask + 1) {
+        size_t ncap = (k->mask + 1) * 2;
         qk_rcall **ns = calloc(ncap, sizeof *ns);
         if (!ns)
             return -1;
-        qk_rcall **old = r->slots;
-        size_t oldn = r->mask + 1;
-        r->slots = ns;
-        r->mask = ncap - 1;
+        qk_rcall **old = k->slots;
+        size_t oldn = k->mask + 1;
+        k->slots = ns;
+        k->mask = ncap - 1;
         for (size_t i = 0; i < oldn; i++) {
             if (!old[i])
                 continue;
-            size_t j = slot_of(r, old[i]->id);
+            size_t j = slot_of(k, old[i]->id);
             while (ns[j])
-                j = (j + 1) & r->mask;
+                j = (j + 1) & k->mask;
             ns[j] = old[i];
         }
         free(old);
     }
-    size_t i = slot_of(r, c->id);
-    while (r->slots[i])
-        i = (i + 1) & r->mask;
-    r->slots[i] = c;
-    r->count++;
+    size_t i = slot_of(k, c->id);
+    while (k->slots[i])
+        i = (i + 1) & k->mask;
+    k->slots[i] = c;
+    k->count++;
     c->in_table = true;
     return 0;
 }
 
-static qk_rcall *table_take(qk_remote *r, uint64_t id)
+static qk_rcall *table_find(qk_rconn *k, uint64_t id)
 {
-    size_t i = slot_of(r, id);
-    for (;; i = (i + 1) & r->mask) {
-        qk_rcall *c = r->slots[i];
+    for (size_t i = slot_of(k, id);; i = (i + 1) & k->mask) {
+        qk_rcall *c = k->slots[i];
+        if (!c || c->id == id)
+            return c;
+    }
+}
+
+static qk_rcall *table_take(qk_rconn *k, uint64_t id)
+{
+    size_t i = slot_of(k, id);
+    for (;; i = (i + 1) & k->mask) {
+        qk_rcall *c = k->slots[i];
         if (!c)
             return NULL;
         if (c->id == id)
             break;
     }
-    qk_rcall *found = r->slots[i];
-    for (size_t j = (i + 1) & r->mask;; j = (j + 1) & r->mask) {
-        qk_rcall *b = r->slots[j];
+    qk_rcall *found = k->slots[i];
+    for (size_t j = (i + 1) & k->mask;; j = (j + 1) & k->mask) {
+        qk_rcall *b = k->slots[j];
         if (!b)
             break;
-        size_t home = slot_of(r, b->id);
-        if (((j - home) & r->mask) >= ((j - i) & r->mask)) {
-            r->slots[i] = b;
+        size_t home = slot_of(k, b->id);
+        if (((j - home) & k->mask) >= ((j - i) & k->mask)) {
+            k->slots[i] = b;
             i = j;
         }
     }
-    r->slots[i] = NULL;
-    r->count--;
+    k->slots[i] = NULL;
+    k->count--;
     found->in_table = false;
     return found;
+}
+
+/* Take any one call out of the table (draining it), or NULL. */
+static qk_rcall *table_take_any(qk_rconn *k)
+{
+    if (!k->count)
+        return NULL;
+    for (size_t i = 0; i <= k->mask; i++)
+        if (k->slots[i])
+            return table_take(k, k->slots[i]->id);
+    return NULL;
 }
 
 /* ---- completing calls ---- */
 
 static void rcall_free(qk_rcall *c)
 {
+    free(c->target);
     free(c);
+}
+
+/* Answer a forwarded call: a FWDANS message to the worker that holds it. */
+static void fwd_complete(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
+                         const char *errmsg, const uint8_t *result, size_t len)
+{
+    size_t mlen = err == QUARK_OK ? 0 : strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
+    if (err != QUARK_OK)
+        len = 0;
+    qk_msg *o = qk_msg_new(len + mlen);
+    if (!o) { /* no memory for the answer: answer without its payload */
+        o = qk_msg_new(0);
+        if (!o)
+            abort(); /* the exactly-once rule cannot be kept: a malloc of 160 bytes failed */
+        err = QUARK_ENOMEM;
+        len = mlen = 0;
+    }
+    o->kind = QK_MSG_FWDANS;
+    o->err = err;
+    if (actor_error)
+        o->flags |= QK_MF_APP_ERROR;
+    o->r.fwd.orig = c->fwd;
+    o->args = o->data;
+    o->args_len = (uint32_t)len;
+    if (len)
+        memcpy(o->args, result, len);
+    if (mlen) {
+        o->id = (char *)o->data + len;
+        memcpy(o->id, errmsg ? errmsg : quark_strerror(err), mlen);
+    }
+    qk_send(c->fwd_w, o);
+    atomic_fetch_sub_explicit(&r->forwards, 1, memory_order_relaxed);
+}
+
+static void complete_ex(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
+                        const char *errmsg, const uint8_t *result, size_t len)
+{
+    qk_dlheap_remove(&r->heap, &c->dl);
+    switch (c->op) {
+    case RC_OP_FWD:
+        fwd_complete(r, c, err, actor_error, errmsg, result, len);
+        break;
+    case RC_OP_GOSSIP:
+        if (err == QUARK_OK && r->hooks.gossip_ack)
+            r->hooks.gossip_ack(r->hooks.arg, result, len);
+        break;
+    case RC_OP_CALL:
+        if (c->rk == QK_RK_WAITER) {
+            qk_waiter_complete(c->waiter, err, errmsg, result, len);
+        } else {
+            ProtobufCMessage *msg = NULL;
+            if (err == QUARK_OK) {
+                msg = qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
+                if (!msg) {
+                    err = QUARK_EPROTO;
+                    errmsg = "the reply could not be decoded";
+                }
+            }
+            c->tramp(c->fn, err,
+                     err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)), msg,
+                     c->arg);
+            qk_arena_reset(&r->arena);
+        }
+        break;
+    default:
+        break;
+    }
+    rcall_free(c);
 }
 
 static void complete(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
                      const uint8_t *result, size_t len)
 {
-    qk_dlheap_remove(&r->heap, &c->dl);
-    if (c->rk == QK_RK_WAITER) {
-        qk_waiter_complete(c->waiter, err, errmsg, result, len);
-    } else {
-        ProtobufCMessage *msg = NULL;
-        if (err == QUARK_OK) {
-            msg = qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
-            if (!msg) {
-                err = QUARK_EPROTO;
-                errmsg = "the reply could not be decoded";
-            }
-        }
-        c->tramp(c->fn, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)), msg,
-                 c->arg);
-        qk_arena_reset(&r->arena);
-    }
-    rcall_free(c);
+    complete_ex(r, c, err, false, errmsg, result, len);
 }
 
 static void sub_end(qk_rsub *rs, quark_err why, const char *msg)
@@ -232,14 +352,166 @@ static void sub_end(qk_rsub *rs, quark_err why, const char *msg)
     rs->fn(NULL, why, msg, rs->arg);
 }
 
-static void waiting_push(qk_remote *r, qk_rcall *c)
+static void list_push(qk_rcall **head, qk_rcall **tail, qk_rcall *c)
 {
     c->next = NULL;
-    if (r->waiting_tail)
-        r->waiting_tail->next = c;
+    if (*tail)
+        (*tail)->next = c;
     else
-        r->waiting = c;
-    r->waiting_tail = c;
+        *head = c;
+    *tail = c;
+}
+
+static void list_remove(qk_rcall **head, qk_rcall **tail, qk_rcall *c)
+{
+    qk_rcall **pp = head, *prev = NULL;
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = c->next;
+        if (tail && *tail == c)
+            *tail = prev;
+    }
+}
+
+/* ---- connections ---- */
+
+static uint64_t backoff_of(const qk_remote *r, unsigned failures)
+{
+    const quark_retry_policy *p = &r->client->opts.retry;
+    uint64_t max = p->max_backoff_ms ? p->max_backoff_ms : 2000;
+    uint64_t b = p->initial_backoff_ms ? p->initial_backoff_ms : 50;
+    for (unsigned i = 1; i < failures && b < max; i++)
+        b *= 2;
+    if (b > max)
+        b = max;
+    return b / 2 + (uint64_t)rand() % (b / 2 + 1); /* jitter: [b/2, b] */
+}
+
+static int split_addr(const char *p, size_t len, char *host, size_t hcap, char *port, size_t pcap)
+{
+    const char *colon = memrchr(p, ':', len);
+    if (!colon || colon == p || (size_t)(colon - p) >= hcap)
+        return -1;
+    size_t pl = len - (size_t)(colon - p) - 1;
+    if (pl == 0 || pl >= pcap)
+        return -1;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+    memcpy(port, colon + 1, pl);
+    port[pl] = '\0';
+    for (const char *d = port; *d; d++)
+        if (*d < '0' || *d > '9')
+            return -1;
+    return 0;
+}
+
+static qk_rconn *conn_new(qk_remote *r, const char *addr, size_t len)
+{
+    if (r->nconns == r->conns_cap) {
+        size_t cap = r->conns_cap ? r->conns_cap * 2 : 8;
+        qk_rconn **n = realloc(r->conns, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        r->conns = n;
+        r->conns_cap = cap;
+    }
+    qk_rconn *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    if (len >= sizeof k->addr ||
+        split_addr(addr, len, k->host, sizeof k->host, k->port, sizeof k->port) != 0) {
+        free(k);
+        return NULL;
+    }
+    memcpy(k->addr, addr, len);
+    k->addr[len] = '\0';
+    k->r = r;
+    k->mask = 63;
+    k->slots = calloc(k->mask + 1, sizeof *k->slots);
+    if (!k->slots) {
+        free(k);
+        return NULL;
+    }
+    r->conns[r->nconns++] = k;
+    return k;
+}
+
+/* The connection to the silo known as `addr` (by its own name or ours). */
+static qk_rconn *conn_find(qk_remote *r, const char *addr)
+{
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        if (!strcmp(k->silo_id, addr) || (!k->silo_id[0] && !strcmp(k->addr, addr)))
+            return k;
+    }
+    return NULL;
+}
+
+static qk_rconn *conn_get(qk_remote *r, const char *addr)
+{
+    qk_rconn *k = conn_find(r, addr);
+    return k ? k : conn_new(r, addr, strlen(addr));
+}
+
+/* Free a connection that is closed and holds nothing (not a seed). */
+static void conn_free_if_unused(qk_rconn *k)
+{
+    qk_remote *r = k->r;
+    if (k->seed || k->member || k->state != RC_IDLE || k->tcp || k->count || k->waiting ||
+        k == r->primary || k == r->source)
+        return;
+    for (size_t i = 0; i < r->nconns; i++) {
+        if (r->conns[i] == k) {
+            r->conns[i] = r->conns[--r->nconns];
+            break;
+        }
+    }
+    free(k->slots);
+    free(k->in);
+    free(k->out);
+    free(k->wbuf);
+    free(k);
+}
+
+/* ---- routing ---- */
+
+/* Where call `c` should go now: NULL if nowhere (then *why says why). */
+static qk_rconn *route(qk_remote *r, qk_rcall *c, const char **why)
+{
+    *why = NULL;
+    if (c->target && c->attempts == 0) /* explicit, on the first attempt */
+        return conn_get(r, c->target);
+    if (c->op == RC_OP_GOSSIP)
+        return conn_get(r, c->target);
+    if (c->op == RC_OP_WATCH)
+        return c->conn;
+    if (r->view && c->has_hash) {
+        int o = qk_view_owner(r->view, c->hash);
+        if (o >= 0 && o == r->view->self) {
+            *why = "the actor's ownership moved to this silo while the call was forwarded; "
+                   "it did not run (retry)";
+            return NULL;
+        }
+        if (o >= 0)
+            return conn_get(r, r->view->members[o].addr);
+    }
+    if (r->peer) {
+        if (c->target)
+            return conn_get(r, c->target);
+        *why = "no route to the actor's silo";
+        return NULL;
+    }
+    return r->primary;
+}
+
+static void ensure_connecting(qk_rconn *k)
+{
+    if (k->state == RC_IDLE && !atomic_load(&k->r->stopping) &&
+        qk_now_ms_coarse() >= k->reconnect_at_ms)
+        start_connect(k);
 }
 
 /* ---- gRPC transport ---- */
@@ -264,37 +536,46 @@ static quark_err err_of_status(int st)
     }
 }
 
-static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
-                        size_t errlen, const uint8_t *result, size_t len);
-static void sub_end(qk_rsub *rs, quark_err why, const char *msg);
+static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
+                        const char *errmsg, size_t errlen, const uint8_t *result, size_t len);
 static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
 static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
-static qk_rcall *table_take(qk_remote *r, uint64_t id);
+static void handle_view(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n);
+static void watch_ended(qk_rconn *k, qk_rcall *c);
 
 static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, const uint8_t *msg,
                           size_t len)
 {
-    qk_remote *r = ud;
+    qk_rconn *k = ud;
     qk_rcall *c = call_ud;
-    table_take(r, c->id);
+    table_take(k, c->id);
     if (st != 0)
-        finish_call(r, c, err_of_status(st), gmsg, strlen(gmsg), NULL, 0);
+        finish_call(k->r, c, err_of_status(st), false, gmsg, strlen(gmsg), NULL, 0);
     else
-        finish_encoded(r, c, msg, len);
+        finish_encoded(k->r, c, msg, len);
 }
 
 static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t len)
 {
-    deliver_event(ud, call_ud, msg, len);
+    qk_rconn *k = ud;
+    qk_rcall *c = call_ud;
+    if (c->op == RC_OP_WATCH)
+        handle_view(k, c, msg, len);
+    else
+        deliver_event(k->r, c, msg, len);
 }
 
 static void g_on_stream_end(void *ud, void *call_ud, int st, const char *gmsg)
 {
-    qk_remote *r = ud;
+    qk_rconn *k = ud;
     qk_rcall *c = call_ud;
-    table_take(r, c->id);
+    table_take(k, c->id);
+    if (c->op == RC_OP_WATCH) {
+        watch_ended(k, c);
+        return;
+    }
     sub_end(c->rsub, st == 0 ? QUARK_ECLOSED : err_of_status(st), gmsg);
-    free(c);
+    rcall_free(c);
 }
 
 static const qk_grpc_client_cbs g_cbs = {.on_response = g_on_response,
@@ -304,14 +585,13 @@ static const qk_grpc_client_cbs g_cbs = {.on_response = g_on_response,
 /* ---- output ---- */
 
 static void on_written(uv_write_t *req, int status);
-static void conn_lost(qk_remote *r, const char *why);
 
-static int out_append(qk_remote *r, const uint8_t *p, size_t n)
+static int out_append(qk_rconn *k, const uint8_t *p, size_t n)
 {
-    if (qk_buf_reserve(&r->out, &r->out_cap, r->out_len, n, 16384) != 0)
+    if (qk_buf_reserve(&k->out, &k->out_cap, k->out_len, n, 16384) != 0)
         return -1;
-    memcpy(r->out + r->out_len, p, n);
-    r->out_len += n;
+    memcpy(k->out + k->out_len, p, n);
+    k->out_len += n;
     return 0;
 }
 
@@ -321,114 +601,282 @@ static void g_write(void *wud, const uint8_t *data, size_t len)
     (void)out_append(wud, data, len);
 }
 
-static void flush(qk_remote *r)
+static void flush(qk_rconn *k)
 {
-    if (r->grpc && !r->in_recv_)
-        qk_grpc_client_flush(r->grpc, g_write, r);
-    if (r->writing || r->out_len == 0 || r->state < RC_HELLO)
+    if (k->grpc && !k->in_recv_)
+        qk_grpc_client_flush(k->grpc, g_write, k);
+    if (k->writing || k->out_len == 0 || k->state < RC_HELLO)
         return;
-    size_t len = qk_buf_swap(&r->out, &r->out_cap, &r->out_len, &r->wbuf, &r->wbuf_cap);
-    for (qk_rcall *c = r->unsent; c; c = c->next)
+    size_t len = qk_buf_swap(&k->out, &k->out_cap, &k->out_len, &k->wbuf, &k->wbuf_cap);
+    for (qk_rcall *c = k->unsent; c; c = c->next)
         c->written = true; /* from now on it may reach the silo */
-    r->unsent = r->unsent_tail = NULL;
-    uv_buf_t buf = uv_buf_init((char *)r->wbuf, (unsigned)len);
-    r->writing = true;
-    if (uv_write(&r->wreq, (uv_stream_t *)r->tcp, &buf, 1, on_written) != 0) {
-        r->writing = false;
-        conn_lost(r, "write failed");
+    k->unsent = k->unsent_tail = NULL;
+    uv_buf_t buf = uv_buf_init((char *)k->wbuf, (unsigned)len);
+    k->writing = true;
+    k->wreq.data = k;
+    if (uv_write(&k->wreq, (uv_stream_t *)k->tcp, &buf, 1, on_written) != 0) {
+        k->writing = false;
+        conn_lost(k, "write failed");
     }
+}
+
+static void flush_all(qk_remote *r)
+{
+    for (size_t i = 0; i < r->nconns; i++)
+        flush(r->conns[i]);
 }
 
 static void on_written(uv_write_t *req, int status)
 {
-    qk_remote *r = QK_CONTAINER_OF(req, qk_remote, wreq);
-    r->writing = false;
+    qk_rconn *k = req->data;
+    k->writing = false;
     if (status < 0) {
         if (status != UV_ECANCELED)
-            conn_lost(r, uv_strerror(status));
+            conn_lost(k, uv_strerror(status));
         return;
     }
-    flush(r);
+    flush(k);
 }
 
 /* A call is in the table and its bytes in the output: count the attempt and
  * remember it as unsent until the next write takes it. */
-static void mark_queued(qk_remote *r, qk_rcall *c)
+static void mark_queued(qk_rconn *k, qk_rcall *c)
 {
     c->attempts++;
+    c->conn = k;
     c->next = NULL;
-    if (r->unsent_tail)
-        r->unsent_tail->next = c;
+    if (k->unsent_tail)
+        k->unsent_tail->next = c;
     else
-        r->unsent = c;
-    r->unsent_tail = c;
+        k->unsent = c;
+    k->unsent_tail = c;
 }
 
-/* Send (or queue) one call. */
-static void send_call(qk_remote *r, qk_rcall *c)
+static const char *grpc_path(const qk_rcall *c)
 {
-    if (r->state != RC_READY) {
-        waiting_push(r, c);
-        return;
+    switch (c->op) {
+    case RC_OP_SUB: return "/quark.ActorService/StreamActorEvents";
+    case RC_OP_WATCH: return "/quark.ActorService/WatchCluster";
+    default: return "/quark.ActorService/InvokeActor";
     }
-    if (r->grpc) {
+}
+
+static void fail_unsendable(qk_remote *r, qk_rcall *c, quark_err err, const char *why)
+{
+    if (c->op == RC_OP_SUB) {
+        sub_end(c->rsub, err, why);
+        rcall_free(c);
+    } else if (c->op == RC_OP_WATCH) {
+        if (c->conn && c->conn->watch == c)
+            c->conn->watch = NULL;
+        if (r->source == c->conn)
+            r->source = NULL;
+        r->want_watch = true;
+        rcall_free(c);
+    } else {
+        complete(r, c, err, why, NULL, 0);
+    }
+}
+
+/* Put one call on the wire of connection k (which is READY). */
+static void send_on(qk_rconn *k, qk_rcall *c)
+{
+    qk_remote *r = k->r;
+    if (k->grpc) {
         /* No grpc-timeout header: the deadline travels in the request body
          * (deadline_ms), which the silo honours, and the client enforces it
          * itself; a header whose value changes on every call would cost a
          * format and an unindexable HPACK literal each time. */
-        int32_t sid = qk_grpc_client_call(
-            r->grpc, c->op == RC_OP_SUB ? "/quark.ActorService/StreamActorEvents"
-                                        : "/quark.ActorService/InvokeActor",
-            0, r->meta, c->frame + QK_FRAME_HEADER, c->len - QK_FRAME_HEADER,
-            c->op == RC_OP_SUB, c);
+        int32_t sid = qk_grpc_client_call(k->grpc, grpc_path(c), 0, r->meta,
+                                          c->frame + QK_FRAME_HEADER, c->len - QK_FRAME_HEADER,
+                                          c->op == RC_OP_SUB || c->op == RC_OP_WATCH, c);
         if (sid < 0) {
-            if (c->op == RC_OP_SUB) {
-                sub_end(c->rsub, (quark_err)sid, "the subscription could not be sent");
-                free(c);
-            } else {
-                complete(r, c, (quark_err)sid, "the call could not be sent", NULL, 0);
-            }
+            fail_unsendable(r, c, (quark_err)sid, "the call could not be sent");
             return;
         }
         c->id = (uint64_t)sid;
-        if (table_put(r, c) != 0) { /* keep nothing we cannot find again */
-            qk_grpc_client_cancel(r->grpc, sid);
-            complete(r, c, QUARK_ENOMEM, "out of memory sending a call", NULL, 0);
+        if (table_put(k, c) != 0) { /* keep nothing we cannot find again */
+            qk_grpc_client_cancel(k->grpc, sid);
+            fail_unsendable(r, c, QUARK_ENOMEM, "out of memory sending a call");
             return;
         }
-        mark_queued(r, c);
+        mark_queued(k, c);
         return;
     }
-    c->id = ++r->next_id;
+    c->id = ++k->next_id;
     /* the id lives at bytes 8..15 of the frame header */
     for (int i = 0; i < 8; i++)
         c->frame[8 + i] = (uint8_t)(c->id >> (56 - 8 * i));
-    if (table_put(r, c) != 0 || out_append(r, c->frame, c->len) != 0) {
+    if (table_put(k, c) != 0 || out_append(k, c->frame, c->len) != 0) {
         if (c->in_table)
-            table_take(r, c->id);
-        complete(r, c, QUARK_ENOMEM, "out of memory sending a call", NULL, 0);
+            table_take(k, c->id);
+        fail_unsendable(r, c, QUARK_ENOMEM, "out of memory sending a call");
         return;
     }
-    mark_queued(r, c);
+    mark_queued(k, c);
 }
 
-/* ---- connection ---- */
+/* Send (or queue) one call where it belongs now. */
+static void send_call(qk_remote *r, qk_rcall *c)
+{
+    const char *why;
+    qk_rconn *k = route(r, c, &why);
+    if (!k) {
+        fail_unsendable(r, c, QUARK_EUNAVAILABLE,
+                        why ? why : "no silo to send the call to (out of memory?)");
+        return;
+    }
+    c->conn = k;
+    if (k->state != RC_READY) {
+        list_push(&k->waiting, &k->waiting_tail, c);
+        ensure_connecting(k);
+        return;
+    }
+    send_on(k, c);
+}
+
+/* Send again, after a jittered backoff, a call a silo said it did not run. */
+static void retry_later(qk_remote *r, qk_rcall *c)
+{
+    c->written = false;
+    c->conn = NULL;
+    c->retry_at_ms = qk_now_ms_coarse() + backoff_of(r, c->attempts);
+    c->next = r->delayed;
+    r->delayed = c;
+}
+
+/* ---- the view ---- */
+
+static void reroute_waiting(qk_remote *r)
+{
+    qk_rcall *all = NULL, *tail = NULL;
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        if (!k->waiting)
+            continue;
+        if (tail)
+            tail->next = k->waiting;
+        else
+            all = k->waiting;
+        tail = k->waiting_tail;
+        k->waiting = k->waiting_tail = NULL;
+    }
+    while (all) {
+        qk_rcall *n = all->next;
+        all->conn = NULL;
+        send_call(r, all);
+        all = n;
+    }
+}
+
+/* Route by v from now on (NULL: forget the view). Takes the reference. */
+static void set_view(qk_remote *r, qk_view *v)
+{
+    qk_view *old = r->view;
+    r->view = v;
+    for (size_t i = 0; i < r->nconns; i++)
+        r->conns[i]->member = false;
+    if (v) {
+        for (size_t i = 0; i < v->n; i++) {
+            if ((int)i == v->self)
+                continue;
+            qk_rconn *k = conn_get(r, v->members[i].addr);
+            if (!k)
+                continue;
+            k->member = true;
+            if (!r->peer) /* clients keep a connection to every member */
+                ensure_connecting(k);
+        }
+    }
+    reroute_waiting(r);
+    qk_view_unref(old);
+    /* Connections of silos that left: keep answering what is in flight. */
+    for (size_t i = r->nconns; i-- > 0;)
+        conn_free_if_unused(r->conns[i]);
+}
+
+void qk_remote_install_view(qk_remote *r, qk_view *v)
+{
+    set_view(r, v);
+}
+
+/* Ask connection k for the cluster's view (clients routing by owner). */
+static void start_watch(qk_remote *r, qk_rconn *k)
+{
+    qk_rcall *c = calloc(1, sizeof *c + QK_FRAME_HEADER);
+    if (!c)
+        return;
+    qk_frame_header(c->frame, QK_FRAME_WATCH, 0, 0);
+    c->len = QK_FRAME_HEADER;
+    c->op = RC_OP_WATCH;
+    c->conn = k;
+    c->method = "WatchCluster";
+    k->watch = c;
+    r->source = k;
+    r->want_watch = false;
+    send_on(k, c);
+}
+
+/* A READY connection to watch, preferring members. */
+static void pick_source(qk_remote *r)
+{
+    if (r->peer || r->client->opts.routing == QUARK_ROUTE_PINNED || r->source)
+        return;
+    qk_rconn *best = NULL;
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        if (k->state == RC_READY && (!best || (k->member && !best->member)))
+            best = k;
+    }
+    if (best) {
+        start_watch(r, best);
+        return;
+    }
+    /* Nobody reachable: forget the view, start over from the seeds. */
+    if (r->view) {
+        set_view(r, NULL);
+    }
+    r->want_watch = true;
+}
+
+static void handle_view(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
+{
+    qk_remote *r = k->r;
+    if (k->watch != c)
+        return;
+    char *from = NULL;
+    const char *why = NULL;
+    qk_view *v = qk_view_decode(p, n, r->meta[1], &from, &why);
+    if (!v) {
+        free(from);
+        return; /* keep the old view */
+    }
+    if (from && *from && !k->silo_id[0] && strlen(from) < sizeof k->silo_id)
+        strcpy(k->silo_id, from);
+    free(from);
+    if (r->view && qk_view_same_members(r->view, v)) {
+        qk_view_unref(v);
+        return;
+    }
+    set_view(r, v);
+}
+
+static void watch_ended(qk_rconn *k, qk_rcall *c)
+{
+    qk_remote *r = k->r;
+    if (k->watch == c)
+        k->watch = NULL;
+    if (r->source == k)
+        r->source = NULL;
+    rcall_free(c);
+    r->want_watch = true;
+}
+
+/* ---- connection state ---- */
 
 static void on_tcp_closed(uv_handle_t *h)
 {
     free(h);
-}
-
-static uint64_t backoff_ms(const qk_remote *r)
-{
-    const quark_retry_policy *p = &r->client->opts.retry;
-    uint64_t b = p->initial_backoff_ms ? p->initial_backoff_ms : 50;
-    for (unsigned i = 1; i < r->failures && b < (p->max_backoff_ms ? p->max_backoff_ms : 2000); i++)
-        b *= 2;
-    uint64_t max = p->max_backoff_ms ? p->max_backoff_ms : 2000;
-    if (b > max)
-        b = max;
-    return b / 2 + (uint64_t)rand() % (b / 2 + 1); /* jitter: [b/2, b] */
 }
 
 static void first_result(qk_remote *r, int result, const char *why)
@@ -443,86 +891,149 @@ static void first_result(qk_remote *r, int result, const char *why)
     uv_mutex_unlock(&r->mu);
 }
 
-static void conn_lost(qk_remote *r, const char *why)
+/* The primary moves to the next seed. */
+static void next_primary(qk_remote *r)
 {
-    if (r->state == RC_IDLE)
+    if (!r->nseeds)
         return;
-    qk_endpoint *ep = &r->eps[r->cur_ep];
-    char msg[400];
-    int was_ready = r->state == RC_READY;
-    r->state = RC_IDLE;
-    atomic_store(&r->connected, 0);
-    uv_close((uv_handle_t *)r->tcp, on_tcp_closed);
-    r->tcp = NULL;
-    r->in_len = r->out_len = 0;
-    r->unsent = r->unsent_tail = NULL;
-    r->writing = false;
+    r->cur_seed = (r->cur_seed + 1) % r->nseeds;
+    r->primary = r->conns[r->cur_seed];
+}
+
+static void conn_lost(qk_rconn *k, const char *why)
+{
+    qk_remote *r = k->r;
+    if (k->state == RC_IDLE)
+        return;
+    char msg[600];
+    int was_ready = k->state == RC_READY;
+    k->state = RC_IDLE;
+    uv_close((uv_handle_t *)k->tcp, on_tcp_closed);
+    k->tcp = NULL;
+    k->in_len = k->out_len = 0;
+    k->unsent = k->unsent_tail = NULL;
+    k->writing = false;
+    if (k->watch && !k->watch->in_table) /* (in the table: freed with it below) */
+        rcall_free(k->watch);
+    k->watch = NULL; /* our view source is gone: watch another member below */
+    bool source_lost = r->source == k;
+    if (source_lost)
+        r->source = NULL;
     /* Every call in the table was sent on this connection. */
-    for (size_t i = 0; i <= r->mask && r->count; i++) {
-        qk_rcall *c = r->slots[i];
-        if (!c)
+    qk_rcall *c, *again = NULL;
+    while ((c = table_take_any(k)) != NULL) {
+        if (c->op == RC_OP_WATCH) {
+            rcall_free(c);
             continue;
-        table_take(r, c->id);
-        i = (size_t)-1; /* the table shifted: rescan */
+        }
         if (c->op == RC_OP_SUB) {
-            snprintf(msg, sizeof msg, "connection to %s:%s lost (%s): the subscription ended; "
-                     "subscribe again to continue", ep->host, ep->port, why);
+            snprintf(msg, sizeof msg, "connection to %s lost (%s): the subscription ended; "
+                     "subscribe again to continue", k->addr, why);
             sub_end(c->rsub, QUARK_EUNAVAILABLE, msg);
             rcall_free(c);
             continue;
         }
+        if (c->op == RC_OP_GOSSIP) {
+            complete(r, c, QUARK_EUNAVAILABLE, why, NULL, 0);
+            continue;
+        }
         unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
         if (!c->written || (c->idempotent && c->attempts < max)) {
-            waiting_push(r, c); /* did not run, or safe to run again */
+            c->next = again; /* did not run, or safe to run again */
+            again = c;
         } else {
-            snprintf(msg, sizeof msg, "connection to %s:%s lost (%s) after %s was sent: its "
+            snprintf(msg, sizeof msg, "connection to %s lost (%s) after %s was sent: its "
                      "outcome is unknown (not retried: the method is not @quark.idempotent)",
-                     ep->host, ep->port, why, c->method);
+                     k->addr, why, c->method);
             complete(r, c, QUARK_EUNKNOWN, msg, NULL, 0);
         }
     }
-    if (r->grpc) {
-        qk_grpc_client_free(r->grpc); /* runs no callback: every call was handled above */
-        r->grpc = NULL;
+    if (k->grpc) {
+        qk_grpc_client_free(k->grpc); /* runs no callback: every call was handled above */
+        k->grpc = NULL;
     }
-    r->failures++;
-    if (!was_ready) {
-        snprintf(msg, sizeof msg, "%s:%s: %s", ep->host, ep->port, why);
-        if (r->failures >= r->neps)
+    k->failures++;
+    k->reconnect_at_ms = qk_now_ms_coarse() + (was_ready ? 0 : backoff_of(r, k->failures));
+    if (k == r->primary && !was_ready) {
+        r->seed_failures++;
+        snprintf(msg, sizeof msg, "%s: %s", k->addr, why);
+        if (r->seed_failures >= r->nseeds)
             first_result(r, -1, msg);
     }
-    r->cur_ep = (r->cur_ep + 1) % r->neps;
-    r->reconnect_at_ms = qk_now_ms_coarse() + (was_ready ? 0 : backoff_ms(r));
+    if (k == r->primary && !r->view)
+        next_primary(r);
+    if (source_lost || (k == r->primary && !r->view))
+        pick_source(r);
+    /* Calls that may go again: route them afresh (the owner may be another
+     * silo now, or this one once it answers). */
+    while (again) {
+        c = again;
+        again = c->next;
+        c->conn = NULL;
+        send_call(r, c);
+    }
+    if (!k->member && k != r->primary && k->waiting) {
+        /* Nobody will route here again: the waiting calls go elsewhere. */
+        qk_rcall *w = k->waiting;
+        k->waiting = k->waiting_tail = NULL;
+        while (w) {
+            qk_rcall *n = w->next;
+            w->conn = NULL;
+            if (w->target && w->op == RC_OP_FWD)
+                w->attempts = w->attempts ? w->attempts : 1; /* route by hash now */
+            if (w->op == RC_OP_GOSSIP)
+                complete(r, w, QUARK_EUNAVAILABLE, why, NULL, 0);
+            else
+                send_call(r, w);
+            w = n;
+        }
+    } else if (k == r->primary && !r->view && k->waiting) {
+        /* The primary moved on: its waiting calls follow it. */
+        qk_rcall *w = k->waiting;
+        k->waiting = k->waiting_tail = NULL;
+        while (w) {
+            qk_rcall *n = w->next;
+            w->conn = NULL;
+            send_call(r, w);
+            w = n;
+        }
+    }
+    if (!atomic_load(&r->connected) || was_ready) {
+        bool any = false;
+        for (size_t i = 0; i < r->nconns; i++)
+            any |= r->conns[i]->state == RC_READY;
+        atomic_store(&r->connected, any);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     (void)hint;
-    qk_remote *r = h->data;
-    if (r->in_cap - r->in_len < 65536) {
-        size_t cap = r->in_cap ? r->in_cap * 2 : 131072;
-        uint8_t *b = realloc(r->in, cap);
+    qk_rconn *k = h->data;
+    if (k->in_cap - k->in_len < 65536) {
+        size_t cap = k->in_cap ? k->in_cap * 2 : 131072;
+        uint8_t *b = realloc(k->in, cap);
         if (!b) {
             *buf = uv_buf_init(NULL, 0);
             return;
         }
-        r->in = b;
-        r->in_cap = cap;
+        k->in = b;
+        k->in_cap = cap;
     }
-    *buf = uv_buf_init((char *)r->in + r->in_len, (unsigned)(r->in_cap - r->in_len));
+    *buf = uv_buf_init((char *)k->in + k->in_len, (unsigned)(k->in_cap - k->in_len));
 }
 
 /* A call's answer arrived (either transport); `c` is out of the table. */
-static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
-                        size_t errlen, const uint8_t *result, size_t len)
+static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
+                        const char *errmsg, size_t errlen, const uint8_t *result, size_t len)
 {
     unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
-    if (err == QUARK_EUNAVAILABLE && c->attempts < max) {
-        c->written = false; /* the silo says it did not run it */
-        waiting_push(r, c);
+    if (err == QUARK_EUNAVAILABLE && !actor_error && c->attempts < max &&
+        (c->op == RC_OP_CALL || c->op == RC_OP_FWD)) {
+        retry_later(r, c); /* the silo says it did not run it */
         return;
     }
-    if (c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
+    if (c->op == RC_OP_CALL && c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
         ProtobufCMessage *msg =
             qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
         qk_dlheap_remove(&r->heap, &c->dl);
@@ -540,7 +1051,7 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, const char *er
         else
             snprintf(errbuf, sizeof errbuf, "%s", quark_strerror(err));
     }
-    complete(r, c, err, err == QUARK_OK ? NULL : errbuf, result, len);
+    complete_ex(r, c, err, actor_error, err == QUARK_OK ? NULL : errbuf, result, len);
 }
 
 static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n)
@@ -548,37 +1059,50 @@ static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n
     qk_wire_response resp;
     if (qk_wire_decode_response(p, n, &resp) != 0) {
         const char *m = "the silo's response could not be decoded";
-        finish_call(r, c, QUARK_EPROTO, m, strlen(m), NULL, 0);
+        finish_call(r, c, QUARK_EPROTO, false, m, strlen(m), NULL, 0);
         return;
     }
-    finish_call(r, c, (quark_err)resp.error_code, resp.error_message.p, resp.error_message.n,
-                resp.result, resp.result_len);
+    finish_call(r, c, (quark_err)resp.error_code, resp.actor_error, resp.error_message.p,
+                resp.error_message.n, resp.result, resp.result_len);
     qk_arena_reset(&r->arena);
 }
 
-static void handle_response(qk_remote *r, const qk_frame *f)
+static void handle_response(qk_rconn *k, const qk_frame *f)
 {
-    qk_rcall *c = table_take(r, f->id);
-    if (c) /* NULL: already completed (deadline) */
-        finish_encoded(r, c, f->payload, f->len);
+    qk_rcall *c = table_take(k, f->id);
+    if (!c) /* already completed (deadline) */
+        return;
+    if (c->op == RC_OP_GOSSIP)
+        complete(k->r, c, QUARK_OK, NULL, f->payload, f->len);
+    else
+        finish_encoded(k->r, c, f->payload, f->len);
 }
 
-static void handle_event(qk_remote *r, const qk_frame *f, bool end)
+static void handle_stream(qk_rconn *k, const qk_frame *f)
 {
-    size_t i = slot_of(r, f->id);
-    qk_rcall *c;
-    while ((c = r->slots[i]) != NULL && c->id != f->id)
-        i = (i + 1) & r->mask;
-    if (!c || c->op != RC_OP_SUB)
+    qk_remote *r = k->r;
+    qk_rcall *c = table_find(k, f->id);
+    if (!c)
         return;
-    if (end) {
-        table_take(r, f->id);
+    if (c->op == RC_OP_WATCH) {
+        if (f->type == QK_FRAME_VIEW)
+            handle_view(k, c, f->payload, f->len);
+        else if (f->type == QK_FRAME_STREAM_END) {
+            table_take(k, f->id);
+            watch_ended(k, c);
+        }
+        return;
+    }
+    if (c->op != RC_OP_SUB)
+        return;
+    if (f->type == QK_FRAME_STREAM_END) {
+        table_take(k, f->id);
         Quark__ActorInvocationResponse *e =
             quark__actor_invocation_response__unpack(&r->arena.pb, f->len, f->payload);
         sub_end(c->rsub, e ? (quark_err)e->error_code : QUARK_EPROTO,
                 e ? e->error_message : "bad stream end");
         rcall_free(c);
-    } else {
+    } else if (f->type == QK_FRAME_EVENT) {
         deliver_event(r, c, f->payload, f->len);
     }
     qk_arena_reset(&r->arena);
@@ -596,7 +1120,29 @@ static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n)
     qk_arena_reset(&r->arena);
 }
 
-static void handle_hello(qk_remote *r, const qk_frame *f)
+/* The connection is usable: send what waited for it. */
+static void conn_ready(qk_rconn *k)
+{
+    qk_remote *r = k->r;
+    k->state = RC_READY;
+    k->failures = 0;
+    if (k == r->primary)
+        r->seed_failures = 0;
+    atomic_store(&r->connected, 1);
+    first_result(r, 1, NULL);
+    if (r->want_watch && !r->source)
+        pick_source(r);
+    qk_rcall *c = k->waiting;
+    k->waiting = k->waiting_tail = NULL;
+    while (c) {
+        qk_rcall *n = c->next;
+        send_on(k, c);
+        c = n;
+    }
+    flush(k);
+}
+
+static void handle_hello(qk_rconn *k, const qk_frame *f)
 {
     Quark__TcpHelloReply *h = quark__tcp_hello_reply__unpack(NULL, f->len, f->payload);
     if (!h || h->error_code) {
@@ -605,106 +1151,99 @@ static void handle_hello(qk_remote *r, const qk_frame *f)
         if (h)
             quark__tcp_hello_reply__free_unpacked(h, NULL);
         /* A refusal (wrong cluster) is final for this endpoint's attempt. */
-        conn_lost(r, why);
+        conn_lost(k, why);
         return;
     }
+    if (h->silo_id && h->silo_id[0] && strlen(h->silo_id) < sizeof k->silo_id)
+        strcpy(k->silo_id, h->silo_id);
     quark__tcp_hello_reply__free_unpacked(h, NULL);
-    r->state = RC_READY;
-    r->failures = 0;
-    atomic_store(&r->connected, 1);
-    first_result(r, 1, NULL);
-    qk_rcall *c = r->waiting;
-    r->waiting = r->waiting_tail = NULL;
-    while (c) {
-        qk_rcall *n = c->next;
-        send_call(r, c);
-        c = n;
-    }
-    flush(r);
+    conn_ready(k);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
-    qk_remote *r = st->data;
+    qk_rconn *k = st->data;
     if (n < 0) {
-        conn_lost(r, n == UV_EOF ? "closed by the silo" : uv_strerror((int)n));
+        conn_lost(k, n == UV_EOF ? "closed by the silo" : uv_strerror((int)n));
         return;
     }
-    r->in_len += (size_t)n;
-    if (r->grpc) {
-        r->in_recv_ = true;
-        int rc = qk_grpc_client_recv(r->grpc, r->in, r->in_len);
-        r->in_recv_ = false;
-        r->in_len = 0;
-        if (rc != 0 || qk_grpc_client_want_close(r->grpc)) {
-            conn_lost(r, rc != 0 ? "HTTP/2 protocol error from the silo" : "the silo is going away");
+    k->in_len += (size_t)n;
+    if (k->grpc) {
+        k->in_recv_ = true;
+        int rc = qk_grpc_client_recv(k->grpc, k->in, k->in_len);
+        k->in_recv_ = false;
+        k->in_len = 0;
+        if (rc != 0 || qk_grpc_client_want_close(k->grpc)) {
+            conn_lost(k, rc != 0 ? "HTTP/2 protocol error from the silo" : "the silo is going away");
             return;
         }
-        flush(r);
+        flush(k);
         return;
     }
     size_t off = 0;
-    while (r->state >= RC_HELLO) {
+    while (k->state >= RC_HELLO) {
         qk_frame f;
         const char *why = NULL;
-        long used = qk_frame_parse(r->in + off, r->in_len - off, r->max_msg + 4096, &f, &why);
+        long used = qk_frame_parse(k->in + off, k->in_len - off, k->r->max_msg + 4096, &f, &why);
         if (used == 0)
             break;
         if (used < 0) {
-            conn_lost(r, why ? why : "malformed frame from the silo");
+            conn_lost(k, why ? why : "malformed frame from the silo");
             return;
         }
         off += (size_t)used;
-        if (f.type == QK_FRAME_HELLO_OK)
-            handle_hello(r, &f);
-        else if (f.type == QK_FRAME_RESPONSE)
-            handle_response(r, &f);
-        else if (f.type == QK_FRAME_EVENT || f.type == QK_FRAME_STREAM_END)
-            handle_event(r, &f, f.type == QK_FRAME_STREAM_END);
-        else if (f.type == QK_FRAME_GOAWAY) {
-            conn_lost(r, "the silo is going away");
+        switch (f.type) {
+        case QK_FRAME_HELLO_OK:
+            handle_hello(k, &f);
+            break;
+        case QK_FRAME_RESPONSE:
+        case QK_FRAME_GOSSIP_ACK:
+            handle_response(k, &f);
+            break;
+        case QK_FRAME_EVENT:
+        case QK_FRAME_STREAM_END:
+        case QK_FRAME_VIEW:
+            handle_stream(k, &f);
+            break;
+        case QK_FRAME_GOAWAY:
+            conn_lost(k, "the silo is going away");
             return;
+        default:
+            break;
         }
     }
-    if (r->state == RC_IDLE)
+    if (k->state == RC_IDLE)
         return;
-    memmove(r->in, r->in + off, r->in_len - off);
-    r->in_len -= off;
-    flush(r);
+    memmove(k->in, k->in + off, k->in_len - off);
+    k->in_len -= off;
+    flush(k);
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    qk_remote *r = req->data;
+    qk_rconn *k = req->data;
+    qk_remote *r = k->r;
     if (status == UV_ECANCELED)
         return; /* we closed that attempt ourselves (timeout or stop) */
     if (status < 0) {
-        conn_lost(r, uv_strerror(status));
+        conn_lost(k, uv_strerror(status));
         return;
     }
-    r->state = RC_HELLO;
-    uv_tcp_nodelay(r->tcp, 1);
-    uv_read_start((uv_stream_t *)r->tcp, on_alloc, on_read);
-    if (r->client->opts.transport == QUARK_TRANSPORT_GRPC) {
-        char authority[300];
-        qk_endpoint *ep = &r->eps[r->cur_ep];
-        snprintf(authority, sizeof authority, "%s:%s", ep->host, ep->port);
-        r->grpc = qk_grpc_client_new(&g_cbs, r, authority, r->max_msg + 4096);
-        if (!r->grpc) {
-            conn_lost(r, "out of memory");
+    k->state = RC_HELLO;
+    uv_tcp_nodelay(k->tcp, 1);
+    uv_read_start((uv_stream_t *)k->tcp, on_alloc, on_read);
+    if (!r->peer && r->client->opts.transport == QUARK_TRANSPORT_GRPC) {
+        k->grpc = qk_grpc_client_new(&g_cbs, k, k->addr, r->max_msg + 4096);
+        if (!k->grpc) {
+            conn_lost(k, "out of memory");
             return;
         }
-        /* No handshake: the cluster id rides on every call. */
-        Quark__TcpHelloReply ok = QUARK__TCP_HELLO_REPLY__INIT;
-        uint8_t buf[16];
-        qk_frame f = {.type = QK_FRAME_HELLO_OK, .payload = buf,
-                      .len = protobuf_c_message_pack(&ok.base, buf)};
-        handle_hello(r, &f);
+        conn_ready(k); /* no handshake: the cluster id rides on every call */
         return;
     }
     Quark__TcpHello h = QUARK__TCP_HELLO__INIT;
-    h.cluster_id = (char *)(r->client->opts.cluster_id ? r->client->opts.cluster_id : "default");
+    h.cluster_id = (char *)r->meta[1];
     h.client_name = (char *)(r->client->opts.service_id ? r->client->opts.service_id : "");
     h.version = 1;
     size_t len = protobuf_c_message_get_packed_size(&h.base);
@@ -712,37 +1251,43 @@ static void on_connect(uv_connect_t *req, int status)
     memcpy(hdr, QK_FRAME_MAGIC, QK_FRAME_MAGIC_LEN);
     qk_frame_header(hdr + QK_FRAME_MAGIC_LEN, QK_FRAME_HELLO, 0, len);
     uint8_t *body = malloc(len ? len : 1);
-    if (!body || out_append(r, hdr, sizeof hdr) != 0) {
+    if (!body || out_append(k, hdr, sizeof hdr) != 0) {
         free(body);
-        conn_lost(r, "out of memory");
+        conn_lost(k, "out of memory");
         return;
     }
     protobuf_c_message_pack(&h.base, body);
-    out_append(r, body, len);
+    out_append(k, body, len);
     free(body);
-    flush(r);
+    flush(k);
 }
 
-static void start_connect(qk_remote *r)
+static void start_connect(qk_rconn *k)
 {
-    qk_endpoint *ep = &r->eps[r->cur_ep];
+    qk_remote *r = k->r;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;
-    int gai = getaddrinfo(ep->host, ep->port, &hints, &ai);
-    r->tcp = calloc(1, sizeof *r->tcp);
-    uv_tcp_init(&r->loop, r->tcp);
-    r->tcp->data = r;
-    r->state = RC_CONNECTING;
-    r->attempt_started_ms = qk_now_ms_coarse();
-    if (gai != 0 || !ai) {
-        conn_lost(r, gai_strerror(gai));
+    int gai = getaddrinfo(k->host, k->port, &hints, &ai);
+    k->tcp = calloc(1, sizeof *k->tcp);
+    if (!k->tcp) {
+        if (ai)
+            freeaddrinfo(ai);
+        k->reconnect_at_ms = qk_now_ms_coarse() + backoff_of(r, ++k->failures);
         return;
     }
-    r->creq.data = r;
-    int rc = uv_tcp_connect(&r->creq, r->tcp, ai->ai_addr, on_connect);
+    uv_tcp_init(&r->loop, k->tcp);
+    k->tcp->data = k;
+    k->state = RC_CONNECTING;
+    k->attempt_started_ms = qk_now_ms_coarse();
+    if (gai != 0 || !ai) {
+        conn_lost(k, gai_strerror(gai));
+        return;
+    }
+    k->creq.data = k;
+    int rc = uv_tcp_connect(&k->creq, k->tcp, ai->ai_addr, on_connect);
     freeaddrinfo(ai);
     if (rc != 0)
-        conn_lost(r, uv_strerror(rc));
+        conn_lost(k, uv_strerror(rc));
 }
 
 /* ---- the loop ---- */
@@ -758,32 +1303,24 @@ static void rsub_free(qk_remote *r, qk_rsub *rs)
     free(rs);
 }
 
-/* The application let go of a subscription. */
 static void unsub_op(qk_remote *r, qk_rsub *rs)
 {
     rs->released = true;
     qk_rcall *env = rs->env;
     if (env && env->in_table) {
-        table_take(r, env->id);
-        if (r->grpc) {
-            qk_grpc_client_cancel(r->grpc, (int32_t)env->id);
+        qk_rconn *k = env->conn;
+        table_take(k, env->id);
+        if (k->grpc) {
+            qk_grpc_client_cancel(k->grpc, (int32_t)env->id);
         } else {
             uint8_t hdr[QK_FRAME_HEADER];
             qk_frame_header(hdr, QK_FRAME_UNSUBSCRIBE, env->id, 0);
-            out_append(r, hdr, sizeof hdr);
+            out_append(k, hdr, sizeof hdr);
         }
         rcall_free(env);
     } else if (env) { /* still waiting for a connection */
-        qk_rcall **pp = &r->waiting, *prev = NULL;
-        while (*pp && *pp != env) {
-            prev = *pp;
-            pp = &(*pp)->next;
-        }
-        if (*pp) {
-            *pp = env->next;
-            if (r->waiting_tail == env)
-                r->waiting_tail = prev;
-        }
+        if (env->conn)
+            list_remove(&env->conn->waiting, &env->conn->waiting_tail, env);
         rcall_free(env);
     }
     sub_end(rs, QUARK_ECLOSED, "unsubscribed");
@@ -819,7 +1356,7 @@ static void drain_inbox(qk_remote *r)
         qk_dlheap_insert(&r->heap, &c->dl);
         send_call(r, c);
     }
-    flush(r);
+    flush_all(r);
 }
 
 static void on_wake(uv_async_t *h)
@@ -827,57 +1364,137 @@ static void on_wake(uv_async_t *h)
     (void)h; /* io_main drains the inbox */
 }
 
+static void expire(qk_remote *r, qk_rcall *c, uint64_t now)
+{
+    (void)now;
+    char msg[600];
+    if (c->in_table) {
+        qk_rconn *k = c->conn;
+        table_take(k, c->id);
+        if (k->grpc)
+            qk_grpc_client_cancel(k->grpc, (int32_t)c->id);
+        snprintf(msg, sizeof msg, "deadline exceeded: no reply to %s from %s in time", c->method,
+                 k->addr);
+        complete(r, c, QUARK_ETIMEDOUT, msg, NULL, 0);
+        return;
+    }
+    const char *where = c->conn ? c->conn->addr : "the cluster";
+    if (c->conn) { /* waiting for a connection: it never left this process */
+        list_remove(&c->conn->waiting, &c->conn->waiting_tail, c);
+        snprintf(msg, sizeof msg, "no silo reachable before the deadline of %s (waited for %s)",
+                 c->method, where);
+    } else { /* delayed retry */
+        list_remove(&r->delayed, NULL, c);
+        snprintf(msg, sizeof msg, "deadline of %s reached while retrying (the silo had "
+                 "answered that it could not run it)", c->method);
+    }
+    complete(r, c, c->written ? QUARK_ETIMEDOUT : QUARK_EUNAVAILABLE, msg, NULL, 0);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     qk_remote *r = t->data;
     uint64_t now = qk_now_ms_coarse();
     qk_deadline *d;
-    while ((d = qk_dlheap_pop_expired(&r->heap, now)) != NULL) {
-        qk_rcall *c = QK_CONTAINER_OF(d, qk_rcall, dl);
-        char msg[600];
-        if (c->in_table) {
-            table_take(r, c->id);
-            if (r->grpc)
-                qk_grpc_client_cancel(r->grpc, (int32_t)c->id);
-            snprintf(msg, sizeof msg, "deadline exceeded: no reply to %s in time", c->method);
-            complete(r, c, QUARK_ETIMEDOUT, msg, NULL, 0);
+    while ((d = qk_dlheap_pop_expired(&r->heap, now)) != NULL)
+        expire(r, QK_CONTAINER_OF(d, qk_rcall, dl), now);
+    /* Retries whose backoff is over. */
+    qk_rcall **pp = &r->delayed;
+    qk_rcall *due = NULL;
+    while (*pp) {
+        qk_rcall *c = *pp;
+        if (c->retry_at_ms <= now) {
+            *pp = c->next;
+            c->next = due;
+            due = c;
         } else {
-            /* Still waiting for a connection: it never left this process. */
-            qk_rcall **pp = &r->waiting, *prev = NULL;
-            while (*pp && *pp != c) {
-                prev = *pp;
-                pp = &(*pp)->next;
-            }
-            if (*pp) {
-                *pp = c->next;
-                if (r->waiting_tail == c)
-                    r->waiting_tail = prev;
-            }
-            snprintf(msg, sizeof msg, "no silo reachable before the deadline of %s (tried %s:%s)",
-                     c->method, r->eps[r->cur_ep].host, r->eps[r->cur_ep].port);
-            complete(r, c, QUARK_EUNAVAILABLE, msg, NULL, 0);
+            pp = &c->next;
         }
     }
-    /* A silo that never answers (no RST, no SYN-ACK): give up on it after a
-     * bounded time instead of the kernel's minutes, and try the next one. */
-    if ((r->state == RC_CONNECTING || r->state == RC_HELLO) &&
-        now - r->attempt_started_ms > QK_CONNECT_TIMEOUT_MS)
-        conn_lost(r, "no answer within the connect timeout");
-    if (r->state == RC_IDLE && now >= r->reconnect_at_ms && !atomic_load(&r->stopping))
-        start_connect(r);
+    while (due) {
+        qk_rcall *n = due->next;
+        send_call(r, due);
+        due = n;
+    }
+    bool stopping = atomic_load(&r->stopping);
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        /* A silo that never answers (no RST, no SYN-ACK): give up on it after
+         * a bounded time instead of the kernel's minutes. */
+        if ((k->state == RC_CONNECTING || k->state == RC_HELLO) &&
+            now - k->attempt_started_ms > QK_CONNECT_TIMEOUT_MS)
+            conn_lost(k, "no answer within the connect timeout");
+        if (k->state == RC_IDLE && !stopping && now >= k->reconnect_at_ms &&
+            (k == r->primary || k->waiting || (k->member && !r->peer)))
+            start_connect(k);
+    }
+    if (r->want_watch && !r->source)
+        pick_source(r);
+    if (r->hooks.tick)
+        r->hooks.tick(r->hooks.arg, now);
+    flush_all(r);
+}
+
+static void fail_all(qk_remote *r)
+{
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        qk_rcall *c;
+        while ((c = table_take_any(k)) != NULL) {
+            if (c->op == RC_OP_SUB) {
+                sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
+                rcall_free(c);
+            } else if (c->op == RC_OP_WATCH) {
+                rcall_free(c);
+            } else {
+                complete(r, c, c->written ? QUARK_EUNKNOWN : QUARK_ECLOSED,
+                         "the client disconnected before the reply came", NULL, 0);
+            }
+        }
+        k->watch = NULL;
+        while (k->waiting) {
+            c = k->waiting;
+            k->waiting = c->next;
+            if (c->op == RC_OP_SUB) {
+                sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
+                rcall_free(c);
+            } else if (c->op == RC_OP_WATCH) {
+                rcall_free(c);
+            } else {
+                complete(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent",
+                         NULL, 0);
+            }
+        }
+        k->waiting_tail = NULL;
+        if (k->grpc) {
+            qk_grpc_client_free(k->grpc);
+            k->grpc = NULL;
+        }
+        if (k->tcp)
+            uv_close((uv_handle_t *)k->tcp, on_tcp_closed);
+        k->tcp = NULL;
+        k->state = RC_IDLE;
+    }
+    while (r->delayed) {
+        qk_rcall *c = r->delayed;
+        r->delayed = c->next;
+        complete(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent again",
+                 NULL, 0);
+    }
 }
 
 static void io_main(void *arg)
 {
     qk_remote *r = arg;
     tls_remote = r;
-    start_connect(r);
+    if (r->primary)
+        start_connect(r->primary);
     /* Drain, run the loop, then sleep in epoll, announcing it so that
      * submitters know to wake us (they skip the eventfd write otherwise). */
     while (!atomic_load(&r->stopping)) {
         drain_inbox(r);
         uv_run(&r->loop, UV_RUN_NOWAIT);
-        flush(r);
+        flush_all(r);
         if (!qk_mpsc_empty(&r->inbox))
             continue;
         atomic_store_explicit(&r->sleeping, 1, memory_order_seq_cst);
@@ -886,42 +1503,12 @@ static void io_main(void *arg)
         atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
     }
     uv_timer_stop(&r->tick);
-    /* Stopping: fail what is left, close the connection. */
+    /* Stopping: fail what is left, close the connections. */
     drain_inbox(r);
-    for (size_t i = 0; i <= r->mask && r->count; i++) {
-        qk_rcall *c = r->slots[i];
-        if (!c)
-            continue;
-        table_take(r, c->id);
-        i = (size_t)-1;
-        if (c->op == RC_OP_SUB) {
-            sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
-            rcall_free(c);
-            continue;
-        }
-        complete(r, c, c->written ? QUARK_EUNKNOWN : QUARK_ECLOSED,
-                 "the client disconnected before the reply came", NULL, 0);
-    }
-    while (r->waiting) {
-        qk_rcall *c = r->waiting;
-        r->waiting = c->next;
-        if (c->op == RC_OP_SUB) {
-            sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
-            rcall_free(c);
-            continue;
-        }
-        complete(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent", NULL, 0);
-    }
+    fail_all(r);
     /* Subscriptions the application still holds are freed by quark_unsubscribe
      * (if it comes) or with the client. */
-    r->waiting_tail = NULL;
-    if (r->grpc) {
-        qk_grpc_client_free(r->grpc);
-        r->grpc = NULL;
-    }
-    if (r->tcp)
-        uv_close((uv_handle_t *)r->tcp, on_tcp_closed);
-    r->tcp = NULL;
+    r->source = NULL;
     uv_close((uv_handle_t *)&r->wake, NULL);
     uv_close((uv_handle_t *)&r->tick, NULL);
     uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -932,12 +1519,6 @@ static void io_main(void *arg)
 
 static int parse_endpoints(qk_remote *r, const char *cs)
 {
-    size_t n = 1;
-    for (const char *p = cs; *p; p++)
-        n += *p == ',';
-    r->eps = calloc(n, sizeof *r->eps);
-    if (!r->eps)
-        return -1;
     const char *p = cs;
     while (*p) {
         while (*p == ' ')
@@ -946,35 +1527,40 @@ static int parse_endpoints(qk_remote *r, const char *cs)
         size_t len = end ? (size_t)(end - p) : strlen(p);
         while (len && p[len - 1] == ' ')
             len--;
-        const char *colon = memrchr(p, ':', len);
-        if (!colon || colon == p || (size_t)(colon - p) >= sizeof r->eps[0].host ||
-            len - (size_t)(colon - p) - 1 == 0 || len - (size_t)(colon - p) - 1 >= 6)
-            return -1;
-        qk_endpoint *ep = &r->eps[r->neps++];
-        memcpy(ep->host, p, (size_t)(colon - p));
-        memcpy(ep->port, colon + 1, len - (size_t)(colon - p) - 1);
-        for (const char *d = ep->port; *d; d++)
-            if (*d < '0' || *d > '9')
+        if (len) {
+            qk_rconn *k = conn_new(r, p, len);
+            if (!k)
                 return -1;
+            k->seed = true;
+            r->nseeds++;
+        }
         p += len;
         while (*p == ' ' || *p == ',')
             p++;
     }
-    return r->neps ? 0 : -1;
+    return r->nseeds ? 0 : -1;
 }
 
-quark_err qk_remote_new(quark_client *c, qk_remote **out)
+static void remote_free_conns(qk_remote *r)
+{
+    for (size_t i = 0; i < r->nconns; i++) {
+        qk_rconn *k = r->conns[i];
+        free(k->slots);
+        free(k->in);
+        free(k->out);
+        free(k->wbuf);
+        free(k);
+    }
+    free(r->conns);
+    r->conns = NULL;
+    r->nconns = r->conns_cap = r->nseeds = 0;
+}
+
+static qk_remote *remote_alloc(quark_client *c)
 {
     qk_remote *r = calloc(1, sizeof *r);
     if (!r)
-        return qk_error(QUARK_ENOMEM, "out of memory creating a client");
-    const char *cs = c->opts.connection_string ? c->opts.connection_string : "localhost:7000";
-    if (parse_endpoints(r, cs) != 0) {
-        free(r->eps);
-        free(r);
-        return qk_error(QUARK_EINVAL, "connection string '%s' is not a comma-separated list "
-                        "of HOST:PORT", cs);
-    }
+        return NULL;
     r->client = c;
     r->max_msg = 4u << 20;
     r->meta[0] = "quark-cluster-id";
@@ -982,6 +1568,35 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
     r->meta[2] = NULL;
     uv_mutex_init(&r->mu);
     uv_cond_init(&r->cv);
+    return r;
+}
+
+quark_err qk_remote_new(quark_client *c, qk_remote **out)
+{
+    qk_remote *r = remote_alloc(c);
+    if (!r)
+        return qk_error(QUARK_ENOMEM, "out of memory creating a client");
+    const char *cs = c->opts.connection_string ? c->opts.connection_string : "localhost:7000";
+    if (parse_endpoints(r, cs) != 0) {
+        remote_free_conns(r);
+        uv_mutex_destroy(&r->mu);
+        uv_cond_destroy(&r->cv);
+        free(r);
+        return qk_error(QUARK_EINVAL, "connection string '%s' is not a comma-separated list "
+                        "of HOST:PORT", cs);
+    }
+    r->primary = r->conns[0];
+    *out = r;
+    return QUARK_OK;
+}
+
+quark_err qk_remote_new_peer(quark_client *c, const qk_remote_hooks *hooks, qk_remote **out)
+{
+    qk_remote *r = remote_alloc(c);
+    if (!r)
+        return qk_error(QUARK_ENOMEM, "out of memory creating a silo's peer link");
+    r->peer = true;
+    r->hooks = *hooks;
     *out = r;
     return QUARK_OK;
 }
@@ -989,14 +1604,13 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
 quark_err qk_remote_connect(qk_remote *r)
 {
     if (r->thread_started_)
-        return atomic_load(&r->connected) ? QUARK_OK
-                                          : qk_error(QUARK_EUNAVAILABLE, "reconnecting to the "
-                                                     "cluster: %s", r->first_error);
+        return atomic_load(&r->connected) || r->peer
+                   ? QUARK_OK
+                   : qk_error(QUARK_EUNAVAILABLE, "reconnecting to the cluster: %s",
+                              r->first_error);
     qk_mpsc_init(&r->inbox);
-    r->mask = 255;
-    r->slots = calloc(r->mask + 1, sizeof *r->slots);
     qk_arena_init(&r->arena, 16384);
-    if (!r->slots || uv_loop_init(&r->loop) != 0)
+    if (uv_loop_init(&r->loop) != 0)
         return qk_error(QUARK_ENOMEM, "out of memory connecting");
     uv_async_init(&r->loop, &r->wake, on_wake);
     r->wake.data = r;
@@ -1004,10 +1618,18 @@ quark_err qk_remote_connect(qk_remote *r)
     r->tick.data = r;
     uv_timer_start(&r->tick, on_tick, QK_TICK_MS, QK_TICK_MS);
     r->first_done = 0;
+    r->seed_failures = 0;
+    r->want_watch = !r->peer && r->client->opts.routing != QUARK_ROUTE_PINNED;
     atomic_store(&r->stopping, 0);
+    if (r->nseeds) {
+        r->cur_seed = 0;
+        r->primary = r->conns[0];
+    }
     if (uv_thread_create(&r->thread, io_main, r) != 0)
         return qk_error(QUARK_ENOMEM, "could not start the client's I/O thread");
     r->thread_started_ = true;
+    if (r->peer)
+        return QUARK_OK;
     /* Wait until one silo says hello, or every one has failed once. */
     uv_mutex_lock(&r->mu);
     while (r->first_done == 0)
@@ -1035,18 +1657,32 @@ void qk_remote_disconnect(qk_remote *r)
     r->thread_started_ = false;
     atomic_store(&r->connected, 0);
     uv_loop_close(&r->loop);
-    free(r->slots);
-    r->slots = NULL;
-    r->count = 0;
-    free(r->in);
-    free(r->out);
-    free(r->wbuf);
-    r->in = r->out = r->wbuf = NULL;
-    r->in_len = r->in_cap = r->out_len = r->out_cap = r->wbuf_cap = 0;
+    /* Back to the seeds: connections learnt from views are forgotten. */
+    for (size_t i = r->nconns; i-- > 0;) {
+        qk_rconn *k = r->conns[i];
+        free(k->in);
+        free(k->out);
+        free(k->wbuf);
+        k->in = k->out = k->wbuf = NULL;
+        k->in_len = k->in_cap = k->out_len = k->out_cap = k->wbuf_cap = 0;
+        k->state = RC_IDLE;
+        k->failures = 0;
+        k->reconnect_at_ms = 0;
+        k->member = false;
+        k->silo_id[0] = '\0';
+        k->next_id = 0;
+        if (!k->seed) {
+            free(k->slots);
+            free(k);
+            r->conns[i] = r->conns[--r->nconns];
+        }
+    }
+    qk_view_unref(r->view);
+    r->view = NULL;
+    r->source = NULL;
+    r->primary = r->nseeds ? r->conns[0] : NULL;
     qk_dlheap_destroy(&r->heap);
     qk_arena_destroy(&r->arena);
-    r->state = RC_IDLE;
-    r->failures = 0;
 }
 
 void qk_remote_free(qk_remote *r)
@@ -1056,9 +1692,9 @@ void qk_remote_free(qk_remote *r)
     qk_remote_disconnect(r);
     while (r->all_subs)
         rsub_free(r, r->all_subs);
+    remote_free_conns(r);
     uv_mutex_destroy(&r->mu);
     uv_cond_destroy(&r->cv);
-    free(r->eps);
     free(r);
 }
 
@@ -1095,6 +1731,8 @@ static qk_rcall *make_call(qk_remote *r, quark_ref *ref, const quark_interface *
     c->reply_desc = md->output;
     c->md = md;
     c->method = md->name;
+    c->hash = ref->hash;
+    c->has_hash = true;
     c->dl.at_ms = qk_now_ms_coarse() + deadline_ms;
     return c;
 }
@@ -1102,7 +1740,8 @@ static qk_rcall *make_call(qk_remote *r, quark_ref *ref, const quark_interface *
 static void submit(qk_remote *r, qk_rcall *c)
 {
     if (tls_remote == r) { /* from a callback on the I/O thread: no queue, no wake */
-        qk_dlheap_insert(&r->heap, &c->dl);
+        if (c->dl.at_ms)
+            qk_dlheap_insert(&r->heap, &c->dl);
         send_call(r, c);
         return;
     }
@@ -1174,6 +1813,9 @@ quark_err qk_remote_subscribe(qk_remote *r, const char *type, const char *id, qu
     c->op = RC_OP_SUB;
     c->rsub = rs;
     c->method = "StreamActorEvents";
+    /* Events are published where the actor lives: subscribe at its owner. */
+    c->hash = qk_key_hash(qk_type_name_hash(type, strlen(type)), id, idl);
+    c->has_hash = true;
     rs->env = c;
     rs->owner = r;
     rs->fn = fn;
@@ -1191,4 +1833,68 @@ void qk_remote_unsubscribe(qk_rsub *rs)
     c->op = RC_OP_UNSUB;
     c->rsub = rs;
     submit(rs->owner, c);
+}
+
+/* ---- peer mode ---- */
+
+void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
+                      uint32_t timeout_ms)
+{
+    qk_rcall *c = calloc(1, sizeof *c + QK_FRAME_HEADER + n);
+    if (!c)
+        return;
+    c->target = strdup(addr);
+    if (!c->target) {
+        free(c);
+        return;
+    }
+    qk_frame_header(c->frame, QK_FRAME_GOSSIP, 0, n);
+    memcpy(c->frame + QK_FRAME_HEADER, p, n);
+    c->len = QK_FRAME_HEADER + n;
+    c->op = RC_OP_GOSSIP;
+    c->method = "gossip";
+    c->dl.at_ms = qk_now_ms_coarse() + timeout_ms;
+    qk_dlheap_insert(&r->heap, &c->dl);
+    send_call(r, c);
+}
+
+void qk_remote_forward(qk_remote *r, qk_worker *w, qk_msg *m, const char *owner,
+                       uint32_t deadline_ms)
+{
+    const qk_type_entry *e = m->type;
+    const char *method = e->iface->methods[m->method].name;
+    size_t mlen = strlen(method);
+    size_t len = qk_wire_forward_size(m->id_len, e->name_len, mlen, m->args_len, deadline_ms,
+                                      m->chain, m->chain_len, m->hops + 1u);
+    qk_rcall *c = malloc(sizeof *c + QK_FRAME_HEADER + len);
+    char *target = c ? strdup(owner) : NULL;
+    atomic_fetch_add_explicit(&r->forwards, 1, memory_order_relaxed);
+    if (!c || !target) {
+        free(c);
+        free(target);
+        qk_rcall tmp = {.op = RC_OP_FWD, .fwd = m, .fwd_w = w};
+        fwd_complete(r, &tmp, QUARK_ENOMEM, false, "out of memory forwarding a call", NULL, 0);
+        return;
+    }
+    memset(c, 0, sizeof *c);
+    qk_frame_header(c->frame, QK_FRAME_REQUEST, 0, len);
+    qk_wire_encode_forward(c->frame + QK_FRAME_HEADER, m->id, m->id_len, e->name, e->name_len,
+                           method, mlen, m->args, m->args_len, deadline_ms, m->chain,
+                           m->chain_len, m->hops + 1u);
+    c->len = QK_FRAME_HEADER + len;
+    c->op = RC_OP_FWD;
+    c->target = target;
+    c->fwd = m;
+    c->fwd_w = w;
+    c->idempotent = (e->iface->methods[m->method].flags & QUARK_METHOD_IDEMPOTENT) != 0;
+    c->method = method;
+    c->hash = m->hash;
+    c->has_hash = true;
+    c->dl.at_ms = qk_now_ms_coarse() + deadline_ms;
+    submit(r, c);
+}
+
+size_t qk_remote_forwards_pending(const qk_remote *r)
+{
+    return atomic_load_explicit(&((qk_remote *)r)->forwards, memory_order_relaxed);
 }

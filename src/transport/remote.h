@@ -1,12 +1,19 @@
 /*
- * remote.h - the cluster client's remote side (see remote.c).
+ * remote.h - the cluster client's network side (see remote.c).
+ *
+ * Two users: a remote quark_client (application threads call actors of a
+ * cluster), and a silo's peer link (peer mode: the silo's cluster module
+ * gossips membership and forwards calls it does not own through it).
  */
 #ifndef QK_REMOTE_H
 #define QK_REMOTE_H
 
 #include "quark/quark.h"
+#include "cluster/view.h"
 
 typedef struct qk_remote qk_remote;
+struct qk_worker;
+struct qk_msg;
 
 quark_err qk_remote_new(quark_client *c, qk_remote **out);
 quark_err qk_remote_connect(qk_remote *r);      /* blocks until a silo said hello, or all failed */
@@ -24,5 +31,31 @@ typedef struct qk_rsub qk_rsub;
 quark_err qk_remote_subscribe(qk_remote *r, const char *type, const char *id, quark_event_fn fn,
                               void *arg, qk_rsub **out);
 void qk_remote_unsubscribe(qk_rsub *rs);
+
+/* ---- peer mode (a silo's link to the other silos; cluster/cluster.c) ---- */
+
+typedef struct qk_remote_hooks {
+    void *arg;
+    /* Every loop tick (a few ms), on the I/O thread. */
+    void (*tick)(void *arg, uint64_t now_ms);
+    /* A GOSSIP_ACK arrived (the peer's ClusterView), on the I/O thread. */
+    void (*gossip_ack)(void *arg, const uint8_t *p, size_t n);
+} qk_remote_hooks;
+
+/* A peer link for `c` (TCP, no seeds: it connects to whom it sends to).
+ * qk_remote_connect starts its thread and returns at once. */
+quark_err qk_remote_new_peer(quark_client *c, const qk_remote_hooks *hooks, qk_remote **out);
+/* I/O thread only (from a hook): send a GOSSIP to addr; its ACK comes to
+ * hooks.gossip_ack; dropped silently if addr does not answer in timeout_ms. */
+void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
+                      uint32_t timeout_ms);
+/* I/O thread only: route by this view from now on (takes the reference). */
+void qk_remote_install_view(qk_remote *r, qk_view *v);
+/* Any thread: forward CALL `m` (held by worker w) to the silo `owner`. Its
+ * answer comes back to w as a QK_MSG_FWDANS message. */
+void qk_remote_forward(qk_remote *r, struct qk_worker *w, struct qk_msg *m, const char *owner,
+                       uint32_t deadline_ms);
+/* Forwarded calls not answered yet. */
+size_t qk_remote_forwards_pending(const qk_remote *r);
 
 #endif /* QK_REMOTE_H */

@@ -32,6 +32,7 @@
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
 #include "transport/wire.h"
+#include "cluster/cluster.h"
 
 #define QK_READ_CHUNK 65536
 
@@ -61,6 +62,8 @@ typedef struct qk_conn {
     qk_sub *subs;                  /* its event subscriptions */
     qk_grpc_server *grpc;          /* the HTTP/2 session of a gRPC connection */
     bool in_recv;                  /* inside qk_grpc_server_recv: no flushing */
+    bool watching;                 /* wants the cluster's views (WATCH / WatchCluster) */
+    uint64_t watch_id;             /* its frame id, or gRPC stream id */
 } qk_conn;
 
 /* ---- binding (silo start, main thread) ---- */
@@ -307,21 +310,21 @@ static size_t error_text(quark_err err, const char **errmsg)
 
 /* Append a RESPONSE frame, encoded in place (transport/wire.h). */
 static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                    const uint8_t *result, size_t len)
+                    const uint8_t *result, size_t len, bool app_error)
 {
     if (c->closing)
         return;
     size_t mlen = error_text(err, &errmsg);
     if (err != QUARK_OK)
         len = 0;
-    size_t body = qk_wire_response_size(err, mlen, len);
+    size_t body = qk_wire_response_size(err, mlen, len, app_error);
     if (out_reserve(c, QK_FRAME_HEADER + body) != 0) {
         conn_close(c);
         return;
     }
     uint8_t *o = c->out + c->out_len;
     qk_frame_header(o, QK_FRAME_RESPONSE, id, body);
-    qk_wire_encode_response(o + QK_FRAME_HEADER, err, errmsg, mlen, result, len);
+    qk_wire_encode_response(o + QK_FRAME_HEADER, err, errmsg, mlen, result, len, app_error);
     c->out_len += QK_FRAME_HEADER + body;
     mark_dirty(c);
 }
@@ -355,7 +358,7 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
     if (c->closing)
         return;
     if (c->proto == QK_PROTO_TCP) {
-        respond(c, id, err, errmsg, result, len);
+        respond(c, id, err, errmsg, result, len, app_error);
         return;
     }
     if (!c->grpc)
@@ -368,11 +371,11 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
         size_t mlen = error_text(err, &errmsg);
         if (err != QUARK_OK)
             len = 0;
-        size_t n = qk_wire_response_size(err, mlen, len);
+        size_t n = qk_wire_response_size(err, mlen, len, app_error);
         uint8_t small[512];
         uint8_t *buf = n <= sizeof small ? small : malloc(n);
         if (buf) {
-            qk_wire_encode_response(buf, err, errmsg, mlen, result, len);
+            qk_wire_encode_response(buf, err, errmsg, mlen, result, len, app_error);
             qk_grpc_server_respond(c->grpc, (int32_t)id, 0, NULL, buf, n);
             if (buf != small)
                 free(buf);
@@ -579,12 +582,91 @@ static void invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_t
     /* A chain as deep as we carry is refused by qk_net_invoke (ECYCLE). */
     qk_net_invoke(c->w, c, id, rq.actor_type.p, rq.actor_type.n, rq.actor_id.p, rq.actor_id.n,
                   rq.method.p, rq.method.n, rq.args, rq.args_len, (uint32_t)dl, chain,
-                  rq.n_chain > QK_CHAIN_MAX ? QK_CHAIN_MAX : rq.n_chain);
+                  rq.n_chain > QK_CHAIN_MAX ? QK_CHAIN_MAX : rq.n_chain, rq.hops);
 }
 
 static void tcp_request(qk_conn *c, const qk_frame *f)
 {
     invoke(c, f->id, f->payload, f->len, 0);
+}
+
+/* Append a frame whose payload is already encoded. */
+static void send_raw(qk_conn *c, uint8_t type, uint64_t id, const uint8_t *p, size_t len)
+{
+    if (c->closing)
+        return;
+    if (out_reserve(c, QK_FRAME_HEADER + len) != 0) {
+        conn_close(c);
+        return;
+    }
+    qk_frame_header(c->out + c->out_len, type, id, len);
+    if (len)
+        memcpy(c->out + c->out_len + QK_FRAME_HEADER, p, len);
+    c->out_len += QK_FRAME_HEADER + len;
+    mark_dirty(c);
+}
+
+/* ---- cluster frames ---- */
+
+static void tcp_gossip(qk_conn *c, const qk_frame *f)
+{
+    size_t n = 0;
+    const char *why = NULL;
+    uint8_t *rep = qk_cluster_gossip_in(c->w->silo, f->payload, f->len, &n, &why);
+    if (!rep) {
+        goaway(c, QUARK_EPROTO, why ? why : "gossip refused");
+        return;
+    }
+    send_raw(c, QK_FRAME_GOSSIP_ACK, f->id, rep, n);
+    free(rep);
+}
+
+/* Send the worker's current view to one watching connection. */
+static void send_view(qk_conn *c, const uint8_t *v, size_t n)
+{
+    if (c->proto == QK_PROTO_TCP) {
+        send_raw(c, QK_FRAME_VIEW, c->watch_id, v, n);
+    } else if (c->grpc) {
+        qk_grpc_server_stream_send(c->grpc, (int32_t)c->watch_id, v, n);
+        grpc_pump(c);
+    }
+}
+
+static void start_watching(qk_conn *c, uint64_t id)
+{
+    c->watching = true;
+    c->watch_id = id;
+    size_t n = 0;
+    uint8_t *v = qk_cluster_view_for_clients(c->w, &n);
+    if (v) /* else: the first view is on its way (qk_server_push_view) */
+        send_view(c, v, n);
+    free(v);
+}
+
+void qk_server_push_view(qk_worker *w)
+{
+    uint8_t *v = NULL;
+    size_t n = 0;
+    for (qk_conn *c = w->conns; c; c = c->next) {
+        if (!c->watching || c->closing)
+            continue;
+        if (!v && !(v = qk_cluster_view_for_clients(w, &n)))
+            return;
+        send_view(c, v, n);
+    }
+    free(v);
+}
+
+static void tcp_status(qk_conn *c, const qk_frame *f)
+{
+    size_t n = 0;
+    uint8_t *st = qk_cluster_status_pack(c->w->silo, &n);
+    if (!st) {
+        goaway(c, QUARK_EUNAVAILABLE, "this silo has no status to give (not a cluster member)");
+        return;
+    }
+    send_raw(c, QK_FRAME_STATUS_OK, f->id, st, n);
+    free(st);
 }
 
 /* Consume what is in c->in. */
@@ -618,7 +700,7 @@ static void tcp_input(qk_conn *c)
                 char msg[200];
                 snprintf(msg, sizeof msg, "message of %u bytes is larger than this silo's "
                          "maximum of %zu", len, s->opts.max_message_size);
-                respond(c, id, QUARK_ETOOBIG, msg, NULL, 0);
+                respond(c, id, QUARK_ETOOBIG, msg, NULL, 0, false);
                 c->discard = 4 + (uint64_t)len;
                 continue;
             }
@@ -646,6 +728,15 @@ static void tcp_input(qk_conn *c)
             break;
         case QK_FRAME_PING:
             send_frame(c, QK_FRAME_PONG, f.id, NULL);
+            break;
+        case QK_FRAME_GOSSIP:
+            tcp_gossip(c, &f);
+            break;
+        case QK_FRAME_WATCH:
+            start_watching(c, f.id);
+            break;
+        case QK_FRAME_STATUS:
+            tcp_status(c, &f);
             break;
         case QK_FRAME_GOAWAY:
             c->close_after_write = true;
@@ -693,6 +784,8 @@ static void grpc_pump(qk_conn *c)
 
 #define QK_PATH_INVOKE "/quark.ActorService/InvokeActor"
 #define QK_PATH_STREAM "/quark.ActorService/StreamActorEvents"
+#define QK_PATH_WATCH "/quark.ActorService/WatchCluster"
+#define QK_PATH_STATUS "/quark.ActorService/GetSiloStatus"
 
 static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_t path_len,
                             uint64_t timeout_ms, const char *cluster_id, const uint8_t *msg,
@@ -711,7 +804,21 @@ static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_
     bool invoke_path =
         path_len == sizeof QK_PATH_INVOKE - 1 && memcmp(path, QK_PATH_INVOKE, path_len) == 0;
     bool stream = path_len == sizeof QK_PATH_STREAM - 1 && memcmp(path, QK_PATH_STREAM, path_len) == 0;
-    if (invoke_path) {
+    bool watch = path_len == sizeof QK_PATH_WATCH - 1 && memcmp(path, QK_PATH_WATCH, path_len) == 0;
+    bool status =
+        path_len == sizeof QK_PATH_STATUS - 1 && memcmp(path, QK_PATH_STATUS, path_len) == 0;
+    if (watch) {
+        start_watching(c, (uint64_t)stream_id);
+    } else if (status) {
+        size_t n = 0;
+        uint8_t *st = qk_cluster_status_pack(s, &n);
+        if (st)
+            qk_grpc_server_respond(c->grpc, stream_id, 0, NULL, st, n);
+        else
+            qk_grpc_server_respond(c->grpc, stream_id, 14, "this silo has no status to give",
+                                   NULL, 0);
+        free(st);
+    } else if (invoke_path) {
         invoke(c, (uint64_t)stream_id, msg, len, timeout_ms);
     } else if (stream) {
         Quark__StreamRequest *rq = quark__stream_request__unpack(NULL, len, msg);
@@ -730,8 +837,9 @@ static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_
             c->subs = sub;
         }
     } else {
-        snprintf(why, sizeof why, "unknown method %.*s (this server offers %s and %s)",
-                 (int)(path_len > 100 ? 100 : path_len), path, QK_PATH_INVOKE, QK_PATH_STREAM);
+        snprintf(why, sizeof why, "unknown method %.*s (this server offers %s, %s, %s and %s)",
+                 (int)(path_len > 100 ? 100 : path_len), path, QK_PATH_INVOKE, QK_PATH_STREAM,
+                 QK_PATH_WATCH, QK_PATH_STATUS);
         qk_grpc_server_respond(c->grpc, stream_id, 12, why, NULL, 0);
     }
 }
@@ -741,6 +849,8 @@ static void grpc_on_cancel(void *ud, int32_t stream_id)
     qk_conn *c = ud;
     if (c->closing)
         return;
+    if (c->watching && c->watch_id == (uint64_t)stream_id)
+        c->watching = false;
     /* A subscriber going away; a cancelled call's answer is simply ignored. */
     for (qk_sub *s = c->subs; s; s = s->conn_next) {
         if (s->id == (uint64_t)stream_id && !s->removed) {

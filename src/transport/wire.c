@@ -5,9 +5,9 @@
  *   ActorInvocationRequest  1 actor_id, 2 actor_type, 3 method_name (string),
  *                           4 serialized_args (bytes), 5 deadline_ms (uint32),
  *                           6 call_chain (CallLink: 1 fixed64 actor, 2 uint32 turn),
- *                           7 cluster_id (string)
+ *                           7 cluster_id (string), 8 hops (uint32)
  *   ActorInvocationResponse 1 serialized_result (bytes), 2 error_message
- *                           (string), 3 error_code (sint32)
+ *                           (string), 3 error_code (sint32), 4 actor_error (bool)
  * Proto3 rules: default values are not written; on decode the last
  * occurrence of a field wins and unknown fields are skipped.
  */
@@ -149,6 +149,12 @@ int qk_wire_decode_request(const uint8_t *p, size_t n, qk_wire_request *q,
             q->deadline_ms = (uint32_t)v;
             break;
         }
+        case 8: {
+            uint64_t v = 0;
+            rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
+            q->hops = v > 255 ? 255 : (uint32_t)v;
+            break;
+        }
         case 6: {
             const uint8_t *lp;
             size_t ln;
@@ -193,6 +199,10 @@ int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *s)
             rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
             uint32_t z = (uint32_t)v; /* sint32: zigzag */
             s->error_code = (int32_t)((z >> 1) ^ (0u - (z & 1)));
+        } else if (f == 4) {
+            uint64_t v = 0;
+            rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
+            s->actor_error = v != 0;
         } else {
             rc = skip(&r, wt);
         }
@@ -267,25 +277,83 @@ uint8_t *qk_wire_encode_request(uint8_t *o, const char *id, size_t id_len, const
     return o;
 }
 
+/* A CallLink: 1 fixed64 actor, 2 uint32 turn. */
+static size_t link_size(const qk_chain_link *l)
+{
+    return (l->act ? 9 : 0) + (l->turn ? 1 + varint_size(l->turn) : 0);
+}
+
+size_t qk_wire_forward_size(size_t id_len, size_t type_len, size_t method_len, size_t args_len,
+                            uint32_t deadline_ms, const qk_chain_link *chain, size_t n_chain,
+                            uint32_t hops)
+{
+    size_t n = len_field_size(id_len) + len_field_size(type_len) + len_field_size(method_len) +
+               len_field_size(args_len) + (deadline_ms ? 1 + varint_size(deadline_ms) : 0) +
+               (hops ? 1 + varint_size(hops) : 0);
+    for (size_t i = 0; i < n_chain; i++) {
+        size_t ln = link_size(&chain[i]);
+        n += 1 + varint_size(ln) + ln; /* an empty link is still a (zero-length) element */
+    }
+    return n;
+}
+
+uint8_t *qk_wire_encode_forward(uint8_t *o, const char *id, size_t id_len, const char *type,
+                                size_t type_len, const char *method, size_t method_len,
+                                const uint8_t *args, size_t args_len, uint32_t deadline_ms,
+                                const qk_chain_link *chain, size_t n_chain, uint32_t hops)
+{
+    o = put_len_field(o, 1, id, id_len);
+    o = put_len_field(o, 2, type, type_len);
+    o = put_len_field(o, 3, method, method_len);
+    o = put_len_field(o, 4, args, args_len);
+    if (deadline_ms) {
+        *o++ = (uint8_t)(5 << 3 | WT_VARINT);
+        o = put_varint(o, deadline_ms);
+    }
+    for (size_t i = 0; i < n_chain; i++) {
+        const qk_chain_link *l = &chain[i];
+        *o++ = (uint8_t)(6 << 3 | WT_LEN);
+        o = put_varint(o, link_size(l));
+        if (l->act) {
+            *o++ = (uint8_t)(1 << 3 | WT_I64);
+            for (int b = 0; b < 8; b++)
+                *o++ = (uint8_t)(l->act >> (8 * b));
+        }
+        if (l->turn) {
+            *o++ = (uint8_t)(2 << 3 | WT_VARINT);
+            o = put_varint(o, l->turn);
+        }
+    }
+    if (hops) {
+        *o++ = (uint8_t)(8 << 3 | WT_VARINT);
+        o = put_varint(o, hops);
+    }
+    return o;
+}
+
 static uint32_t zigzag32(int32_t v)
 {
     return ((uint32_t)v << 1) ^ (0u - ((uint32_t)v >> 31));
 }
 
-size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len)
+size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error)
 {
     return len_field_size(result_len) + len_field_size(msg_len) +
-           (err ? 1 + varint_size(zigzag32(err)) : 0);
+           (err ? 1 + varint_size(zigzag32(err)) : 0) + (err && actor_error ? 2 : 0);
 }
 
 uint8_t *qk_wire_encode_response(uint8_t *o, int32_t err, const char *msg, size_t msg_len,
-                                 const uint8_t *result, size_t result_len)
+                                 const uint8_t *result, size_t result_len, bool actor_error)
 {
     o = put_len_field(o, 1, result, result_len);
     o = put_len_field(o, 2, msg, msg_len);
     if (err) {
         *o++ = (uint8_t)(3 << 3 | WT_VARINT);
         o = put_varint(o, zigzag32(err));
+        if (actor_error) {
+            *o++ = (uint8_t)(4 << 3 | WT_VARINT);
+            *o++ = 1;
+        }
     }
     return o;
 }

@@ -13,6 +13,7 @@
 #ifndef QK_WIRE_H
 #define QK_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,7 @@ typedef struct qk_wire_request {
     const uint8_t *args;
     size_t args_len;
     uint32_t deadline_ms;
+    uint32_t hops;       /* times forwarded between silos */
     size_t n_chain;      /* links found (may exceed what fit in `chain`) */
 } qk_wire_request;
 
@@ -48,16 +50,27 @@ uint8_t *qk_wire_encode_request(uint8_t *out, const char *id, size_t id_len, con
                                 const ProtobufCMessage *args_msg, size_t args_len,
                                 uint32_t deadline_ms);
 
+/* A request forwarded between silos: the packed arguments as received, the
+ * caller's chain, and the hop count. */
+size_t qk_wire_forward_size(size_t id_len, size_t type_len, size_t method_len, size_t args_len,
+                            uint32_t deadline_ms, const qk_chain_link *chain, size_t n_chain,
+                            uint32_t hops);
+uint8_t *qk_wire_encode_forward(uint8_t *out, const char *id, size_t id_len, const char *type,
+                                size_t type_len, const char *method, size_t method_len,
+                                const uint8_t *args, size_t args_len, uint32_t deadline_ms,
+                                const qk_chain_link *chain, size_t n_chain, uint32_t hops);
+
 typedef struct qk_wire_response {
     const uint8_t *result;
     size_t result_len;
     qk_wire_str error_message;
     int32_t error_code;
+    bool actor_error;    /* the actor raised it (not the framework) */
 } qk_wire_response;
 
 int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *r);
-size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len);
+size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error);
 uint8_t *qk_wire_encode_response(uint8_t *out, int32_t err, const char *msg, size_t msg_len,
-                                 const uint8_t *result, size_t result_len);
+                                 const uint8_t *result, size_t result_len, bool actor_error);
 
 #endif /* QK_WIRE_H */

@@ -127,18 +127,20 @@ static void test_response_both_ways(void **state)
     int32_t codes[] = {0, -1, -12, -21, 1, INT32_MIN, INT32_MAX};
     for (int iter = 0; iter < 1000; iter++) {
         int32_t err = codes[next() % 7];
+        bool actor = err != 0 && (next() & 1);
         char msg[200];
         fill(msg, err ? next() % 150 : 0);
         uint8_t res[300];
         size_t rlen = err ? 0 : next() % 300;
         for (size_t i = 0; i < rlen; i++)
             res[i] = (uint8_t)next();
-        size_t n = qk_wire_response_size(err, strlen(msg), rlen);
+        size_t n = qk_wire_response_size(err, strlen(msg), rlen, actor);
         uint8_t *buf = malloc(n + 1);
-        assert_int_equal(qk_wire_encode_response(buf, err, msg, strlen(msg), res, rlen) - buf, n);
+        assert_int_equal(qk_wire_encode_response(buf, err, msg, strlen(msg), res, rlen, actor) - buf, n);
         Quark__ActorInvocationResponse *r = quark__actor_invocation_response__unpack(NULL, n, buf);
         assert_non_null(r);
         assert_int_equal(r->error_code, err);
+        assert_int_equal(r->actor_error, actor);
         assert_string_equal(r->error_message, msg);
         assert_int_equal(r->serialized_result.len, rlen);
         /* protobuf-c's encoding, our decoder */
@@ -148,6 +150,7 @@ static void test_response_both_ways(void **state)
         qk_wire_response w;
         assert_int_equal(qk_wire_decode_response(buf2, m, &w), 0);
         assert_int_equal(w.error_code, err);
+        assert_int_equal(w.actor_error, actor);
         assert_int_equal(w.error_message.n, strlen(msg));
         assert_int_equal(w.result_len, rlen);
         if (rlen)
