@@ -256,7 +256,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
             "                   [--keys N] [--workers N]\n"
-            "       quark-bench --connect HOST:PORT --transport tcp|grpc --workload w1|w2 [...]\n");
+            "       quark-bench --connect HOST:PORT[,HOST:PORT...] --transport tcp|grpc\n"
+            "                   --workload w1|w2 [--routing owner|pinned] [...]\n");
     exit(2);
 }
 
@@ -265,6 +266,7 @@ int main(int argc, char **argv)
     opts o = {.workload = NULL, .calls = 0, .inflight = 0, .keys = 10000, .workers = 0};
     int inproc = 0;
     const char *connect = NULL;
+    const char *routing = "owner";
     o.transport = "inproc";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -283,6 +285,8 @@ int main(int argc, char **argv)
             o.inflight = atoi(argv[++i]);
         else if (!strcmp(a, "--keys") && v)
             o.keys = atoi(argv[++i]);
+        else if (!strcmp(a, "--routing") && v)
+            routing = argv[++i];
         else if (!strcmp(a, "--workers") && v)
             o.workers = (unsigned)atoi(argv[++i]);
         else
@@ -298,6 +302,8 @@ int main(int argc, char **argv)
         usage();
     if (connect && act)
         usage(); /* activation cost is an in-process measure */
+    if (strcmp(routing, "owner") != 0 && strcmp(routing, "pinned") != 0)
+        usage();
     if (!o.calls)
         o.calls = connect ? (w1 ? 100000 : 1000000) : (w1 ? 1000000 : w2 ? 5000000 : 1000000);
     if (!o.inflight)
@@ -320,12 +326,14 @@ int main(int argc, char **argv)
         g_transport = o.transport;
         co.connection_string = connect;
         co.transport = strcmp(o.transport, "grpc") == 0 ? QUARK_TRANSPORT_GRPC : QUARK_TRANSPORT_TCP;
+        co.routing = strcmp(routing, "pinned") == 0 ? QUARK_ROUTE_PINNED : QUARK_ROUTE_OWNER;
     }
     quark_client *c;
     if ((rc = quark_client_create(&co, &c)) || (rc = quark_client_connect(c)))
         die("client", rc);
-    printf("quark-bench: workload %s, %s, %ld calls, %d in flight\n", o.workload,
-           inproc ? "in-process" : connect, o.calls, o.inflight);
+    printf("quark-bench: workload %s, %s, %ld calls, %d in flight%s\n", o.workload,
+           inproc ? "in-process" : connect, o.calls, o.inflight,
+           co.routing == QUARK_ROUTE_PINNED ? ", pinned to the first silo (it forwards)" : "");
     if (w1)
         run_w1(c, &o);
     else

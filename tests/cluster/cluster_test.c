@@ -1,0 +1,1063 @@
+/*
+ * cluster_test.c - several counter-silo processes as one cluster, on
+ * 127.0.0.1, driven through the public API only.
+ *
+ * Every case starts its own three silos (fresh cluster id, fresh ports, one
+ * seed list naming all three) and stops them at the end; the teardown kills
+ * whatever a failed case left running. The cases:
+ *   formation       all three see three members
+ *   placement       10,000 counters through an owner-routed client: each
+ *                   activated once, spread over the silos, hardly forwarded
+ *   pinned          one pinned client per silo, same counters: forwarded to
+ *                   the owner, never activated twice, no increment lost
+ *   actor_to_actor  AddTo: a call from an actor to a counter on any silo
+ *   kill            kill -9 of a silo under load: bounded call times, only
+ *                   "retry-able" errors, recovery within detection time, the
+ *                   silo's return (new incarnation, no duplicate left behind)
+ *   leave           SIGTERM of a silo under idempotent load: zero errors
+ * The placement, pinned, kill and leave cases run over TCP and over gRPC.
+ *
+ * Waits poll a condition (never a fixed sleep hoping); the only sleeps are
+ * the durations a scenario is meant to last (load running past a point).
+ * The silos' "view" lines are echoed prefixed with "# silo N", which is what
+ * to read when a case fails.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "counter_actor.h"
+
+extern char **environ;
+
+enum {
+    N_SILOS = 3,
+    ALL = 7,                /* bit i = silo i+1 */
+    HEARTBEAT_MS = 200,
+    FAILURE_TIMEOUT_MS = 2000,
+    WINDOW = 256,           /* async calls in flight */
+};
+
+static quark_transport g_transport = QUARK_TRANSPORT_TCP;
+static char g_cluster[64];  /* fresh per case */
+static char g_seeds[128];   /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
+static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
+
+static const char *tname(void)
+{
+    return g_transport == QUARK_TRANSPORT_TCP ? "tcp" : "grpc";
+}
+
+/* Poll `cond` every 10 ms for up to `ms` (status fetches open a connection
+ * each: a 1 ms loop would load the silos we are measuring). */
+#define POLL_UNTIL(cond, ms)                                       \
+    ({                                                             \
+        uint64_t pu_end_ = tu_now_ms() + (ms);                     \
+        int pu_ok_ = 0;                                            \
+        while (!(pu_ok_ = !!(cond)) && tu_now_ms() < pu_end_)      \
+            tu_sleep_ms(10);                                       \
+        pu_ok_;                                                    \
+    })
+
+/* ------------------------------------------------------------------ */
+/* ports                                                              */
+/* ------------------------------------------------------------------ */
+
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static int port_from_kernel(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A free port, kept for the whole case (a restarted silo reuses it). Taken
+ * below the kernel's ephemeral range when there is room: a port from that
+ * range can be handed to an outgoing connection (the clients' and silos'
+ * reconnect attempts) while its silo is down, and then the restarted silo
+ * could not bind it, or a connect to it would connect to itself. */
+static int pick_port(const int *taken, int n_taken)
+{
+    int lo = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d", &lo) != 1)
+            lo = 32768;
+        fclose(f);
+    }
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)tu_now_ms();
+    for (int attempt = 0; lo > 12000 && attempt < 200; attempt++) {
+        int p = 10000 + (int)(rand_r(&seed) % (unsigned)(lo - 10000));
+        bool dup = false;
+        for (int i = 0; i < n_taken; i++)
+            dup |= taken[i] == p;
+        if (!dup && port_free(p))
+            return p;
+    }
+    for (;;) {
+        int p = port_from_kernel();
+        bool dup = false;
+        for (int i = 0; i < n_taken; i++)
+            dup |= taken[i] == p;
+        if (!dup)
+            return p;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* silo processes                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct silo {
+    int idx;                /* 0..2, printed as silo idx+1 */
+    int port;
+    char addr[32];          /* "127.0.0.1:port" */
+    pid_t pid;              /* 0: not running */
+    FILE *out;              /* its stdout */
+    pthread_t reader;
+    atomic_int listening;   /* saw its "listening" line */
+    atomic_int eof;         /* its stdout closed */
+} silo;
+
+static silo g_silo[N_SILOS];
+
+/* Drain a silo's stdout for as long as it runs (a full pipe would block
+ * it), note its "listening" line, echo everything else. */
+static void *silo_reader(void *p)
+{
+    silo *s = p;
+    char line[4096];
+    while (fgets(line, sizeof line, s->out)) {
+        if (strstr(line, "listening") && strstr(line, "(port "))
+            atomic_store(&s->listening, 1);
+        printf("# silo %d +%llums: %s%s", s->idx + 1,
+               (unsigned long long)(tu_now_ms() - g_case_t0), line,
+               strchr(line, '\n') ? "" : "\n");
+        fflush(stdout);
+    }
+    atomic_store(&s->eof, 1);
+    return NULL;
+}
+
+/* Start silo i on its port with the case's seeds; returns once it listens. */
+static void silo_spawn(int i)
+{
+    silo *s = &g_silo[i];
+    assert_int_equal(s->pid, 0);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    char hb[16], ft[16];
+    snprintf(hb, sizeof hb, "%d", HEARTBEAT_MS);
+    snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
+    char *argv[] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
+                    "--seeds", g_seeds, "--heartbeat-ms", hb, "--failure-timeout-ms", ft,
+                    "--workers", "2", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    posix_spawn_file_actions_addclose(&fa, fds[1]);
+    pid_t pid;
+    int rc = posix_spawn(&pid, COUNTER_SILO, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        fail_msg("posix_spawn %s: %s", COUNTER_SILO, strerror(rc));
+    }
+    s->pid = pid;
+    s->out = fdopen(fds[0], "r");
+    atomic_store(&s->listening, 0);
+    atomic_store(&s->eof, 0);
+    assert_int_equal(pthread_create(&s->reader, NULL, silo_reader, s), 0);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&s->listening) || atomic_load(&s->eof), 20000));
+    if (!atomic_load(&s->listening))
+        fail_msg("silo %d (%s) exited or never said it listens", i + 1, s->addr);
+}
+
+/* Signal silo i, wait for it to exit; returns its wait status. */
+static int silo_signal(int i, int sig)
+{
+    silo *s = &g_silo[i];
+    int status = 0;
+    if (!s->pid)
+        return -1;
+    kill(s->pid, sig);
+    while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    s->pid = 0;
+    pthread_join(s->reader, NULL); /* EOF follows the exit */
+    fclose(s->out);
+    s->out = NULL;
+    return status;
+}
+
+static void assert_exited_0(int status, int i)
+{
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("silo %d did not exit 0 (wait status 0x%x)", i + 1, status);
+}
+
+/* ------------------------------------------------------------------ */
+/* status                                                             */
+/* ------------------------------------------------------------------ */
+
+static quark_silo_status *status_of(int i)
+{
+    quark_silo_status *st = NULL;
+    if (quark_status_fetch(g_silo[i].addr, g_cluster, 1000, &st) != QUARK_OK)
+        return NULL;
+    return st;
+}
+
+/* Silo i reports exactly the silos of `want` (bit mask) as its members. If
+ * `inc` is given, the incarnations it reports are stored by silo index. */
+static bool reports_members(int i, unsigned want, uint64_t inc[N_SILOS])
+{
+    quark_silo_status *st = status_of(i);
+    if (!st)
+        return false;
+    size_t n_want = (size_t)__builtin_popcount(want);
+    bool ok = st->n_members == n_want;
+    for (size_t m = 0; ok && m < st->n_members; m++) {
+        int found = -1;
+        for (int j = 0; j < N_SILOS; j++)
+            if ((want & (1u << j)) && st->members[m].address &&
+                !strcmp(st->members[m].address, g_silo[j].addr))
+                found = j;
+        ok = found >= 0;
+        if (ok && inc)
+            inc[found] = st->members[m].incarnation;
+    }
+    quark_status_free(st);
+    return ok;
+}
+
+/* Every silo of `who` reports exactly `want` as members. */
+static bool all_report(unsigned who, unsigned want)
+{
+    for (int i = 0; i < N_SILOS; i++)
+        if ((who & (1u << i)) && !reports_members(i, want, NULL))
+            return false;
+    return true;
+}
+
+typedef struct totals {
+    uint64_t activations, forwarded;
+    uint64_t act[N_SILOS], fwd[N_SILOS];
+} totals;
+
+/* Sum the counters of the silos of `who`; false if one did not answer. */
+static bool totals_of(unsigned who, totals *t)
+{
+    memset(t, 0, sizeof *t);
+    for (int i = 0; i < N_SILOS; i++) {
+        if (!(who & (1u << i)))
+            continue;
+        quark_silo_status *st = status_of(i);
+        if (!st)
+            return false;
+        t->act[i] = st->activations;
+        t->fwd[i] = st->forwarded;
+        t->activations += st->activations;
+        t->forwarded += st->forwarded;
+        quark_status_free(st);
+    }
+    return true;
+}
+
+static totals must_totals(unsigned who)
+{
+    totals t;
+    if (!totals_of(who, &t))
+        fail_msg("a silo did not report its status: %s", quark_last_error());
+    return t;
+}
+
+/* ------------------------------------------------------------------ */
+/* case set-up                                                        */
+/* ------------------------------------------------------------------ */
+
+static int case_setup(void **state)
+{
+    (void)state;
+    static int n_case;
+    g_case_t0 = tu_now_ms();
+    snprintf(g_cluster, sizeof g_cluster, "ct-%d-%d", (int)getpid(), ++n_case);
+    int ports[N_SILOS];
+    for (int i = 0; i < N_SILOS; i++) {
+        ports[i] = pick_port(ports, i);
+        g_silo[i] = (silo){.idx = i, .port = ports[i]};
+        snprintf(g_silo[i].addr, sizeof g_silo[i].addr, "127.0.0.1:%d", ports[i]);
+    }
+    snprintf(g_seeds, sizeof g_seeds, "%s,%s,%s", g_silo[0].addr, g_silo[1].addr,
+             g_silo[2].addr);
+    return 0;
+}
+
+/* Whatever a case left running (it failed) is killed. */
+static int case_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_SILOS; i++)
+        if (g_silo[i].pid)
+            silo_signal(i, SIGKILL);
+    return 0;
+}
+
+/* Start the three silos and wait until all see all; returns the ms it took
+ * from the last one listening. */
+static uint64_t cluster_up(void)
+{
+    for (int i = 0; i < N_SILOS; i++)
+        silo_spawn(i);
+    uint64_t t0 = tu_now_ms();
+    if (!POLL_UNTIL(all_report(ALL, ALL), 10000))
+        fail_msg("the 3 silos did not all report 3 members within 10 s");
+    return tu_now_ms() - t0;
+}
+
+/* SIGTERM every running silo: each must exit 0. */
+static void cluster_down(void)
+{
+    for (int i = 0; i < N_SILOS; i++)
+        if (g_silo[i].pid)
+            assert_exited_0(silo_signal(i, SIGTERM), i);
+}
+
+/* ------------------------------------------------------------------ */
+/* clients and calls                                                  */
+/* ------------------------------------------------------------------ */
+
+/* A client of the silos of `silos` (bit mask) with the given routing. */
+static quark_client *client_new(quark_routing routing, unsigned silos)
+{
+    char cs[128] = "";
+    for (int i = 0; i < N_SILOS; i++)
+        if (silos & (1u << i)) {
+            if (cs[0])
+                strcat(cs, ",");
+            strcat(cs, g_silo[i].addr);
+        }
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.connection_string = cs;
+    co.cluster_id = g_cluster;
+    co.transport = g_transport;
+    co.routing = routing;
+    co.retry.initial_backoff_ms = 20;
+    co.retry.max_backoff_ms = 200;
+    co.default_deadline_ms = 10000;
+    quark_client *c;
+    TU_OK(quark_client_create(&co, &c));
+    TU_OK(quark_client_connect(c));
+    return c;
+}
+
+enum { M_INC, M_GET };
+
+/* One blocking call of Increment(delta) or Get on `ref`; *value gets the
+ * reply's value (-1 on error). */
+static quark_err call1(quark_ref *ref, int method, int64_t delta, int64_t *value)
+{
+    Quark__Examples__CounterValue *v = NULL;
+    quark_err err;
+    if (method == M_INC) {
+        Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+        req.delta = delta;
+        err = quark_examples_CounterActor_Increment(ref, &req, &v);
+    } else {
+        Quark__Examples__GetRequest req = QUARK__EXAMPLES__GET_REQUEST__INIT;
+        err = quark_examples_CounterActor_Get(ref, &req, &v);
+    }
+    if (value)
+        *value = err == QUARK_OK && v ? v->value : -1;
+    quark_msg_free(v);
+    return err;
+}
+
+/* A blocking call on counter `id` through a temporary reference. */
+static quark_err call_id(quark_client *c, const char *id, int method, int64_t delta,
+                         int64_t *value)
+{
+    quark_ref *r;
+    quark_err err = quark_examples_CounterActor_ref(c, id, &r);
+    if (err != QUARK_OK)
+        return err;
+    err = call1(r, method, delta, value);
+    quark_ref_free(r);
+    return err;
+}
+
+/* ---- a window of async calls over "prefix-0".."prefix-(n-1)" ---- */
+
+typedef struct batch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int inflight, done;
+    int errors, wrong;   /* failed calls; replies other than `expect` */
+    int64_t expect;      /* < 0: any value */
+    quark_err first_err;
+    char first_msg[256];
+} batch;
+
+static void batch_note_error(batch *b, quark_err err, const char *msg)
+{
+    if (b->errors++ == 0) {
+        b->first_err = err;
+        snprintf(b->first_msg, sizeof b->first_msg, "%s", msg ? msg : "");
+    }
+}
+
+static void batch_cb(quark_err err, const char *msg, const Quark__Examples__CounterValue *v,
+                     void *arg)
+{
+    batch *b = arg;
+    pthread_mutex_lock(&b->mu);
+    if (err != QUARK_OK)
+        batch_note_error(b, err, msg);
+    else if (b->expect >= 0 && (!v || v->value != b->expect))
+        b->wrong++;
+    b->inflight--;
+    b->done++;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Wait (at most until `end`) until at most `max` calls are in flight. */
+static bool batch_wait(batch *b, int max, uint64_t end)
+{
+    bool ok = true;
+    pthread_mutex_lock(&b->mu);
+    while (b->inflight > max && ok) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        ok = tu_now_ms() < end;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+/* Increment (by 1) or Get each of the n counters once, WINDOW calls in
+ * flight; returns the finished batch (the caller frees it). */
+static batch *batch_run(quark_client *c, int method, const char *prefix, int n, int64_t expect)
+{
+    batch *b = calloc(1, sizeof *b);
+    assert_non_null(b);
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->expect = expect;
+    uint64_t end = tu_now_ms() + 120000;
+    char id[48];
+    Quark__Examples__IncrementRequest inc = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    inc.delta = 1;
+    Quark__Examples__GetRequest get = QUARK__EXAMPLES__GET_REQUEST__INIT;
+    for (int i = 0; i < n; i++) {
+        if (!batch_wait(b, WINDOW - 1, end))
+            fail_msg("%s: calls did not complete within 120 s", prefix); /* b leaks: callbacks may still run */
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        quark_ref *r;
+        TU_OK(quark_examples_CounterActor_ref(c, id, &r));
+        pthread_mutex_lock(&b->mu);
+        b->inflight++;
+        pthread_mutex_unlock(&b->mu);
+        quark_err err = method == M_INC
+                            ? quark_examples_CounterActor_Increment_async(r, &inc, batch_cb, b)
+                            : quark_examples_CounterActor_Get_async(r, &get, batch_cb, b);
+        quark_ref_free(r);
+        if (err != QUARK_OK) { /* the callback will not run */
+            pthread_mutex_lock(&b->mu);
+            b->inflight--;
+            b->done++;
+            batch_note_error(b, err, quark_last_error());
+            pthread_mutex_unlock(&b->mu);
+        }
+    }
+    if (!batch_wait(b, 0, end))
+        fail_msg("%s: calls did not complete within 120 s", prefix);
+    assert_int_equal(b->done, n);
+    return b;
+}
+
+static void batch_check(batch *b, const char *what)
+{
+    if (b->errors)
+        fail_msg("%s: %d of %d calls failed, first %s: %s", what, b->errors, b->done,
+                 quark_errname(b->first_err), b->first_msg);
+    if (b->wrong)
+        fail_msg("%s: %d of %d replies were not %lld", what, b->wrong, b->done,
+                 (long long)b->expect);
+}
+
+static void batch_free(batch *b)
+{
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+}
+
+/* ---- load generator: threads looping blocking calls, recording each ---- */
+
+typedef struct rec {
+    uint64_t start, dur;  /* ms (monotonic), ms */
+    quark_err err;
+    int id;               /* counter index */
+    char *msg;            /* the error's message (failed calls only) */
+} rec;
+
+typedef struct loader {
+    pthread_t th;
+    quark_client *c;
+    int idx, method, n_ids;
+    const char *prefix;
+    uint32_t deadline_ms;
+    atomic_int *stop;
+    atomic_long *ok_calls;
+    int setup_err;        /* a reference could not be made */
+    rec *recs;
+    size_t n, cap;
+} loader;
+
+static void *loader_main(void *p)
+{
+    loader *l = p;
+    quark_ref **refs = calloc((size_t)l->n_ids, sizeof *refs);
+    char id[48];
+    for (int i = 0; i < l->n_ids; i++) {
+        snprintf(id, sizeof id, "%s-%d", l->prefix, i);
+        if (quark_examples_CounterActor_ref(l->c, id, &refs[i]) != QUARK_OK) {
+            l->setup_err = 1;
+            goto out;
+        }
+        quark_ref_set_deadline(refs[i], l->deadline_ms);
+    }
+    for (unsigned k = (unsigned)l->idx * 97u; !atomic_load(l->stop); k++) {
+        int i = (int)(k % (unsigned)l->n_ids);
+        uint64_t t0 = tu_now_ms();
+        quark_err err = call1(refs[i], l->method, 1, NULL);
+        uint64_t t1 = tu_now_ms();
+        if (l->n == l->cap) {
+            l->cap = l->cap ? 2 * l->cap : 4096;
+            l->recs = realloc(l->recs, l->cap * sizeof *l->recs);
+        }
+        l->recs[l->n++] = (rec){.start = t0, .dur = t1 - t0, .err = err, .id = i,
+                                .msg = err != QUARK_OK ? strdup(quark_last_error()) : NULL};
+        if (err == QUARK_OK)
+            atomic_fetch_add(l->ok_calls, 1);
+    }
+out:
+    for (int i = 0; i < l->n_ids; i++)
+        if (refs[i])
+            quark_ref_free(refs[i]);
+    free(refs);
+    return NULL;
+}
+
+typedef struct load {
+    int n;
+    loader *l;
+    atomic_int stop;
+    atomic_long ok_calls;
+} load;
+
+static void load_start(load *ld, quark_client *c, int threads, int method, const char *prefix,
+                       int n_ids, uint32_t deadline_ms)
+{
+    ld->n = threads;
+    ld->l = calloc((size_t)threads, sizeof *ld->l);
+    atomic_store(&ld->stop, 0);
+    atomic_store(&ld->ok_calls, 0);
+    for (int t = 0; t < threads; t++) {
+        ld->l[t] = (loader){.c = c, .idx = t, .method = method, .n_ids = n_ids,
+                            .prefix = prefix, .deadline_ms = deadline_ms, .stop = &ld->stop,
+                            .ok_calls = &ld->ok_calls};
+        assert_int_equal(pthread_create(&ld->l[t].th, NULL, loader_main, &ld->l[t]), 0);
+    }
+}
+
+static void load_stop(load *ld)
+{
+    atomic_store(&ld->stop, 1);
+    for (int t = 0; t < ld->n; t++)
+        pthread_join(ld->l[t].th, NULL);
+    for (int t = 0; t < ld->n; t++)
+        if (ld->l[t].setup_err)
+            fail_msg("load thread %d could not make its references", t);
+}
+
+static void load_free(load *ld)
+{
+    for (int t = 0; t < ld->n; t++) {
+        for (size_t k = 0; k < ld->l[t].n; k++)
+            free(ld->l[t].recs[k].msg);
+        free(ld->l[t].recs);
+    }
+    free(ld->l);
+}
+
+/* Iterate the records of all threads. */
+#define FOR_EACH_REC(ld, r)                                          \
+    for (int fe_t_ = 0; fe_t_ < (ld)->n; fe_t_++)                    \
+        for (rec *r = (ld)->l[fe_t_].recs; r < (ld)->l[fe_t_].recs + (ld)->l[fe_t_].n; r++)
+
+/* ------------------------------------------------------------------ */
+/* the cases                                                          */
+/* ------------------------------------------------------------------ */
+
+static void test_formation(void **state)
+{
+    (void)state;
+    uint64_t ms = cluster_up();
+    quark_silo_status *st = status_of(0);
+    assert_non_null(st);
+    char line[1024];
+    quark_status_format(st, line, sizeof line);
+    quark_status_free(st);
+    printf("# formation: 3 silos saw 3 members %llu ms after the last one listened (%s)\n",
+           (unsigned long long)ms, line);
+    cluster_down();
+}
+
+enum { N_PLACE = 10000 };
+
+static void test_placement(void **state)
+{
+    (void)state;
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+
+    /* The client learns the membership from the silos; until it has, a
+     * call may go to a silo that forwards it. Wait (Get on 64 of the
+     * counters, which only activates them at 0) until a round of calls
+     * adds no forwarded call: from then on the client knows the owners. */
+    uint64_t fwd_before = must_totals(ALL).forwarded;
+    int rounds = 0;
+    for (;;) {
+        batch *b = batch_run(c, M_GET, "c", 64, 0);
+        batch_check(b, "warm-up Get");
+        batch_free(b);
+        rounds++;
+        uint64_t f = must_totals(ALL).forwarded;
+        if (f == fwd_before)
+            break;
+        if (rounds >= 100)
+            fail_msg("the owner-routed client still had calls forwarded after %d rounds", rounds);
+        fwd_before = f;
+        tu_sleep_ms(50);
+    }
+
+    uint64_t t0 = tu_now_ms();
+    batch *b = batch_run(c, M_INC, "c", N_PLACE, 1);
+    uint64_t inc_ms = tu_now_ms() - t0;
+    batch_check(b, "Increment c-*");
+    batch_free(b);
+
+    totals t = must_totals(ALL);
+    uint64_t fwd = t.forwarded - fwd_before;
+    printf("# placement[%s]: %d increments in %llu ms; activations %llu = %llu + %llu + %llu; "
+           "forwarded %llu (%llu during warm-up, %d round(s))\n",
+           tname(), N_PLACE, (unsigned long long)inc_ms, (unsigned long long)t.activations,
+           (unsigned long long)t.act[0], (unsigned long long)t.act[1],
+           (unsigned long long)t.act[2], (unsigned long long)fwd,
+           (unsigned long long)fwd_before, rounds);
+    assert_int_equal(t.activations, N_PLACE);
+    for (int i = 0; i < N_SILOS; i++)
+        if (t.act[i] < N_PLACE / 5)
+            fail_msg("silo %d hosts %llu of %d activations (< 20%%)", i + 1,
+                     (unsigned long long)t.act[i], N_PLACE);
+    if (fwd >= N_PLACE / 100)
+        fail_msg("%llu of %d owner-routed calls were forwarded (>= 1%%)",
+                 (unsigned long long)fwd, N_PLACE);
+
+    t0 = tu_now_ms();
+    b = batch_run(c, M_GET, "c", N_PLACE, 1);
+    batch_check(b, "Get c-*");
+    batch_free(b);
+    printf("# placement[%s]: Get of all %d = 1 in %llu ms\n", tname(), N_PLACE,
+           (unsigned long long)(tu_now_ms() - t0));
+    assert_int_equal(must_totals(ALL).activations, N_PLACE);
+
+    quark_client_free(c);
+    cluster_down();
+}
+
+enum { N_PINNED_IDS = 50, PINNED_ROUNDS = 100 };
+
+typedef struct pinned_arg {
+    pthread_t th;
+    quark_client *c;
+    int errors;
+    quark_err first_err;
+    char first_msg[256];
+} pinned_arg;
+
+static void *pinned_main(void *p)
+{
+    pinned_arg *a = p;
+    char id[32];
+    for (int round = 0; round < PINNED_ROUNDS; round++)
+        for (int i = 0; i < N_PINNED_IDS; i++) {
+            snprintf(id, sizeof id, "p-%d", i);
+            quark_err err = call_id(a->c, id, M_INC, 1, NULL);
+            if (err != QUARK_OK && a->errors++ == 0) {
+                a->first_err = err;
+                snprintf(a->first_msg, sizeof a->first_msg, "%s", quark_last_error());
+            }
+        }
+    return NULL;
+}
+
+static void test_pinned(void **state)
+{
+    (void)state;
+    cluster_up();
+    pinned_arg a[N_SILOS];
+    for (int i = 0; i < N_SILOS; i++)
+        a[i] = (pinned_arg){.c = client_new(QUARK_ROUTE_PINNED, 1u << i)};
+    uint64_t t0 = tu_now_ms();
+    for (int i = 0; i < N_SILOS; i++)
+        assert_int_equal(pthread_create(&a[i].th, NULL, pinned_main, &a[i]), 0);
+    for (int i = 0; i < N_SILOS; i++)
+        pthread_join(a[i].th, NULL);
+    uint64_t ms = tu_now_ms() - t0;
+    for (int i = 0; i < N_SILOS; i++)
+        if (a[i].errors)
+            fail_msg("client pinned to silo %d: %d calls failed, first %s: %s", i + 1,
+                     a[i].errors, quark_errname(a[i].first_err), a[i].first_msg);
+
+    /* Every increment counted once, whichever client reads. */
+    char id[32];
+    for (int i = 0; i < N_PINNED_IDS; i++) {
+        snprintf(id, sizeof id, "p-%d", i);
+        int64_t v;
+        TU_OK(call_id(a[i % N_SILOS].c, id, M_GET, 0, &v));
+        if (v != N_SILOS * PINNED_ROUNDS)
+            fail_msg("%s = %lld, wanted %d", id, (long long)v, N_SILOS * PINNED_ROUNDS);
+    }
+    totals t = must_totals(ALL);
+    printf("# pinned[%s]: %d increments in %llu ms; activations %llu (%llu/%llu/%llu); "
+           "forwarded %llu/%llu/%llu\n",
+           tname(), N_SILOS * PINNED_ROUNDS * N_PINNED_IDS, (unsigned long long)ms,
+           (unsigned long long)t.activations, (unsigned long long)t.act[0],
+           (unsigned long long)t.act[1], (unsigned long long)t.act[2],
+           (unsigned long long)t.fwd[0], (unsigned long long)t.fwd[1],
+           (unsigned long long)t.fwd[2]);
+    assert_int_equal(t.activations, N_PINNED_IDS); /* each id activated once */
+    for (int i = 0; i < N_SILOS; i++)
+        if (t.fwd[i] == 0)
+            fail_msg("silo %d forwarded nothing, though its client called every id", i + 1);
+
+    for (int i = 0; i < N_SILOS; i++)
+        quark_client_free(a[i].c);
+    cluster_down();
+}
+
+enum { N_A2A = 200 };
+
+static void test_actor_to_actor(void **state)
+{
+    (void)state;
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_PINNED, 1u << 0);
+    char id[32], target[32];
+    uint64_t t0 = tu_now_ms();
+    for (int i = 0; i < N_A2A; i++) {
+        snprintf(id, sizeof id, "a-%d", i);
+        snprintf(target, sizeof target, "t-%d", i);
+        quark_ref *r;
+        TU_OK(quark_examples_CounterActor_ref(c, id, &r));
+        Quark__Examples__AddToRequest req = QUARK__EXAMPLES__ADD_TO_REQUEST__INIT;
+        req.target = target;
+        req.delta = 5;
+        Quark__Examples__CounterValue *v = NULL;
+        quark_err err = quark_examples_CounterActor_AddTo(r, &req, &v);
+        quark_ref_free(r);
+        if (err != QUARK_OK)
+            fail_msg("AddTo(%s -> %s) -> %s: %s", id, target, quark_errname(err),
+                     quark_last_error());
+        assert_int_equal(v->value, 5);
+        quark_msg_free(v);
+    }
+    uint64_t ms = tu_now_ms() - t0;
+    for (int i = 0; i < N_A2A; i++) {
+        snprintf(target, sizeof target, "t-%d", i);
+        int64_t v;
+        TU_OK(call_id(c, target, M_GET, 0, &v));
+        assert_int_equal(v, 5);
+    }
+    totals t = must_totals(ALL);
+    printf("# actor_to_actor: %d AddTo in %llu ms; activations %llu (%llu/%llu/%llu), "
+           "forwarded %llu\n",
+           N_A2A, (unsigned long long)ms, (unsigned long long)t.activations,
+           (unsigned long long)t.act[0], (unsigned long long)t.act[1],
+           (unsigned long long)t.act[2], (unsigned long long)t.forwarded);
+    assert_int_equal(t.activations, 2 * N_A2A);
+    for (int i = 0; i < N_SILOS; i++) /* the calls did cross silos */
+        if (t.act[i] == 0)
+            fail_msg("silo %d hosts no counter", i + 1);
+    quark_client_free(c);
+    cluster_down();
+}
+
+enum {
+    N_LOAD_IDS = 300,
+    LOAD_THREADS = 4,
+    CALL_DEADLINE_MS = 4000,
+    RECOVERY_MS = FAILURE_TIMEOUT_MS + 3000, /* detection time plus margin */
+};
+
+static bool err_after_loss_ok(quark_err e)
+{
+    return e == QUARK_EUNKNOWN || e == QUARK_EUNAVAILABLE || e == QUARK_ETIMEDOUT;
+}
+
+/* Silo 2's view of itself and everyone's view of it: all three report
+ * three members, and silo 2 with an incarnation above `old`. */
+static bool back_with_new_incarnation(uint64_t old)
+{
+    for (int i = 0; i < N_SILOS; i++) {
+        uint64_t inc[N_SILOS] = {0};
+        if (!reports_members(i, ALL, inc) || inc[1] <= old)
+            return false;
+    }
+    return true;
+}
+
+static void test_kill(void **state)
+{
+    (void)state;
+    cluster_up();
+    quark_silo_status *st = status_of(1);
+    assert_non_null(st);
+    uint64_t old_inc = st->incarnation;
+    quark_status_free(st);
+
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    load ld;
+    load_start(&ld, c, LOAD_THREADS, M_INC, "k", N_LOAD_IDS, CALL_DEADLINE_MS);
+    /* under way before the kill */
+    bool loaded = TU_WAIT_UNTIL(atomic_load(&ld.ok_calls) >= 2000, 30000);
+
+    uint64_t kill_t = tu_now_ms();
+    silo_signal(1, SIGKILL);
+    bool two = POLL_UNTIL(all_report(1u << 0 | 1u << 2, 1u << 0 | 1u << 2), RECOVERY_MS);
+    uint64_t two_ms = tu_now_ms() - kill_t;
+    /* keep the load running ~4 s past the point where calls must succeed */
+    uint64_t end = kill_t + RECOVERY_MS + 4000;
+    if (tu_now_ms() < end)
+        tu_sleep_ms((unsigned)(end - tu_now_ms()));
+    load_stop(&ld); /* no assertion before this: the threads use `ld` */
+
+    assert_true(loaded);
+    size_t n = 0, n_after = 0, n_late = 0, failed = 0, by_kind[3] = {0};
+    uint64_t max_dur = 0, last_fail_start = 0;
+    bool any_fail = false;
+    bool touched[N_LOAD_IDS] = {false};
+    FOR_EACH_REC(&ld, r) {
+        n++;
+        touched[r->id] = true;
+        if (r->dur > max_dur)
+            max_dur = r->dur;
+        if (r->dur > CALL_DEADLINE_MS + 1000)
+            fail_msg("a call took %llu ms (deadline %d ms): %s %s",
+                     (unsigned long long)r->dur, CALL_DEADLINE_MS, quark_errname(r->err),
+                     r->msg ? r->msg : "");
+        bool done_before_kill = r->start + r->dur < kill_t;
+        if (r->start >= kill_t)
+            n_after++;
+        if (r->start > kill_t + RECOVERY_MS)
+            n_late++;
+        if (r->err == QUARK_OK)
+            continue;
+        failed++;
+        by_kind[r->err == QUARK_EUNKNOWN ? 0 : r->err == QUARK_EUNAVAILABLE ? 1 : 2]++;
+        if (!any_fail || r->start > last_fail_start)
+            last_fail_start = r->start;
+        any_fail = true;
+        if (done_before_kill)
+            fail_msg("a call failed before the kill: %s: %s", quark_errname(r->err), r->msg);
+        if (!err_after_loss_ok(r->err))
+            fail_msg("a call failed after the kill with %s (%s); only EUNKNOWN, EUNAVAILABLE "
+                     "or ETIMEDOUT are expected",
+                     quark_errname(r->err), r->msg);
+        if (r->start > kill_t + RECOVERY_MS)
+            fail_msg("a call started %llu ms after the kill failed: %s: %s",
+                     (unsigned long long)(r->start - kill_t), quark_errname(r->err), r->msg);
+    }
+    printf("# kill[%s]: %zu calls (%zu started after the kill, %zu after kill+%d ms); %zu failed "
+           "(EUNKNOWN %zu, EUNAVAILABLE %zu, ETIMEDOUT %zu); longest call %llu ms; last failed "
+           "call started %lld ms after the kill; survivors saw 2 members after %llu ms%s\n",
+           tname(), n, n_after, n_late, RECOVERY_MS, failed, by_kind[0], by_kind[1], by_kind[2],
+           (unsigned long long)max_dur,
+           any_fail ? (long long)last_fail_start - (long long)kill_t : -1LL,
+           (unsigned long long)two_ms, two ? "" : " (NOT within the limit)");
+    if (!two)
+        fail_msg("silos 1 and 3 did not report exactly 2 members within %d ms of the kill",
+                 RECOVERY_MS);
+    if (n_late < 100)
+        fail_msg("only %zu calls started after kill + %d ms: the load did not recover",
+                 n_late, RECOVERY_MS);
+    load_free(&ld);
+
+    /* Silo 2 comes back on its port: a new incarnation everyone sees. */
+    uint64_t t0 = tu_now_ms();
+    silo_spawn(1);
+    if (!POLL_UNTIL(back_with_new_incarnation(old_inc), 10000))
+        fail_msg("silo 2 restarted: not all 3 silos report 3 members with silo 2's "
+                 "incarnation above %llu within 10 s",
+                 (unsigned long long)old_inc);
+    uint64_t back_ms = tu_now_ms() - t0;
+
+    /* Every counter answers again. */
+    char id[32];
+    for (int i = 0; i < N_LOAD_IDS; i++) {
+        snprintf(id, sizeof id, "k-%d", i);
+        touched[i] = true;
+        quark_err err = call_id(c, id, M_INC, 1, NULL);
+        if (err != QUARK_OK)
+            fail_msg("Increment(%s) after silo 2 came back -> %s: %s", id, quark_errname(err),
+                     quark_last_error());
+    }
+    size_t n_touched = 0;
+    for (int i = 0; i < N_LOAD_IDS; i++)
+        n_touched += touched[i];
+    /* Ownership moved back to silo 2: the silos that stood in for it
+     * deactivate what they no longer own, leaving one activation each. */
+    totals t = {0};
+    t0 = tu_now_ms();
+    bool settled = POLL_UNTIL(totals_of(ALL, &t) && t.activations == n_touched, 10000);
+    printf("# kill[%s]: silo 2 back (incarnation > %llu) seen by all after %llu ms; "
+           "activations %llu (%llu/%llu/%llu) for %zu counters after %llu ms\n",
+           tname(), (unsigned long long)old_inc, (unsigned long long)back_ms,
+           (unsigned long long)t.activations, (unsigned long long)t.act[0],
+           (unsigned long long)t.act[1], (unsigned long long)t.act[2], n_touched,
+           (unsigned long long)(tu_now_ms() - t0));
+    if (!settled)
+        fail_msg("activations stayed at %llu, not %zu (duplicates left after ownership moved "
+                 "back)",
+                 (unsigned long long)t.activations, n_touched);
+
+    quark_client_free(c);
+    cluster_down();
+}
+
+static void test_leave(void **state)
+{
+    (void)state;
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    batch *b = batch_run(c, M_INC, "g", N_LOAD_IDS, 1);
+    batch_check(b, "Increment g-*");
+    batch_free(b);
+
+    load ld;
+    load_start(&ld, c, LOAD_THREADS, M_GET, "g", N_LOAD_IDS, CALL_DEADLINE_MS);
+    bool loaded = TU_WAIT_UNTIL(atomic_load(&ld.ok_calls) >= 2000, 30000);
+
+    uint64_t term_t = tu_now_ms();
+    int status = silo_signal(2, SIGTERM);
+    uint64_t exit_t = tu_now_ms();
+    bool two = POLL_UNTIL(all_report(1u << 0 | 1u << 1, 1u << 0 | 1u << 1), 3000);
+    uint64_t two_ms = tu_now_ms() - exit_t;
+    uint64_t end = exit_t + 3000 + 2000; /* load keeps running past the limit */
+    if (tu_now_ms() < end)
+        tu_sleep_ms((unsigned)(end - tu_now_ms()));
+    load_stop(&ld);
+
+    assert_true(loaded);
+    assert_exited_0(status, 2);
+    size_t n = 0, n_after = 0, failed = 0;
+    uint64_t max_dur = 0;
+    const rec *first_fail = NULL;
+    FOR_EACH_REC(&ld, r) {
+        n++;
+        n_after += r->start >= term_t;
+        if (r->dur > max_dur)
+            max_dur = r->dur;
+        if (r->err != QUARK_OK && failed++ == 0)
+            first_fail = r;
+    }
+    printf("# leave[%s]: %zu Get calls (%zu started after SIGTERM), %zu failed; longest %llu "
+           "ms; silo 3 exited %llu ms after SIGTERM; the others saw 2 members %llu ms after "
+           "its exit%s\n",
+           tname(), n, n_after, failed, (unsigned long long)max_dur,
+           (unsigned long long)(exit_t - term_t), (unsigned long long)two_ms,
+           two ? "" : " (NOT within the limit)");
+    if (first_fail)
+        fail_msg("%zu Get calls failed during a graceful leave; first, %lld ms after SIGTERM: "
+                 "%s: %s",
+                 failed, (long long)first_fail->start - (long long)term_t,
+                 quark_errname(first_fail->err), first_fail->msg);
+    if (max_dur > CALL_DEADLINE_MS + 1000)
+        fail_msg("a Get took %llu ms", (unsigned long long)max_dur);
+    if (!two)
+        fail_msg("silos 1 and 2 did not report exactly 2 members within 3 s of silo 3's exit");
+    if (n_after < 100)
+        fail_msg("only %zu calls started after the SIGTERM", n_after);
+    load_free(&ld);
+
+    quark_client_free(c);
+    cluster_down();
+}
+
+#define CASE(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const struct CMUnitTest once[] = {
+        CASE(test_formation),
+        CASE(test_actor_to_actor),
+    };
+    const struct CMUnitTest per_transport[] = {
+        CASE(test_placement),
+        CASE(test_pinned),
+        CASE(test_kill),
+        CASE(test_leave),
+    };
+    int failed = _cmocka_run_group_tests("cluster", once, sizeof once / sizeof once[0], NULL,
+                                         NULL);
+    g_transport = QUARK_TRANSPORT_TCP;
+    failed += _cmocka_run_group_tests("cluster_tcp", per_transport,
+                                      sizeof per_transport / sizeof per_transport[0], NULL, NULL);
+    g_transport = QUARK_TRANSPORT_GRPC;
+    failed += _cmocka_run_group_tests("cluster_grpc", per_transport,
+                                      sizeof per_transport / sizeof per_transport[0], NULL, NULL);
+    return failed;
+}
