@@ -121,6 +121,64 @@ static void test_request_encoder_decodes_with_protobuf_c(void **state)
     }
 }
 
+/* A forwarded request (packed args, chain, hops) reads back the same with
+ * protobuf-c and with our decoder. */
+static void test_forward_encoder(void **state)
+{
+    (void)state;
+    for (int iter = 0; iter < 1000; iter++) {
+        char id[300], type[300], method[64];
+        fill(id, 1 + next() % 256);
+        fill(type, 1 + next() % 255);
+        fill(method, 1 + next() % 40);
+        uint8_t args[200];
+        size_t alen = next() % 200;
+        for (size_t i = 0; i < alen; i++)
+            args[i] = (uint8_t)next();
+        qk_chain_link chain[5];
+        size_t nc = next() % 6;
+        for (size_t i = 0; i < nc; i++) {
+            chain[i].act = next() % 3 ? ((uint64_t)next() << 32 | next()) : 0;
+            chain[i].turn = (uint32_t)(next() % 3 ? next() : 0);
+            chain[i].pad_ = 0;
+        }
+        uint32_t dl = (uint32_t)(next() % 2 ? next() : 0);
+        uint32_t hops = (uint32_t)(next() % 4);
+        size_t n = qk_wire_forward_size(strlen(id), strlen(type), strlen(method), alen, dl, chain,
+                                        nc, hops);
+        uint8_t *buf = malloc(n + 1);
+        uint8_t *end = qk_wire_encode_forward(buf, id, strlen(id), type, strlen(type), method,
+                                              strlen(method), args, alen, dl, chain, nc, hops);
+        assert_int_equal(end - buf, n);
+        Quark__ActorInvocationRequest *rq = quark__actor_invocation_request__unpack(NULL, n, buf);
+        assert_non_null(rq);
+        assert_string_equal(rq->actor_id, id);
+        assert_string_equal(rq->actor_type, type);
+        assert_string_equal(rq->method_name, method);
+        assert_int_equal(rq->deadline_ms, dl);
+        assert_int_equal(rq->hops, hops);
+        assert_int_equal(rq->serialized_args.len, alen);
+        if (alen)
+            assert_memory_equal(rq->serialized_args.data, args, alen);
+        assert_int_equal(rq->n_call_chain, nc);
+        for (size_t i = 0; i < nc; i++) {
+            assert_int_equal(rq->call_chain[i]->actor, chain[i].act);
+            assert_int_equal(rq->call_chain[i]->turn, chain[i].turn);
+        }
+        quark__actor_invocation_request__free_unpacked(rq, NULL);
+        qk_wire_request w;
+        qk_chain_link back[8];
+        assert_int_equal(qk_wire_decode_request(buf, n, &w, back, 8), 0);
+        assert_int_equal(w.hops, hops);
+        assert_int_equal(w.n_chain, nc);
+        for (size_t i = 0; i < nc; i++) {
+            assert_int_equal(back[i].act, chain[i].act);
+            assert_int_equal(back[i].turn, chain[i].turn);
+        }
+        free(buf);
+    }
+}
+
 static void test_response_both_ways(void **state)
 {
     (void)state;
@@ -231,6 +289,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_matches_protobuf_c),
         cmocka_unit_test(test_request_encoder_decodes_with_protobuf_c),
+        cmocka_unit_test(test_forward_encoder),
         cmocka_unit_test(test_response_both_ways),
         cmocka_unit_test(test_unknown_fields_skipped),
         cmocka_unit_test(test_hostile_bytes),
