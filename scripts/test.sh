@@ -29,6 +29,6 @@ run_suite() { # name, build dir, cmake args..., -- ctest args...
 run_suite "release" build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite "asan+ubsan" build-asan -DCMAKE_BUILD_TYPE=Debug "-DQUARK_SANITIZE=address,undefined" \
   -- --timeout 600
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
   run_suite "tsan" build-tsan -DCMAKE_BUILD_TYPE=Debug -DQUARK_SANITIZE=thread -- -L concurrency --timeout 900
 exit $status
