@@ -747,6 +747,25 @@ static void retry_later(qk_remote *r, qk_rcall *c)
 
 /* ---- the view ---- */
 
+/* Route each call of `list` afresh. With `gone` (why its connection will not
+ * be used again): a forward leaves its explicit target for the view's owner,
+ * and gossip for that silo is dropped. */
+static void resend(qk_remote *r, qk_rcall *list, const char *gone)
+{
+    while (list) {
+        qk_rcall *c = list;
+        list = c->next;
+        c->conn = NULL;
+        if (gone && c->op == RC_OP_GOSSIP) {
+            complete(r, c, QUARK_EUNAVAILABLE, gone, NULL, 0);
+            continue;
+        }
+        if (gone && c->target && c->op == RC_OP_FWD && !c->attempts)
+            c->attempts = 1; /* route by hash now */
+        send_call(r, c);
+    }
+}
+
 static void reroute_waiting(qk_remote *r)
 {
     qk_rcall *all = NULL, *tail = NULL;
@@ -761,12 +780,7 @@ static void reroute_waiting(qk_remote *r)
         tail = k->waiting_tail;
         k->waiting = k->waiting_tail = NULL;
     }
-    while (all) {
-        qk_rcall *n = all->next;
-        all->conn = NULL;
-        send_call(r, all);
-        all = n;
-    }
+    resend(r, all, NULL);
 }
 
 /* Route by v from now on (NULL: forget the view). Takes the reference. */
@@ -966,37 +980,13 @@ static void conn_lost(qk_rconn *k, const char *why)
         pick_source(r);
     /* Calls that may go again: route them afresh (the owner may be another
      * silo now, or this one once it answers). */
-    while (again) {
-        c = again;
-        again = c->next;
-        c->conn = NULL;
-        send_call(r, c);
-    }
-    if (!k->member && k != r->primary && k->waiting) {
-        /* Nobody will route here again: the waiting calls go elsewhere. */
+    resend(r, again, NULL);
+    if (k->waiting && ((!k->member && k != r->primary) || (k == r->primary && !r->view))) {
+        /* Nobody will route here again, or the primary moved on: the waiting
+         * calls go where they belong now. */
         qk_rcall *w = k->waiting;
         k->waiting = k->waiting_tail = NULL;
-        while (w) {
-            qk_rcall *n = w->next;
-            w->conn = NULL;
-            if (w->target && w->op == RC_OP_FWD)
-                w->attempts = w->attempts ? w->attempts : 1; /* route by hash now */
-            if (w->op == RC_OP_GOSSIP)
-                complete(r, w, QUARK_EUNAVAILABLE, why, NULL, 0);
-            else
-                send_call(r, w);
-            w = n;
-        }
-    } else if (k == r->primary && !r->view && k->waiting) {
-        /* The primary moved on: its waiting calls follow it. */
-        qk_rcall *w = k->waiting;
-        k->waiting = k->waiting_tail = NULL;
-        while (w) {
-            qk_rcall *n = w->next;
-            w->conn = NULL;
-            send_call(r, w);
-            w = n;
-        }
+        resend(r, w, k == r->primary ? NULL : why);
     }
     if (!atomic_load(&r->connected) || was_ready) {
         bool any = false;
