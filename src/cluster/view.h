@@ -75,7 +75,11 @@ int qk_view_find(const qk_view *v, const char *addr);
 /* The member that should host `key`: index, or -1 for an empty view. */
 static inline int qk_view_owner(const qk_view *v, uint64_t key)
 {
-    return v && v->n ? v->placement->owner(v->pstate, key) : -1;
+    if (!v || v->n == 0)
+        return -1;
+    if (v->n == 1) /* a cluster of one: no ring walk on every call */
+        return 0;
+    return v->placement->owner(v->pstate, key);
 }
 
 /* Do a and b list the same members with the same incarnations? */

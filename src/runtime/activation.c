@@ -26,35 +26,41 @@ static inline void *act_state(quark_actor *a)
     return (char *)a + QK_ALIGN_UP(sizeof *a + a->id_len + 1, 16);
 }
 
-/* ---- directory: open addressing, linear probing, backward-shift delete ---- */
+/* ---- directory: open addressing, linear probing, backward-shift delete ----
+ * A slot keeps the key hash beside the pointer, so a probe that is not a hit
+ * reads no actor (with thousands of actors those are cache misses). */
 
 static quark_actor *dir_find(qk_worker *w, const qk_type_entry *t, uint64_t h,
                              const char *id, size_t len)
 {
     for (size_t i = h & w->mask;; i = (i + 1) & w->mask) {
-        quark_actor *a = w->slots[i];
+        const qk_dslot *sl = &w->slots[i];
+        quark_actor *a = sl->a;
         if (!a)
             return NULL;
-        if (a->hash == h && a->type == t && a->id_len == len && memcmp(a->id, id, len) == 0)
+        if (sl->hash == h && a->type == t && a->id_len == len && memcmp(a->id, id, len) == 0)
             return a;
     }
+}
+
+static void dir_place(qk_dslot *slots, size_t mask, quark_actor *a)
+{
+    size_t i = a->hash & mask;
+    while (slots[i].a)
+        i = (i + 1) & mask;
+    slots[i].hash = a->hash;
+    slots[i].a = a;
 }
 
 static int dir_grow(qk_worker *w)
 {
     size_t ncap = (w->mask + 1) * 2;
-    quark_actor **ns = calloc(ncap, sizeof *ns);
+    qk_dslot *ns = calloc(ncap, sizeof *ns);
     if (!ns)
         return -1;
-    for (size_t i = 0; i <= w->mask; i++) {
-        quark_actor *a = w->slots[i];
-        if (!a)
-            continue;
-        size_t j = a->hash & (ncap - 1);
-        while (ns[j])
-            j = (j + 1) & (ncap - 1);
-        ns[j] = a;
-    }
+    for (size_t i = 0; i <= w->mask; i++)
+        if (w->slots[i].a)
+            dir_place(ns, ncap - 1, w->slots[i].a);
     free(w->slots);
     w->slots = ns;
     w->mask = ncap - 1;
@@ -65,10 +71,7 @@ static int dir_insert(qk_worker *w, quark_actor *a)
 {
     if ((w->count + 1) * 4 > (w->mask + 1) * 3 && dir_grow(w) != 0)
         return -1;
-    size_t i = a->hash & w->mask;
-    while (w->slots[i])
-        i = (i + 1) & w->mask;
-    w->slots[i] = a;
+    dir_place(w->slots, w->mask, a);
     w->count++;
     atomic_store_explicit(&w->live, w->count, memory_order_relaxed);
     return 0;
@@ -77,24 +80,25 @@ static int dir_insert(qk_worker *w, quark_actor *a)
 static void dir_remove(qk_worker *w, quark_actor *a)
 {
     size_t i = a->hash & w->mask;
-    while (w->slots[i] != a)
+    while (w->slots[i].a != a)
         i = (i + 1) & w->mask;
     /* Shift back later entries whose home slot is at or before the hole. */
     for (size_t j = (i + 1) & w->mask;; j = (j + 1) & w->mask) {
-        quark_actor *b = w->slots[j];
-        if (!b)
+        qk_dslot *b = &w->slots[j];
+        if (!b->a)
             break;
         size_t home = b->hash & w->mask;
         if (((j - home) & w->mask) >= ((j - i) & w->mask)) {
-            w->slots[i] = b;
+            w->slots[i] = *b;
             i = j;
         }
     }
-    w->slots[i] = NULL;
+    w->slots[i].a = NULL;
+    w->slots[i].hash = 0;
     w->count--;
     atomic_store_explicit(&w->live, w->count, memory_order_relaxed);
     if (w->count == 0 && w->mask > 1023) { /* give a big empty table back */
-        quark_actor **ns = calloc(64, sizeof *ns);
+        qk_dslot *ns = calloc(64, sizeof *ns);
         if (ns) {
             free(w->slots);
             w->slots = ns;

@@ -200,6 +200,13 @@ typedef struct qk_turn {
     char error[256];             /* message set by quark_actor_fail */
 } qk_turn;
 
+/* A directory slot: the actor and its key hash (probes compare the hash
+ * without touching the actor). */
+typedef struct qk_dslot {
+    uint64_t hash;
+    quark_actor *a;
+} qk_dslot;
+
 struct qk_worker {
     qk_mpsc inbox;                /* from other threads */
     _Atomic int sleeping;
@@ -221,7 +228,7 @@ struct qk_worker {
     unsigned *dirty;              /* targets with a pending chain */
     unsigned ndirty;
     quark_actor *ready_head, *ready_tail;
-    quark_actor **slots;          /* directory: open addressing */
+    qk_dslot *slots;              /* directory: open addressing */
     size_t mask, count;
     quark_actor *lru_head, *lru_tail;
     qk_dlheap heap;               /* deadlines of calls this worker holds */

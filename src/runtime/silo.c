@@ -175,7 +175,7 @@ static void diag_append(qk_diag *d, const char *s, size_t n)
 static void walk(qk_worker *w, qk_diag *d, int list)
 {
     for (size_t i = 0; i <= w->mask; i++) {
-        quark_actor *a = w->slots[i];
+        quark_actor *a = w->slots[i].a;
         if (!a || (d->type_name && strcmp(a->type->name, d->type_name) != 0))
             continue;
         d->count++;

@@ -607,11 +607,24 @@ static void flush(qk_rconn *k)
         qk_grpc_client_flush(k->grpc, g_write, k);
     if (k->writing || k->out_len == 0 || k->state < RC_HELLO)
         return;
-    size_t len = qk_buf_swap(&k->out, &k->out_cap, &k->out_len, &k->wbuf, &k->wbuf_cap);
     for (qk_rcall *c = k->unsent; c; c = c->next)
         c->written = true; /* from now on it may reach the silo */
     k->unsent = k->unsent_tail = NULL;
-    uv_buf_t buf = uv_buf_init((char *)k->wbuf, (unsigned)len);
+    /* At once if the socket takes it all (uv_write would also change the
+     * epoll registration twice per write), else the rest through uv_write. */
+    uv_buf_t all = uv_buf_init((char *)k->out, (unsigned)k->out_len);
+    int nw = uv_try_write((uv_stream_t *)k->tcp, &all, 1);
+    if (nw < 0 && nw != UV_EAGAIN) {
+        conn_lost(k, uv_strerror(nw));
+        return;
+    }
+    size_t done = nw > 0 ? (size_t)nw : 0;
+    if (done == k->out_len) {
+        k->out_len = 0;
+        return;
+    }
+    size_t len = qk_buf_swap(&k->out, &k->out_cap, &k->out_len, &k->wbuf, &k->wbuf_cap);
+    uv_buf_t buf = uv_buf_init((char *)k->wbuf + done, (unsigned)(len - done));
     k->writing = true;
     k->wreq.data = k;
     if (uv_write(&k->wreq, (uv_stream_t *)k->tcp, &buf, 1, on_written) != 0) {

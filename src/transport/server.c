@@ -250,12 +250,38 @@ static void send_frame(qk_conn *c, uint8_t type, uint64_t id, const ProtobufCMes
 static void on_written(uv_write_t *req, int status);
 static void conn_resume_read(qk_conn *c);
 
+static void maybe_resume_read(qk_conn *c)
+{
+    if (!c->closing && c->read_paused && c->out_len < c->w->silo->opts.max_output_buffer / 4) {
+        c->read_paused = false;
+        conn_resume_read(c);
+    }
+}
+
+/* Write the pending output: at once if the socket takes it all (the common
+ * case; uv_write would also change the epoll registration twice per write),
+ * else the rest through uv_write. */
 static void start_write(qk_conn *c)
 {
     if (c->writing || c->closing || c->out_len == 0)
         return;
+    uv_buf_t all = uv_buf_init((char *)c->out, (unsigned)c->out_len);
+    int nw = uv_try_write((uv_stream_t *)&c->tcp, &all, 1);
+    if (nw < 0 && nw != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    size_t done = nw > 0 ? (size_t)nw : 0;
+    if (done == c->out_len) {
+        c->out_len = 0;
+        if (c->close_after_write)
+            conn_close(c);
+        else
+            maybe_resume_read(c);
+        return;
+    }
     size_t len = qk_buf_swap(&c->out, &c->out_cap, &c->out_len, &c->wbuf, &c->wbuf_cap);
-    uv_buf_t buf = uv_buf_init((char *)c->wbuf, (unsigned)len);
+    uv_buf_t buf = uv_buf_init((char *)c->wbuf + done, (unsigned)(len - done));
     c->writing = true;
     c->refs++;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
@@ -276,10 +302,7 @@ static void on_written(uv_write_t *req, int status)
     } else if (c->close_after_write) {
         conn_close(c);
     }
-    if (!c->closing && c->read_paused && c->out_len < c->w->silo->opts.max_output_buffer / 4) {
-        c->read_paused = false;
-        conn_resume_read(c);
-    }
+    maybe_resume_read(c);
     conn_unref(c);
 }
 
