@@ -50,6 +50,7 @@
 #include "transport/grpc_codec.h"
 #include "transport/wire.h"
 #include "transport/remote.h"
+#include "transport/direct.h"
 
 #define QK_TICK_MS 5
 #define QK_CONNECT_TIMEOUT_MS 3000
@@ -129,6 +130,18 @@ struct qk_rconn {
     uint64_t attempt_started_ms;
     qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
     qk_rcall *watch;              /* our WATCH stream on it, if it is the view source */
+    /* Shard-aware routing (TCP): a silo connection learns from HELLO_OK how
+     * many workers the silo runs and which one serves it; calls for actors of
+     * another worker go on a lane, an extra connection served by that worker
+     * (docs/wire-protocol.md). Lanes are in r->conns too (so ticks, flushes
+     * and stops see them) but never found by address. */
+    unsigned workers;             /* the silo's worker count (0: unknown) */
+    unsigned served_by;           /* 1 + the worker serving this connection */
+    bool lane;                    /* it is a lane */
+    qk_rconn *parent;             /* a lane: the silo connection it belongs to
+                                   * (NULL once orphaned: freed when idle) */
+    unsigned shard;               /* a lane: the worker it asks for */
+    qk_rconn **lanes;             /* a silo connection: [workers], NULL where none */
 };
 
 struct qk_remote {
@@ -168,6 +181,12 @@ struct qk_remote {
     bool thread_started_;
     qk_rsub *all_subs;            /* every subscription not yet freed */
     const char *meta[3];          /* quark-cluster-id metadata */
+    /* Direct blocking calls (TCP, direct.h): the pool, and the routing facts
+     * application threads read (the I/O thread publishes them). */
+    qk_direct *direct;
+    uv_mutex_t route_mu;
+    qk_view *pub_view;            /* a reference to r->view */
+    char pub_primary[QK_ADDR_MAX];/* the primary while it is READY, else "" */
 };
 
 static QK_TLS qk_remote *tls_remote; /* set on the I/O thread */
@@ -444,6 +463,8 @@ static qk_rconn *conn_find(qk_remote *r, const char *addr)
 {
     for (size_t i = 0; i < r->nconns; i++) {
         qk_rconn *k = r->conns[i];
+        if (k->lane)
+            continue;
         if (!strcmp(k->silo_id, addr) || (!k->silo_id[0] && !strcmp(k->addr, addr)))
             return k;
     }
@@ -457,18 +478,21 @@ static qk_rconn *conn_get(qk_remote *r, const char *addr)
 }
 
 /* Free a connection that is closed and holds nothing (not a seed). */
-static void conn_free_if_unused(qk_rconn *k)
+static bool conn_busy(const qk_rconn *k)
+{
+    return k->state != RC_IDLE || k->tcp || k->count || k->waiting;
+}
+
+static void conn_destroy(qk_rconn *k)
 {
     qk_remote *r = k->r;
-    if (k->seed || k->member || k->state != RC_IDLE || k->tcp || k->count || k->waiting ||
-        k == r->primary || k == r->source)
-        return;
     for (size_t i = 0; i < r->nconns; i++) {
         if (r->conns[i] == k) {
             r->conns[i] = r->conns[--r->nconns];
             break;
         }
     }
+    free(k->lanes);
     free(k->slots);
     free(k->in);
     free(k->out);
@@ -476,10 +500,81 @@ static void conn_free_if_unused(qk_rconn *k)
     free(k);
 }
 
+/* Free a connection that is closed and holds nothing (not a seed), with its
+ * lanes (a lane goes only with its silo connection). */
+static void conn_free_if_unused(qk_rconn *k)
+{
+    qk_remote *r = k->r;
+    if (k->lane) {
+        if (!k->parent && !conn_busy(k))
+            conn_destroy(k); /* an orphan */
+        return;
+    }
+    if (k->seed || k->member || conn_busy(k) || k == r->primary || k == r->source)
+        return;
+    for (unsigned i = 0; k->lanes && i < k->workers; i++)
+        if (k->lanes[i] && conn_busy(k->lanes[i]))
+            return;
+    for (unsigned i = 0; k->lanes && i < k->workers; i++)
+        if (k->lanes[i])
+            conn_destroy(k->lanes[i]);
+    conn_destroy(k);
+}
+
+/* Drop a silo connection's lanes (all idle: the client stopped). */
+static void conn_drop_lanes(qk_rconn *k)
+{
+    free(k->lanes);
+    k->lanes = NULL;
+    k->workers = k->served_by = 0;
+}
+
 /* ---- routing ---- */
 
 /* Where call `c` should go now: NULL if nowhere (then *why says why). */
+static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why);
+static void ensure_connecting(qk_rconn *k);
+
+/* The lane of silo connection k for worker `shard` (made on first use). */
+static qk_rconn *lane_get(qk_rconn *k, unsigned shard)
+{
+    if (!k->lanes && !(k->lanes = calloc(k->workers, sizeof *k->lanes)))
+        return NULL;
+    qk_rconn *l = k->lanes[shard];
+    if (!l) {
+        l = conn_new(k->r, k->addr, strlen(k->addr));
+        if (!l)
+            return NULL;
+        l->lane = true;
+        l->parent = k;
+        l->shard = shard;
+        k->lanes[shard] = l;
+    }
+    return l;
+}
+
+/* Where call `c` should go now: NULL if nowhere (then *why says why). A call
+ * to an actor goes on the lane of its worker when that lane is up, else on
+ * the silo connection (whose worker hands it over). */
 static qk_rconn *route(qk_remote *r, qk_rcall *c, const char **why)
+{
+    qk_rconn *k = route_silo(r, c, why);
+    if (!k || k->state != RC_READY || k->workers < 2 || !k->served_by || k->grpc ||
+        !c->has_hash || (c->op != RC_OP_CALL && c->op != RC_OP_FWD))
+        return k;
+    unsigned shard = (unsigned)(((c->hash >> 32) * (uint64_t)k->workers) >> 32);
+    if (shard == k->served_by - 1)
+        return k;
+    qk_rconn *l = lane_get(k, shard);
+    if (!l)
+        return k;
+    if (l->state == RC_READY)
+        return l;
+    ensure_connecting(l);
+    return k;
+}
+
+static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why)
 {
     *why = NULL;
     if (c->target && c->attempts == 0) /* explicit, on the first attempt */
@@ -797,10 +892,37 @@ static void reroute_waiting(qk_remote *r)
 }
 
 /* Route by v from now on (NULL: forget the view). Takes the reference. */
+static void publish_view(qk_remote *r)
+{
+    if (!r->direct)
+        return;
+    qk_view *nv = r->view;
+    if (nv)
+        qk_view_ref(nv);
+    uv_mutex_lock(&r->route_mu);
+    qk_view *old = r->pub_view;
+    r->pub_view = nv;
+    uv_mutex_unlock(&r->route_mu);
+    qk_view_unref(old);
+}
+
+static void publish_primary(qk_remote *r)
+{
+    if (!r->direct)
+        return;
+    uv_mutex_lock(&r->route_mu);
+    if (r->primary && r->primary->state == RC_READY)
+        snprintf(r->pub_primary, sizeof r->pub_primary, "%s", r->primary->addr);
+    else
+        r->pub_primary[0] = '\0';
+    uv_mutex_unlock(&r->route_mu);
+}
+
 static void set_view(qk_remote *r, qk_view *v)
 {
     qk_view *old = r->view;
     r->view = v;
+    publish_view(r);
     for (size_t i = 0; i < r->nconns; i++)
         r->conns[i]->member = false;
     if (v) {
@@ -819,7 +941,8 @@ static void set_view(qk_remote *r, qk_view *v)
     qk_view_unref(old);
     /* Connections of silos that left: keep answering what is in flight. */
     for (size_t i = r->nconns; i-- > 0;)
-        conn_free_if_unused(r->conns[i]);
+        if (i < r->nconns) /* (freeing a silo connection frees its lanes too) */
+            conn_free_if_unused(r->conns[i]);
 }
 
 void qk_remote_install_view(qk_remote *r, qk_view *v)
@@ -852,7 +975,7 @@ static void pick_source(qk_remote *r)
     qk_rconn *best = NULL;
     for (size_t i = 0; i < r->nconns; i++) {
         qk_rconn *k = r->conns[i];
-        if (k->state == RC_READY && (!best || (k->member && !best->member)))
+        if (!k->lane && k->state == RC_READY && (!best || (k->member && !best->member)))
             best = k;
     }
     if (best) {
@@ -925,6 +1048,7 @@ static void next_primary(qk_remote *r)
         return;
     r->cur_seed = (r->cur_seed + 1) % r->nseeds;
     r->primary = r->conns[r->cur_seed];
+    publish_primary(r);
 }
 
 static void conn_lost(qk_rconn *k, const char *why)
@@ -1007,6 +1131,7 @@ static void conn_lost(qk_rconn *k, const char *why)
             any |= r->conns[i]->state == RC_READY;
         atomic_store(&r->connected, any);
     }
+    publish_primary(r);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -1132,6 +1257,8 @@ static void conn_ready(qk_rconn *k)
     if (k == r->primary)
         r->seed_failures = 0;
     atomic_store(&r->connected, 1);
+    if (k == r->primary)
+        publish_primary(r);
     first_result(r, 1, NULL);
     if (r->want_watch && !r->source)
         pick_source(r);
@@ -1159,6 +1286,24 @@ static void handle_hello(qk_rconn *k, const qk_frame *f)
     }
     if (h->silo_id && h->silo_id[0] && strlen(h->silo_id) < sizeof k->silo_id)
         strcpy(k->silo_id, h->silo_id);
+    if (!k->lane) {
+        /* A silo that restarted with another worker count: new lanes. */
+        if (k->lanes && h->workers != k->workers)
+            for (unsigned i = 0; i < k->workers; i++)
+                if (k->lanes[i])
+                    k->lanes[i]->parent = NULL; /* orphans: freed once idle */
+        if (h->workers != k->workers) {
+            qk_rconn **old = k->lanes;
+            unsigned n = k->workers;
+            k->lanes = NULL;
+            for (unsigned i = 0; old && i < n; i++)
+                if (old[i])
+                    conn_free_if_unused(old[i]);
+            free(old);
+        }
+        k->workers = h->workers <= 1024 ? h->workers : 0;
+    }
+    k->served_by = h->worker;
     quark__tcp_hello_reply__free_unpacked(h, NULL);
     conn_ready(k);
 }
@@ -1249,6 +1394,7 @@ static void on_connect(uv_connect_t *req, int status)
     h.cluster_id = (char *)r->meta[1];
     h.client_name = (char *)(r->client->opts.service_id ? r->client->opts.service_id : "");
     h.version = 1;
+    h.worker = k->lane ? k->shard + 1 : 0;
     size_t len = protobuf_c_message_get_packed_size(&h.base);
     uint8_t hdr[QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER];
     memcpy(hdr, QK_FRAME_MAGIC, QK_FRAME_MAGIC_LEN);
@@ -1357,6 +1503,11 @@ static void drain_inbox(qk_remote *r)
             continue;
         }
         qk_dlheap_insert(&r->heap, &c->dl);
+        if (c->retry_at_ms) { /* a direct call the silo did not run: after a backoff */
+            c->next = r->delayed;
+            r->delayed = c;
+            continue;
+        }
         send_call(r, c);
     }
     flush_all(r);
@@ -1548,6 +1699,7 @@ static void remote_free_conns(qk_remote *r)
 {
     for (size_t i = 0; i < r->nconns; i++) {
         qk_rconn *k = r->conns[i];
+        free(k->lanes);
         free(k->slots);
         free(k->in);
         free(k->out);
@@ -1571,6 +1723,7 @@ static qk_remote *remote_alloc(quark_client *c)
     r->meta[2] = NULL;
     uv_mutex_init(&r->mu);
     uv_cond_init(&r->cv);
+    uv_mutex_init(&r->route_mu);
     return r;
 }
 
@@ -1584,11 +1737,15 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
         remote_free_conns(r);
         uv_mutex_destroy(&r->mu);
         uv_cond_destroy(&r->cv);
+        uv_mutex_destroy(&r->route_mu);
         free(r);
         return qk_error(QUARK_EINVAL, "connection string '%s' is not a comma-separated list "
                         "of HOST:PORT", cs);
     }
     r->primary = r->conns[0];
+    if (c->opts.transport == QUARK_TRANSPORT_TCP && c->opts.direct_sockets > 0)
+        r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
+                                  c->opts.direct_sockets); /* NULL: no direct calls */
     *out = r;
     return QUARK_OK;
 }
@@ -1628,6 +1785,7 @@ quark_err qk_remote_connect(qk_remote *r)
         r->cur_seed = 0;
         r->primary = r->conns[0];
     }
+    qk_direct_reopen(r->direct);
     if (uv_thread_create(&r->thread, io_main, r) != 0)
         return qk_error(QUARK_ENOMEM, "could not start the client's I/O thread");
     r->thread_started_ = true;
@@ -1655,6 +1813,7 @@ void qk_remote_disconnect(qk_remote *r)
     if (!r->thread_started_)
         return;
     atomic_store(&r->stopping, 1);
+    qk_direct_shutdown(r->direct); /* direct calls in progress end now */
     uv_async_send(&r->wake);
     uv_thread_join(&r->thread);
     r->thread_started_ = false;
@@ -1674,6 +1833,7 @@ void qk_remote_disconnect(qk_remote *r)
         k->member = false;
         k->silo_id[0] = '\0';
         k->next_id = 0;
+        conn_drop_lanes(k);
         if (!k->seed) {
             free(k->slots);
             free(k);
@@ -1682,8 +1842,10 @@ void qk_remote_disconnect(qk_remote *r)
     }
     qk_view_unref(r->view);
     r->view = NULL;
+    publish_view(r);
     r->source = NULL;
     r->primary = r->nseeds ? r->conns[0] : NULL;
+    publish_primary(r);
     qk_dlheap_destroy(&r->heap);
     qk_arena_destroy(&r->arena);
 }
@@ -1696,8 +1858,10 @@ void qk_remote_free(qk_remote *r)
     while (r->all_subs)
         rsub_free(r, r->all_subs);
     remote_free_conns(r);
+    qk_direct_free(r->direct);
     uv_mutex_destroy(&r->mu);
     uv_cond_destroy(&r->cv);
+    uv_mutex_destroy(&r->route_mu);
     free(r);
 }
 
@@ -1753,6 +1917,92 @@ static void submit(qk_remote *r, qk_rcall *c)
         uv_async_send(&r->wake);
 }
 
+/* The silo a direct call goes to, from what the I/O thread published;
+ * false if not known (then the call goes the multiplexed way). */
+static bool direct_route(qk_remote *r, uint64_t hash, char *addr, size_t cap)
+{
+    bool ok = false;
+    uv_mutex_lock(&r->route_mu);
+    qk_view *v = r->pub_view;
+    if (r->client->opts.routing != QUARK_ROUTE_PINNED && v) {
+        int o = qk_view_owner(v, hash);
+        if (o >= 0 && o != v->self && strlen(v->members[o].addr) < cap) {
+            strcpy(addr, v->members[o].addr);
+            ok = true;
+        }
+    } else if (r->pub_primary[0] && strlen(r->pub_primary) < cap) {
+        strcpy(addr, r->pub_primary);
+        ok = true;
+    }
+    uv_mutex_unlock(&r->route_mu);
+    return ok;
+}
+
+/* Try call c on a socket of the calling thread's own (direct.h). Returns
+ * true when the call is over (its outcome in *rc and *reply); false when it
+ * must go the multiplexed way (c is then still ours). */
+static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMessage **reply,
+                        quark_err *rc)
+{
+    char addr[QK_ADDR_MAX];
+    if (!r->direct || atomic_load(&r->stopping) || !direct_route(r, c->hash, addr, sizeof addr))
+        return false;
+    qk_dsock *held = NULL;
+    qk_dc_result res;
+    qk_dc_status st = qk_direct_call(r->direct, addr, c->hash, c->frame, c->len, c->dl.at_ms,
+                                     &held, &res);
+    unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
+    switch (st) {
+    case QK_DC_NOT_SENT:
+        return false;
+    case QK_DC_ANSWERED: {
+        quark_err err = (quark_err)res.resp.error_code;
+        if (err == QUARK_EUNAVAILABLE && !res.resp.actor_error && max > 1) {
+            /* It did not run (ownership moving, silo stopping): once more,
+             * the multiplexed way, after a backoff. */
+            qk_direct_release(r->direct, held);
+            c->attempts = 1;
+            c->retry_at_ms = qk_now_ms_coarse() + backoff_of(r, 1);
+            return false;
+        }
+        if (err != QUARK_OK) {
+            const qk_wire_str *m = &res.resp.error_message;
+            *rc = m->n ? qk_error(err, "%.*s", (int)m->n, (const char *)m->p)
+                       : qk_error(err, "%s", quark_strerror(err));
+        } else if (reply) {
+            *reply = protobuf_c_message_unpack(c->reply_desc, NULL, res.resp.result_len,
+                                               res.resp.result);
+            *rc = *reply ? QUARK_OK
+                         : qk_error(QUARK_EPROTO, "the reply of %s could not be decoded as %s",
+                                    c->method, c->reply_desc->name);
+            if (*reply)
+                qk_error_clear();
+        } else {
+            *rc = QUARK_OK;
+            qk_error_clear();
+        }
+        qk_direct_release(r->direct, held);
+        break;
+    }
+    case QK_DC_LOST:
+        if (c->idempotent && max > 1) {
+            c->attempts = 1; /* safe to run again */
+            return false;
+        }
+        *rc = qk_error(QUARK_EUNKNOWN, "connection to %s lost (%s) after %s was sent: its "
+                       "outcome is unknown (not retried: the method is not @quark.idempotent)",
+                       addr, res.why, c->method);
+        break;
+    case QK_DC_TIMEOUT:
+    default:
+        *rc = qk_error(QUARK_ETIMEDOUT, "deadline exceeded: %s '%s' did not reply to %s in "
+                       "time", ref->type_name, ref->data, c->method);
+        break;
+    }
+    free(c);
+    return true;
+}
+
 quark_err qk_remote_call(qk_remote *r, quark_ref *ref, const quark_interface *iface,
                          unsigned method, const ProtobufCMessage *req, uint32_t deadline_ms,
                          ProtobufCMessage **reply)
@@ -1763,6 +2013,8 @@ quark_err qk_remote_call(qk_remote *r, quark_ref *ref, const quark_interface *if
     quark_err err = QUARK_OK;
     qk_rcall *c = make_call(r, ref, iface, method, req, deadline_ms, &err);
     if (!c)
+        return err;
+    if (direct_call(r, c, ref, reply, &err))
         return err;
     qk_waiter *wt = qk_waiter_new();
     if (!wt) {

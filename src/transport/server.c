@@ -18,6 +18,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -551,31 +552,122 @@ static void tcp_unsubscribe(qk_conn *c, uint64_t id)
 
 /* ---- TCP protocol ---- */
 
-static void tcp_hello(qk_conn *c, const qk_frame *f)
+static void send_hello_ok(qk_conn *c, quark_err code, const char *msg)
 {
     quark_silo *s = c->w->silo;
-    Quark__TcpHello *h = quark__tcp_hello__unpack(NULL, f->len, f->payload);
     Quark__TcpHelloReply r = QUARK__TCP_HELLO_REPLY__INIT;
-    char msg[300];
     r.version = 1;
     r.silo_id = s->listen_host ? s->listen_host : "";
-    const char *theirs = h && h->cluster_id[0] ? h->cluster_id : "default";
-    if (!h) {
-        r.error_code = QUARK_EPROTO;
-        r.error_message = "the hello frame could not be decoded";
-    } else if (strcmp(theirs, s->cluster_id) != 0) {
-        snprintf(msg, sizeof msg, "this silo belongs to cluster '%s', not '%s'", s->cluster_id,
-                 theirs);
-        r.error_code = QUARK_ECLUSTER;
-        r.error_message = msg;
-    }
+    r.error_code = code;
+    r.error_message = (char *)(msg ? msg : "");
+    r.workers = s->nworkers;
+    r.worker = c->w->index + 1;
     send_frame(c, QK_FRAME_HELLO_OK, 0, &r.base);
-    if (r.error_code)
+    if (code)
         c->close_after_write = true;
     else
         c->hello_done = true;
+}
+
+/* Returns the worker the connection asks to move to, or -1 to stay. */
+static int tcp_hello(qk_conn *c, const qk_frame *f)
+{
+    quark_silo *s = c->w->silo;
+    Quark__TcpHello *h = quark__tcp_hello__unpack(NULL, f->len, f->payload);
+    char msg[300];
+    const char *theirs = h && h->cluster_id[0] ? h->cluster_id : "default";
+    int move = -1;
+    if (!h) {
+        send_hello_ok(c, QUARK_EPROTO, "the hello frame could not be decoded");
+    } else if (strcmp(theirs, s->cluster_id) != 0) {
+        snprintf(msg, sizeof msg, "this silo belongs to cluster '%s', not '%s'", s->cluster_id,
+                 theirs);
+        send_hello_ok(c, QUARK_ECLUSTER, msg);
+    } else if (h->worker > 0 && h->worker <= s->nworkers && h->worker - 1 != c->w->index) {
+        move = (int)h->worker - 1; /* its HELLO_OK comes from there */
+    } else {
+        send_hello_ok(c, QUARK_OK, NULL);
+    }
     if (h)
         quark__tcp_hello__free_unpacked(h, NULL);
+    return move;
+}
+
+/* ---- moving a connection to another worker (shard-aware clients) ----
+ * A client that knows which worker owns an actor (worker_of(hash) is fixed
+ * by the HELLO_OK's `workers`) opens one connection per worker and asks, in
+ * its HELLO, to be served by that worker. The accepting worker hands the
+ * socket over: calls on it then run where they arrive, without crossing
+ * threads. */
+
+typedef struct qk_adopt {
+    int fd;
+    size_t n;              /* bytes read after the HELLO */
+    uint8_t data[];
+} qk_adopt;
+
+static void on_connection_common(qk_worker *w, qk_conn *c);
+static void tcp_input(qk_conn *c);
+
+static void adopt_task(qk_worker *w, void *arg)
+{
+    qk_adopt *ad = arg;
+    qk_conn *c = NULL;
+    if (w->stopping || !w->listener || !(c = calloc(1, sizeof *c))) {
+        close(ad->fd);
+        free(ad);
+        return;
+    }
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->w = w;
+    c->refs = 1;
+    if (uv_tcp_open(&c->tcp, ad->fd) != 0) {
+        close(ad->fd);
+        free(ad);
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    c->proto = QK_PROTO_TCP;
+    on_connection_common(w, c);
+    send_hello_ok(c, QUARK_OK, NULL);
+    if (ad->n) {
+        if (qk_buf_reserve(&c->in, &c->in_cap, 0, ad->n, QK_READ_CHUNK) != 0) {
+            conn_close(c);
+        } else {
+            memcpy(c->in, ad->data, ad->n);
+            c->in_len = ad->n;
+            tcp_input(c);
+        }
+    }
+    free(ad);
+}
+
+/* Hand c's socket (and the bytes after its HELLO) to worker `to`; false if
+ * it cannot move (then it stays here). */
+static bool move_conn(qk_conn *c, unsigned to, const uint8_t *rest, size_t n)
+{
+    int fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return false;
+    qk_adopt *ad = malloc(sizeof *ad + n);
+    qk_msg *m = qk_msg_new(0);
+    int nfd = ad && m ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (nfd < 0) {
+        free(ad);
+        if (m)
+            qk_msg_free(m);
+        return false;
+    }
+    ad->fd = nfd;
+    ad->n = n;
+    if (n)
+        memcpy(ad->data, rest, n);
+    m->kind = QK_MSG_TASK;
+    m->r.task.fn = adopt_task;
+    m->r.task.arg = ad;
+    conn_close(c); /* closes our descriptor; the socket lives on in nfd */
+    qk_send(&c->w->silo->workers[to], m);
+    return true;
 }
 
 static void goaway(qk_conn *c, quark_err err, const char *why)
@@ -736,7 +828,9 @@ static void tcp_input(qk_conn *c)
                 goaway(c, QUARK_EPROTO, "the first frame must be HELLO");
                 break;
             }
-            tcp_hello(c, &f);
+            int move = tcp_hello(c, &f);
+            if (move >= 0 && !move_conn(c, (unsigned)move, c->in + off, c->in_len - off))
+                send_hello_ok(c, QUARK_OK, NULL); /* could not move: served here */
             continue;
         }
         switch (f.type) {
@@ -986,6 +1080,11 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
+    on_connection_common(w, c);
+}
+
+static void on_connection_common(qk_worker *w, qk_conn *c)
+{
     uv_tcp_nodelay(&c->tcp, 1);
     c->next = w->conns;
     if (w->conns)

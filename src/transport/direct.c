@@ -1,0 +1,490 @@
+/*
+ * direct.c - blocking calls on caller-owned sockets (see direct.h).
+ *
+ * The pool is a list of silos (by address), each with its worker count
+ * (learnt from the first HELLO_OK) and its idle sockets. One mutex guards
+ * the lists; it is never held across a system call that can block, except
+ * the shutdown() that wakes calls in progress at disconnect (so a caller
+ * cannot close a descriptor under it).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "quark/actor_service.pb-c.h"
+#include "core/buf.h"
+#include "core/common.h"
+#include "transport/direct.h"
+#include "transport/frame.h"
+
+#define QK_DIRECT_CONNECT_MS 3000
+#define QK_DIRECT_ADDR_MAX 300
+
+struct qk_dsock {
+    qk_dsock *next;              /* the silo's idle list */
+    qk_dsock *all_prev, *all_next;
+    struct qk_dsilo *silo;
+    int fd;
+    unsigned shard;              /* the worker serving it */
+    bool busy;
+    uint64_t next_id;
+    uint8_t *in;
+    size_t in_len, in_cap, in_off;
+};
+
+typedef struct qk_dsilo {
+    struct qk_dsilo *next;
+    char addr[QK_DIRECT_ADDR_MAX];
+    unsigned workers;            /* 0 until a HELLO_OK said */
+    unsigned total;              /* sockets, idle or busy (or being opened) */
+    qk_dsock *idle;
+} qk_dsilo;
+
+struct qk_direct {
+    uv_mutex_t mu;
+    bool closed;
+    unsigned per_worker;
+    size_t max_msg;
+    char *cluster_id, *client_name;
+    qk_dsilo *silos;
+    qk_dsock *all;
+};
+
+qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t max_msg,
+                         unsigned per_worker)
+{
+    qk_direct *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->cluster_id = strdup(cluster_id ? cluster_id : "default");
+    d->client_name = strdup(client_name ? client_name : "");
+    if (!d->cluster_id || !d->client_name || uv_mutex_init(&d->mu) != 0) {
+        free(d->cluster_id);
+        free(d->client_name);
+        free(d);
+        return NULL;
+    }
+    d->per_worker = per_worker;
+    d->max_msg = max_msg;
+    return d;
+}
+
+static void sock_free(qk_dsock *s)
+{
+    free(s->in);
+    free(s);
+}
+
+/* Under d->mu: forget s (busy or not), close it. */
+static void sock_drop_locked(qk_direct *d, qk_dsock *s)
+{
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else if (d->all == s)
+        d->all = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
+    s->silo->total--;
+    close(s->fd);
+    sock_free(s);
+}
+
+static void sock_drop(qk_direct *d, qk_dsock *s)
+{
+    uv_mutex_lock(&d->mu);
+    sock_drop_locked(d, s);
+    uv_mutex_unlock(&d->mu);
+}
+
+void qk_direct_shutdown(qk_direct *d)
+{
+    if (!d)
+        return;
+    uv_mutex_lock(&d->mu);
+    d->closed = true;
+    for (qk_dsilo *si = d->silos; si; si = si->next) {
+        while (si->idle) {
+            qk_dsock *s = si->idle;
+            si->idle = s->next;
+            sock_drop_locked(d, s);
+        }
+    }
+    for (qk_dsock *s = d->all; s; s = s->all_next)
+        shutdown(s->fd, SHUT_RDWR); /* busy: its caller sees the end and drops it */
+    uv_mutex_unlock(&d->mu);
+}
+
+void qk_direct_reopen(qk_direct *d)
+{
+    if (!d)
+        return;
+    uv_mutex_lock(&d->mu);
+    d->closed = false;
+    uv_mutex_unlock(&d->mu);
+}
+
+void qk_direct_free(qk_direct *d)
+{
+    if (!d)
+        return;
+    qk_direct_shutdown(d);
+    /* Busy sockets belong to calls still running: the client is being freed,
+     * so there are none (quark_client_free's contract). */
+    while (d->all)
+        sock_drop_locked(d, d->all);
+    while (d->silos) {
+        qk_dsilo *si = d->silos;
+        d->silos = si->next;
+        free(si);
+    }
+    uv_mutex_destroy(&d->mu);
+    free(d->cluster_id);
+    free(d->client_name);
+    free(d);
+}
+
+/* ---- blocking I/O with a deadline ---- */
+
+static int remaining_ms(uint64_t at_ms)
+{
+    uint64_t now = qk_now_ms_coarse();
+    if (now >= at_ms)
+        return 0;
+    uint64_t left = at_ms - now;
+    return left > 600000 ? 600000 : (int)left + 1; /* +1: the coarse clock's step */
+}
+
+/* Wait for `ev` on fd until at_ms: 1 ready, 0 timeout, -1 error. */
+static int wait_fd(int fd, short ev, uint64_t at_ms)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = ev};
+        int rc = poll(&p, 1, remaining_ms(at_ms));
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Write all of p; returns bytes written (short only on error/timeout). */
+static size_t write_all(int fd, const uint8_t *p, size_t n, uint64_t at_ms)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(fd, p + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLOUT, at_ms) > 0)
+            continue;
+        break;
+    }
+    return off;
+}
+
+/* Read until one whole frame is in s->in (from s->in_off); 1 ok with *f set,
+ * 0 timeout, -1 connection ended or broken (why says). */
+static int read_frame(qk_direct *d, qk_dsock *s, uint64_t at_ms, qk_frame *f, const char **why)
+{
+    for (;;) {
+        long used = qk_frame_parse(s->in + s->in_off, s->in_len - s->in_off, d->max_msg + 4096,
+                                   f, why);
+        if (used > 0) {
+            s->in_off += (size_t)used;
+            return 1;
+        }
+        if (used < 0)
+            return -1;
+        if (s->in_off && s->in_off == s->in_len)
+            s->in_off = s->in_len = 0;
+        if (qk_buf_reserve(&s->in, &s->in_cap, s->in_len, 16384, 16384) != 0) {
+            *why = "out of memory";
+            return -1;
+        }
+        ssize_t r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
+        if (r > 0) {
+            s->in_len += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            *why = "closed by the silo";
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            *why = strerror(errno);
+            return -1;
+        }
+        int w = wait_fd(s->fd, POLLIN, at_ms);
+        if (w <= 0) {
+            *why = w == 0 ? "deadline" : strerror(errno);
+            return w;
+        }
+    }
+}
+
+/* ---- opening a socket ---- */
+
+static int split(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= hcap || strlen(colon + 1) >= pcap ||
+        !colon[1])
+        return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    strcpy(port, colon + 1);
+    return 0;
+}
+
+static int connect_to(const char *addr, uint64_t at_ms)
+{
+    char host[QK_DIRECT_ADDR_MAX], port[16];
+    if (split(addr, host, sizeof host, port, sizeof port) != 0)
+        return -1;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc != 0 && errno == EINPROGRESS && wait_fd(fd, POLLOUT, at_ms) > 0) {
+            int err = 0;
+            socklen_t el = sizeof err;
+            rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0 ? 0 : -1;
+        }
+        if (rc != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+/* Connect, say HELLO asking for worker `shard` (UINT32_MAX: any), learn
+ * which worker serves it. NULL if anything fails. */
+static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t at_ms)
+{
+    uint64_t limit = qk_now_ms_coarse() + QK_DIRECT_CONNECT_MS;
+    if (limit < at_ms)
+        at_ms = limit;
+    int fd = connect_to(si->addr, at_ms);
+    if (fd < 0)
+        return NULL;
+    qk_dsock *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        return NULL;
+    }
+    s->fd = fd;
+    s->silo = si;
+    Quark__TcpHello h = QUARK__TCP_HELLO__INIT;
+    h.cluster_id = d->cluster_id;
+    h.client_name = d->client_name;
+    h.version = 1;
+    h.worker = shard == UINT32_MAX ? 0 : shard + 1;
+    uint8_t buf[QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER + 512];
+    size_t len = protobuf_c_message_get_packed_size(&h.base);
+    Quark__TcpHelloReply *hr = NULL;
+    const char *why = NULL;
+    qk_frame f;
+    if (len > 512)
+        goto fail;
+    memcpy(buf, QK_FRAME_MAGIC, QK_FRAME_MAGIC_LEN);
+    qk_frame_header(buf + QK_FRAME_MAGIC_LEN, QK_FRAME_HELLO, 0, len);
+    protobuf_c_message_pack(&h.base, buf + QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER);
+    len += QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER;
+    if (write_all(fd, buf, len, at_ms) != len || read_frame(d, s, at_ms, &f, &why) != 1 ||
+        f.type != QK_FRAME_HELLO_OK)
+        goto fail;
+    hr = quark__tcp_hello_reply__unpack(NULL, f.len, f.payload);
+    if (!hr || hr->error_code || hr->workers == 0 || hr->workers > 1024 || hr->worker == 0 ||
+        hr->worker > hr->workers)
+        goto fail;
+    s->shard = hr->worker - 1;
+    uv_mutex_lock(&d->mu);
+    si->workers = hr->workers;
+    uv_mutex_unlock(&d->mu);
+    quark__tcp_hello_reply__free_unpacked(hr, NULL);
+    return s;
+fail:
+    if (hr)
+        quark__tcp_hello_reply__free_unpacked(hr, NULL);
+    close(fd);
+    sock_free(s);
+    return NULL;
+}
+
+/* ---- calls ---- */
+
+static qk_dsilo *silo_get_locked(qk_direct *d, const char *addr)
+{
+    for (qk_dsilo *si = d->silos; si; si = si->next)
+        if (!strcmp(si->addr, addr))
+            return si;
+    if (strlen(addr) >= QK_DIRECT_ADDR_MAX)
+        return NULL;
+    qk_dsilo *si = calloc(1, sizeof *si);
+    if (!si)
+        return NULL;
+    strcpy(si->addr, addr);
+    si->next = d->silos;
+    d->silos = si;
+    return si;
+}
+
+static unsigned shard_of(uint64_t hash, unsigned workers)
+{
+    return (unsigned)(((hash >> 32) * (uint64_t)workers) >> 32);
+}
+
+/* An idle socket of `si` for the actor `hash`, or a new one; NULL if the
+ * pool has none to spare. */
+static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t at_ms)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        uv_mutex_lock(&d->mu);
+        qk_dsilo *si = d->closed ? NULL : silo_get_locked(d, addr);
+        if (!si) {
+            uv_mutex_unlock(&d->mu);
+            return NULL;
+        }
+        unsigned workers = si->workers;
+        unsigned shard = workers ? shard_of(hash, workers) : UINT32_MAX;
+        qk_dsock *s = NULL;
+        for (qk_dsock **pp = &si->idle; *pp; pp = &(*pp)->next) {
+            if (workers && (*pp)->shard == shard) {
+                s = *pp;
+                *pp = s->next;
+                break;
+            }
+        }
+        if (s) {
+            s->busy = true;
+            uv_mutex_unlock(&d->mu);
+            /* An idle socket the silo closed (stop, restart) or wrote to
+             * (GOAWAY) must not take a call: it could not tell "never got
+             * there" from "ran, then the connection died". */
+            char b;
+            ssize_t p = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return s;
+            sock_drop(d, s);
+            continue;
+        }
+        unsigned cap = d->per_worker * (workers ? workers : 1);
+        if (si->total >= cap) {
+            uv_mutex_unlock(&d->mu);
+            return NULL;
+        }
+        si->total++; /* reserved while we connect */
+        uv_mutex_unlock(&d->mu);
+        s = sock_open(d, si, shard, at_ms);
+        uv_mutex_lock(&d->mu);
+        if (!s || d->closed) {
+            si->total--;
+            uv_mutex_unlock(&d->mu);
+            if (s) {
+                close(s->fd);
+                sock_free(s);
+            }
+            return NULL;
+        }
+        s->all_next = d->all;
+        if (d->all)
+            d->all->all_prev = s;
+        d->all = s;
+        if (si->workers && s->shard != shard_of(hash, si->workers)) {
+            /* We learnt the worker count just now and got another worker:
+             * keep it for its own actors, open the right one next. */
+            s->next = si->idle;
+            si->idle = s;
+            uv_mutex_unlock(&d->mu);
+            continue;
+        }
+        s->busy = true;
+        uv_mutex_unlock(&d->mu);
+        return s;
+    }
+    return NULL;
+}
+
+void qk_direct_release(qk_direct *d, qk_dsock *s)
+{
+    uv_mutex_lock(&d->mu);
+    if (d->closed) {
+        sock_drop_locked(d, s);
+    } else {
+        s->busy = false;
+        s->next = s->silo->idle;
+        s->silo->idle = s;
+    }
+    uv_mutex_unlock(&d->mu);
+}
+
+qk_dc_status qk_direct_call(qk_direct *d, const char *addr, uint64_t hash, uint8_t *frame,
+                            size_t len, uint64_t deadline_at_ms, qk_dsock **held,
+                            qk_dc_result *res)
+{
+    *held = NULL;
+    res->why[0] = '\0';
+    if (!d || d->per_worker == 0)
+        return QK_DC_NOT_SENT;
+    qk_dsock *s = acquire(d, addr, hash, deadline_at_ms);
+    if (!s)
+        return QK_DC_NOT_SENT;
+    uint64_t id = ++s->next_id;
+    for (int i = 0; i < 8; i++)
+        frame[8 + i] = (uint8_t)(id >> (56 - 8 * i));
+    size_t sent = write_all(s->fd, frame, len, deadline_at_ms);
+    if (sent == 0) {
+        sock_drop(d, s);
+        return QK_DC_NOT_SENT;
+    }
+    if (sent < len) {
+        snprintf(res->why, sizeof res->why, "writing to %s failed", addr);
+        sock_drop(d, s);
+        return QK_DC_LOST;
+    }
+    for (;;) {
+        qk_frame f;
+        const char *why = NULL;
+        int rc = read_frame(d, s, deadline_at_ms, &f, &why);
+        if (rc <= 0) {
+            snprintf(res->why, sizeof res->why, "%s", why ? why : "connection failed");
+            sock_drop(d, s); /* a late answer must not meet the next call */
+            return rc == 0 ? QK_DC_TIMEOUT : QK_DC_LOST;
+        }
+        if (f.type != QK_FRAME_RESPONSE || f.id != id)
+            continue; /* GOAWAY (the silo is stopping; our answer may still come), PONG */
+        if (qk_wire_decode_response(f.payload, f.len, &res->resp) != 0) {
+            snprintf(res->why, sizeof res->why, "the silo's response could not be decoded");
+            sock_drop(d, s);
+            return QK_DC_LOST;
+        }
+        *held = s;
+        return QK_DC_ANSWERED;
+    }
+}
