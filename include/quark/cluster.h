@@ -39,6 +39,9 @@ typedef struct quark_silo_status {
     quark_member *members;    /* live members as it sees them, sorted by address */
     uint64_t activations;     /* live activations it hosts */
     uint64_t forwarded;       /* calls it forwarded to their owner since start */
+    uint64_t handoffs;        /* network calls read by one worker thread for an actor
+                               * of another since start (shard-aware TCP clients
+                               * keep this near 0; stock gRPC clients cannot) */
     uint64_t uptime_ms;
 } quark_silo_status;
 

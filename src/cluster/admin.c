@@ -43,7 +43,8 @@ int quark_status_format(const quark_silo_status *st, char *buf, size_t cap)
                       st->members[i].incarnation);
     if (n >= 0 && (size_t)n < cap)
         n += snprintf(buf + n, cap - (size_t)n, "; %" PRIu64 " activations, %" PRIu64
-                      " forwarded", st->activations, st->forwarded);
+                      " forwarded, %" PRIu64 " handed between workers", st->activations,
+                      st->forwarded, st->handoffs);
     return n;
 }
 
@@ -242,6 +243,7 @@ quark_err quark_status_fetch(const char *address, const char *cluster_id, uint32
         st->members = calloc(st->n_members ? st->n_members : 1, sizeof *st->members);
         st->activations = ss->activations;
         st->forwarded = ss->forwarded;
+        st->handoffs = ss->handoffs;
         st->uptime_ms = ss->uptime_ms;
         bool ok = st->address && st->members;
         for (size_t i = 0; ok && i < st->n_members; i++) {

@@ -490,6 +490,7 @@ static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t i
     for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
         st->activations += atomic_load_explicit(&s->workers[i].live, memory_order_relaxed);
         st->forwarded += atomic_load_explicit(&s->workers[i].forwarded, memory_order_relaxed);
+        st->handoffs += atomic_load_explicit(&s->workers[i].handoffs, memory_order_relaxed);
     }
     st->uptime_ms = qk_now_ms_coarse() - cl->started_ms;
     return st;
@@ -544,6 +545,7 @@ uint8_t *qk_cluster_status_pack(quark_silo *s, size_t *len)
         ss.view = &cv;
         ss.activations = st->activations;
         ss.forwarded = st->forwarded;
+        ss.handoffs = st->handoffs;
         ss.uptime_ms = st->uptime_ms;
         *len = quark__silo_status__get_packed_size(&ss);
         buf = malloc(*len ? *len : 1);

@@ -562,7 +562,12 @@ void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *
     m->r.net.conn = conn;
     m->r.net.id = id;
     qk_conn_ref(conn);
-    qk_send(&s->workers[qk_worker_of(s, m->hash)], m);
+    qk_worker *to = &s->workers[qk_worker_of(s, m->hash)];
+    if (to != w) /* one writer: no locked add */
+        atomic_store_explicit(&w->handoffs,
+                              atomic_load_explicit(&w->handoffs, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    qk_send(to, m);
 }
 
 static void generic_tramp(void (*fn)(void), quark_err err, const char *errmsg,

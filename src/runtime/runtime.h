@@ -245,6 +245,8 @@ struct qk_worker {
     bool app_error;               /* the answer being sent is the actor's own error */
     struct qk_view *view;         /* the cluster as this worker routes by (NULL: alone) */
     _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
+    _Atomic uint64_t handoffs;    /* network calls it read for another worker's actors
+                                   * (written by this worker only) */
     _Atomic size_t live;          /* activations (a copy of count for other threads) */
 };
 

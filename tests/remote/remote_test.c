@@ -23,6 +23,7 @@
 #include "../testutil.h"
 #include "counter_actor.h"
 #include "quark/actor_service.pb-c.h"
+#include "quark/cluster.h"
 
 extern char **environ;
 
@@ -438,6 +439,154 @@ static void test_oversized_request_skipped(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+/* HELLO with `worker` (1-based, 0 any) and, in the same write, one
+ * Increment request (id 7) for `actor`; returns the HELLO_OK's worker and
+ * workers, and checks the request is answered on the (moved) connection. */
+static void hello_worker_then_call(int port, uint32_t worker, const char *actor,
+                                   uint32_t *served_by, uint32_t *workers)
+{
+    int fd = raw_connect(port);
+    Quark__TcpHello hello = QUARK__TCP_HELLO__INIT;
+    hello.cluster_id = "default";
+    hello.version = 1;
+    hello.worker = worker;
+    Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
+    rq.actor_id = (char *)actor;
+    rq.actor_type = "quark.examples.CounterActor";
+    rq.method_name = "Increment";
+    uint8_t args[2] = {0x08, 0x05}; /* delta = 5 */
+    rq.serialized_args.data = args;
+    rq.serialized_args.len = 2;
+    uint8_t buf[1024];
+    size_t n = 0;
+    memcpy(buf, "QRK1", 4);
+    n = 4;
+    size_t hl = quark__tcp_hello__get_packed_size(&hello);
+    put_frame_header(buf + n, 1, 0, (uint32_t)hl);
+    n += 16;
+    n += quark__tcp_hello__pack(&hello, buf + n);
+    size_t rl = quark__actor_invocation_request__get_packed_size(&rq);
+    put_frame_header(buf + n, 3, 7, (uint32_t)rl);
+    n += 16;
+    n += quark__actor_invocation_request__pack(&rq, buf + n);
+    assert_true(write(fd, buf, n) == (ssize_t)n); /* the request rides behind the HELLO */
+    uint8_t type;
+    uint64_t id;
+    size_t len;
+    uint8_t *p = read_frame(fd, &type, &id, &len);
+    assert_int_equal(type, 2);
+    Quark__TcpHelloReply *hr = quark__tcp_hello_reply__unpack(NULL, len, p);
+    assert_non_null(hr);
+    assert_int_equal(hr->error_code, 0);
+    *served_by = hr->worker;
+    *workers = hr->workers;
+    quark__tcp_hello_reply__free_unpacked(hr, NULL);
+    free(p);
+    p = read_frame(fd, &type, &id, &len);
+    assert_int_equal(type, 4);
+    assert_int_equal(id, 7);
+    Quark__ActorInvocationResponse *resp = quark__actor_invocation_response__unpack(NULL, len, p);
+    assert_non_null(resp);
+    assert_int_equal(resp->error_code, 0);
+    quark__actor_invocation_response__free_unpacked(resp, NULL);
+    free(p);
+    close(fd);
+}
+
+typedef struct sleeper {
+    quark_ref *ref;
+    quark_err err;
+    atomic_int done;
+} sleeper;
+
+static void *sleep_call(void *arg)
+{
+    sleeper *z = arg;
+    Quark__Examples__SleepRequest sr = QUARK__EXAMPLES__SLEEP_REQUEST__INIT;
+    sr.ms = 4000;
+    z->err = quark_examples_CounterActor_Sleep(z->ref, &sr, NULL);
+    atomic_store(&z->done, 1);
+    return NULL;
+}
+
+/* Shard-aware TCP: a HELLO asking for a worker is served by that worker
+ * (bytes pipelined behind it included); the client's blocking calls run on
+ * their owner worker (the silo hands no call between its threads); an idle
+ * direct socket whose silo restarted never turns a call into "outcome
+ * unknown"; a disconnect ends a blocking call at once. */
+static void test_shard_aware_and_direct_calls(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default"); /* --workers 2 */
+    int port = sp.port;
+    uint32_t by, n;
+    for (uint32_t want = 1; want <= 2; want++) {
+        hello_worker_then_call(port, want, "hello-moved", &by, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(by, want);
+    }
+    hello_worker_then_call(port, 0, "hello-any", &by, &n); /* any worker */
+    assert_true(by >= 1 && by <= 2);
+    hello_worker_then_call(port, 99, "hello-bad", &by, &n); /* no such worker: served anyway */
+    assert_true(by >= 1 && by <= 2);
+
+    /* Blocking calls on 200 counters from the client: none crosses threads. */
+    quark_client *c = client_for(port, "default", QUARK_OK);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    quark_silo_status *st0 = NULL, *st1 = NULL;
+    TU_OK(quark_status_fetch(addr, "default", 5000, &st0));
+    quark_err err;
+    for (int i = 0; i < 200; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "direct-%d", i);
+        quark_ref *r;
+        TU_OK(quark_examples_CounterActor_ref(c, id, &r));
+        assert_int_equal(inc(r, 1, &err), 1);
+        TU_OK(err);
+        assert_int_equal(inc(r, 1, &err), 2);
+        quark_ref_free(r);
+    }
+    TU_OK(quark_status_fetch(addr, "default", 5000, &st1));
+    assert_int_equal(st1->handoffs, st0->handoffs);
+    quark_status_free(st0);
+    quark_status_free(st1);
+
+    /* The silo restarts while the client's direct sockets sit idle: the
+     * next non-idempotent call must not be reported "outcome unknown". */
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "after-restart", &r));
+    quark_ref_set_deadline(r, 5000);
+    assert_int_equal(inc(r, 1, &err), 1);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+    silo_start(&sp, port, "default");
+    assert_true(TU_WAIT_UNTIL(quark_client_is_connected(c), 20000));
+    for (int i = 1; i <= 20; i++) { /* (state was in memory: it starts again) */
+        assert_int_equal(inc(r, 1, &err), i);
+        TU_OK(err);
+    }
+
+    /* A disconnect ends a blocking call in progress at once: it was sent,
+     * so its outcome is unknown (Sleep is not idempotent). */
+    sleeper z = {.ref = r};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, sleep_call, &z), 0);
+    tu_sleep_ms(300);
+    uint64_t t0 = tu_now_ms();
+    TU_OK(quark_client_disconnect(c));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&z.done), 2000));
+    pthread_join(th, NULL);
+    assert_true(tu_now_ms() - t0 < 2000);
+    assert_int_equal(z.err, QUARK_EUNKNOWN);
+    /* And the client connects again and calls. */
+    TU_OK(quark_client_connect(c));
+    assert_int_equal(inc(r, 1, &err), 21);
+    quark_ref_free(r);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
 /* A peer that sends requests and never reads the answers: the silo stops
  * reading it (its writes start to block), keeps serving others, and once the
  * peer reads again every request gets its answer. */
@@ -715,6 +864,7 @@ int main(void)
     const struct CMUnitTest tcp_only[] = {
         cmocka_unit_test(test_oversized_request_skipped),
         cmocka_unit_test(test_backpressure_on_a_peer_that_does_not_read),
+        cmocka_unit_test(test_shard_aware_and_direct_calls),
     };
     int failed = _cmocka_run_group_tests("remote_tcp", common, sizeof common / sizeof common[0], NULL, NULL);
     failed += _cmocka_run_group_tests("remote_tcp_framing", tcp_only,
