@@ -60,11 +60,12 @@ typedef struct quark_client_opts {
     quark_retry_policy retry;
     uint32_t default_deadline_ms;   /* per call; default 30000 */
     quark_routing routing;          /* QUARK_ROUTE_OWNER */
-    /* TCP transport: a blocking call may use a socket of its own (the
-     * calling thread writes the request and reads the answer, no hand-off to
-     * the client's I/O thread), at most this many per silo worker; calls
-     * beyond that, and async calls, share the multiplexed connection.
-     * Default 4; 0 = every call on the multiplexed connection. */
+    /* A blocking call may use a socket of its own (the calling thread
+     * writes the request and reads the answer, no hand-off to the client's
+     * I/O thread): at most this many per silo worker (TCP; the socket asks
+     * for the actor's worker) or per silo (gRPC: an HTTP/2 connection each).
+     * Calls beyond that, async calls and subscriptions share the multiplexed
+     * connection. Default 4; 0 = every call on the multiplexed connection. */
     unsigned direct_sockets;
 } quark_client_opts;
 

@@ -27,6 +27,7 @@
 #include "core/common.h"
 #include "transport/direct.h"
 #include "transport/frame.h"
+#include "transport/grpc_codec.h"
 
 #define QK_DIRECT_CONNECT_MS 3000
 #define QK_DIRECT_ADDR_MAX 300
@@ -41,6 +42,15 @@ struct qk_dsock {
     uint64_t next_id;
     uint8_t *in;
     size_t in_len, in_cap, in_off;
+    /* gRPC */
+    qk_grpc_client *g;
+    uint8_t *out;                /* the session's output, to write */
+    size_t out_len, out_cap;
+    bool oom;
+    bool done;                   /* our call's on_response ran */
+    int status;                  /* its grpc-status */
+    uint8_t *rbuf;               /* its response message / grpc-message */
+    size_t rlen, rcap;
 };
 
 typedef struct qk_dsilo {
@@ -54,6 +64,8 @@ typedef struct qk_dsilo {
 struct qk_direct {
     uv_mutex_t mu;
     bool closed;
+    bool grpc;
+    const char *meta[3];         /* gRPC: quark-cluster-id metadata */
     unsigned per_worker;
     size_t max_msg;
     char *cluster_id, *client_name;
@@ -62,7 +74,7 @@ struct qk_direct {
 };
 
 qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t max_msg,
-                         unsigned per_worker)
+                         unsigned per_worker, bool grpc)
 {
     qk_direct *d = calloc(1, sizeof *d);
     if (!d)
@@ -77,12 +89,20 @@ qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t
     }
     d->per_worker = per_worker;
     d->max_msg = max_msg;
+    d->grpc = grpc;
+    d->meta[0] = "quark-cluster-id";
+    d->meta[1] = d->cluster_id;
+    d->meta[2] = NULL;
     return d;
 }
 
 static void sock_free(qk_dsock *s)
 {
+    if (s->g)
+        qk_grpc_client_free(s->g);
     free(s->in);
+    free(s->out);
+    free(s->rbuf);
     free(s);
 }
 
@@ -337,6 +357,180 @@ fail:
     return NULL;
 }
 
+/* ---- gRPC sockets ---- */
+
+static void g_keep(qk_dsock *s, const void *p, size_t n)
+{
+    if (qk_buf_reserve(&s->rbuf, &s->rcap, 0, n + 1, 256) != 0) {
+        s->oom = true;
+        s->rlen = 0;
+        return;
+    }
+    if (n)
+        memcpy(s->rbuf, p, n);
+    s->rbuf[n] = 0;
+    s->rlen = n;
+}
+
+static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, const uint8_t *msg,
+                          size_t len)
+{
+    (void)call_ud;
+    qk_dsock *s = ud;
+    s->done = true;
+    s->status = st;
+    if (st == 0)
+        g_keep(s, msg, len);
+    else
+        g_keep(s, gmsg, strlen(gmsg));
+}
+
+static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t len)
+{
+    (void)ud, (void)call_ud, (void)msg, (void)len; /* direct sockets make unary calls only */
+}
+
+static void g_on_stream_end(void *ud, void *call_ud, int st, const char *gmsg)
+{
+    (void)ud, (void)call_ud, (void)st, (void)gmsg;
+}
+
+static const qk_grpc_client_cbs g_cbs = {.on_response = g_on_response,
+                                         .on_stream_msg = g_on_stream_msg,
+                                         .on_stream_end = g_on_stream_end};
+
+static void g_out(void *wud, const uint8_t *p, size_t n)
+{
+    qk_dsock *s = wud;
+    if (qk_buf_reserve(&s->out, &s->out_cap, s->out_len, n, 4096) != 0) {
+        s->oom = true;
+        return;
+    }
+    memcpy(s->out + s->out_len, p, n);
+    s->out_len += n;
+}
+
+/* Write what the session has to say; returns the bytes written (all of it
+ * when it returns s->out_len's old value). */
+static size_t g_flush(qk_dsock *s, uint64_t at_ms, bool *all)
+{
+    s->out_len = 0;
+    qk_grpc_client_flush(s->g, g_out, s);
+    size_t n = s->oom ? 0 : write_all(s->fd, s->out, s->out_len, at_ms);
+    *all = !s->oom && n == s->out_len;
+    return n;
+}
+
+/* Take in what the silo sent while the socket sat idle (SETTINGS, PING);
+ * false if the socket is not fit for a call (closed, GOAWAY, garbage). */
+static bool g_idle_ok(qk_dsock *s)
+{
+    uint8_t b[4096];
+    for (;;) {
+        ssize_t r = recv(s->fd, b, sizeof b, MSG_DONTWAIT);
+        if (r > 0) {
+            if (qk_grpc_client_recv(s->g, b, (size_t)r) != 0)
+                return false;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && qk_grpc_client_usable(s->g);
+    }
+}
+
+static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, uint64_t at_ms)
+{
+    uint64_t limit = qk_now_ms_coarse() + QK_DIRECT_CONNECT_MS;
+    if (limit < at_ms)
+        at_ms = limit;
+    int fd = connect_to(si->addr, at_ms);
+    if (fd < 0)
+        return NULL;
+    qk_dsock *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        return NULL;
+    }
+    s->fd = fd;
+    s->silo = si;
+    s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096);
+    bool all = false;
+    if (!s->g || (g_flush(s, at_ms, &all), !all)) { /* the preface and SETTINGS */
+        close(fd);
+        sock_free(s);
+        return NULL;
+    }
+    s->shard = 0; /* gRPC cannot ask for a worker: one pool per silo */
+    uv_mutex_lock(&d->mu);
+    si->workers = 1;
+    uv_mutex_unlock(&d->mu);
+    return s;
+}
+
+static qk_dc_status grpc_call(qk_direct *d, qk_dsock *s, const char *addr, const uint8_t *body,
+                              size_t len, uint64_t at_ms, qk_dc_result *res)
+{
+    s->done = false;
+    s->oom = false;
+    int32_t sid = qk_grpc_client_call(s->g, "/quark.ActorService/InvokeActor", 0, d->meta, body,
+                                      len, 0, s);
+    bool all = false;
+    if (sid < 0 || g_flush(s, at_ms, &all) == 0) {
+        sock_drop(d, s);
+        return QK_DC_NOT_SENT;
+    }
+    if (!all) {
+        snprintf(res->why, sizeof res->why, "writing to %s failed", addr);
+        sock_drop(d, s);
+        return QK_DC_LOST;
+    }
+    while (!s->done) {
+        if (qk_buf_reserve(&s->in, &s->in_cap, 0, 65536, 65536) != 0) {
+            snprintf(res->why, sizeof res->why, "out of memory");
+            sock_drop(d, s);
+            return QK_DC_LOST;
+        }
+        ssize_t r = recv(s->fd, s->in, s->in_cap, 0);
+        if (r > 0) {
+            if (qk_grpc_client_recv(s->g, s->in, (size_t)r) != 0 && !s->done) {
+                snprintf(res->why, sizeof res->why, "HTTP/2 error from %s", addr);
+                sock_drop(d, s);
+                return QK_DC_LOST;
+            }
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int w = wait_fd(s->fd, POLLIN, at_ms);
+            if (w > 0)
+                continue;
+            snprintf(res->why, sizeof res->why, "%s", w == 0 ? "deadline" : strerror(errno));
+            sock_drop(d, s);
+            return w == 0 ? QK_DC_TIMEOUT : QK_DC_LOST;
+        }
+        snprintf(res->why, sizeof res->why, "%s", r == 0 ? "closed by the silo" : strerror(errno));
+        sock_drop(d, s);
+        return QK_DC_LOST;
+    }
+    (void)g_flush(s, at_ms, &all); /* acknowledgements the answer called for */
+    if (s->oom) {
+        snprintf(res->why, sizeof res->why, "out of memory keeping the answer");
+        sock_drop(d, s);
+        return QK_DC_LOST;
+    }
+    res->grpc_status = s->status;
+    if (s->status != 0) {
+        snprintf(res->why, sizeof res->why, "%s", (const char *)s->rbuf);
+    } else if (qk_wire_decode_response(s->rbuf, s->rlen, &res->resp) != 0) {
+        snprintf(res->why, sizeof res->why, "the silo's response could not be decoded");
+        sock_drop(d, s);
+        return QK_DC_LOST;
+    }
+    return QK_DC_ANSWERED;
+}
+
 /* ---- calls ---- */
 
 static qk_dsilo *silo_get_locked(qk_direct *d, const char *addr)
@@ -387,6 +581,12 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
             /* An idle socket the silo closed (stop, restart) or wrote to
              * (GOAWAY) must not take a call: it could not tell "never got
              * there" from "ran, then the connection died". */
+            if (s->g) {
+                if (g_idle_ok(s))
+                    return s;
+                sock_drop(d, s);
+                continue;
+            }
             char b;
             ssize_t p = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
             if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -401,7 +601,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         }
         si->total++; /* reserved while we connect */
         uv_mutex_unlock(&d->mu);
-        s = sock_open(d, si, shard, at_ms);
+        s = d->grpc ? sock_open_grpc(d, si, at_ms) : sock_open(d, si, shard, at_ms);
         uv_mutex_lock(&d->mu);
         if (!s || d->closed) {
             si->total--;
@@ -452,9 +652,17 @@ qk_dc_status qk_direct_call(qk_direct *d, const char *addr, uint64_t hash, uint8
     res->why[0] = '\0';
     if (!d || d->per_worker == 0)
         return QK_DC_NOT_SENT;
+    res->grpc_status = 0;
     qk_dsock *s = acquire(d, addr, hash, deadline_at_ms);
     if (!s)
         return QK_DC_NOT_SENT;
+    if (s->g) {
+        qk_dc_status st = grpc_call(d, s, addr, frame + QK_FRAME_HEADER, len - QK_FRAME_HEADER,
+                                    deadline_at_ms, res);
+        if (st == QK_DC_ANSWERED)
+            *held = s;
+        return st;
+    }
     uint64_t id = ++s->next_id;
     for (int i = 0; i < 8; i++)
         frame[8 + i] = (uint8_t)(id >> (56 - 8 * i));

@@ -9,6 +9,10 @@
  * socket asks the silo (HELLO `worker`) to be served by the worker that owns
  * the actor, so the silo does not cross threads either.
  *
+ * With the gRPC transport a direct socket is an HTTP/2 connection of its own
+ * (grpc_codec.h's client session, driven by the calling thread). It cannot
+ * ask for a worker: only the client's hand-offs are saved.
+ *
  * One call at a time per socket; at most `per_worker` sockets per silo
  * worker. When the pool has no socket to spare, or anything about the silo
  * is not known yet, the call is NOT_SENT and goes the multiplexed way.
@@ -18,6 +22,7 @@
 #ifndef QK_DIRECT_H
 #define QK_DIRECT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,13 +39,15 @@ typedef enum qk_dc_status {
 } qk_dc_status;
 
 typedef struct qk_dc_result {
-    qk_wire_response resp;
-    char why[160];
+    qk_wire_response resp;  /* when grpc_status is 0 */
+    int grpc_status;        /* gRPC: non-zero when the call failed with that status */
+    char why[512];          /* LOST / TIMEOUT: what happened; grpc_status: grpc-message */
 } qk_dc_result;
 
-/* per_worker: sockets per silo worker (0 disables direct calls). */
+/* per_worker: sockets per silo worker (0 disables direct calls); grpc:
+ * HTTP/2 sockets instead of Quark's TCP protocol. */
 qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t max_msg,
-                         unsigned per_worker);
+                         unsigned per_worker, bool grpc);
 /* Disconnect: refuse new calls, close idle sockets and wake calls in
  * progress (they end LOST). */
 void qk_direct_shutdown(qk_direct *d);

@@ -1745,7 +1745,10 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
     r->primary = r->conns[0];
     if (c->opts.transport == QUARK_TRANSPORT_TCP && c->opts.direct_sockets > 0)
         r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
-                                  c->opts.direct_sockets); /* NULL: no direct calls */
+                                  c->opts.direct_sockets, false); /* NULL: none */
+    else if (c->opts.direct_sockets > 0)
+        r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
+                                  c->opts.direct_sockets, true);
     *out = r;
     return QUARK_OK;
 }
@@ -1956,6 +1959,12 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
     case QK_DC_NOT_SENT:
         return false;
     case QK_DC_ANSWERED: {
+        if (res.grpc_status) { /* (gRPC) the status says it all */
+            res.resp.error_code = (int32_t)err_of_status(res.grpc_status);
+            res.resp.actor_error = false;
+            res.resp.error_message.p = res.why;
+            res.resp.error_message.n = strlen(res.why);
+        }
         quark_err err = (quark_err)res.resp.error_code;
         if (err == QUARK_EUNAVAILABLE && !res.resp.actor_error && max > 1) {
             /* It did not run (ownership moving, silo stopping): once more,

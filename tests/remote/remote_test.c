@@ -140,6 +140,8 @@ static void test_calls(void **state)
     }
     Quark__Examples__IncrementRequest two = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
     two.delta = 2;
+    atomic_store(&async_done, 0); /* (each transport's group runs this test) */
+    atomic_store(&async_sum, 0);
     for (int i = 0; i < 100; i++)
         TU_OK(quark_examples_CounterActor_Increment_async(r, &two, on_inc, NULL));
     assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 100, 20000));
