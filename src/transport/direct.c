@@ -461,10 +461,7 @@ static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, uint64_t at_ms)
         sock_free(s);
         return NULL;
     }
-    s->shard = 0; /* gRPC cannot ask for a worker: one pool per silo */
-    uv_mutex_lock(&d->mu);
-    si->workers = 1;
-    uv_mutex_unlock(&d->mu);
+    s->shard = UINT32_MAX; /* which worker reads it: learnt from its first answer */
     return s;
 }
 
@@ -527,6 +524,12 @@ static qk_dc_status grpc_call(qk_direct *d, qk_dsock *s, const char *addr, const
         snprintf(res->why, sizeof res->why, "the silo's response could not be decoded");
         sock_drop(d, s);
         return QK_DC_LOST;
+    } else if (res->resp.workers && res->resp.workers <= 1024 && res->resp.served_by &&
+               res->resp.served_by <= res->resp.workers) {
+        s->shard = res->resp.served_by - 1;
+        uv_mutex_lock(&d->mu);
+        s->silo->workers = res->resp.workers;
+        uv_mutex_unlock(&d->mu);
     }
     return QK_DC_ANSWERED;
 }
@@ -595,6 +598,18 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
             continue;
         }
         unsigned cap = d->per_worker * (workers ? workers : 1);
+        if (si->total >= cap && d->grpc && si->idle) {
+            /* gRPC: no socket on the actor's worker to spare; one on
+             * another worker still saves the client's hand-offs. */
+            s = si->idle;
+            si->idle = s->next;
+            s->busy = true;
+            uv_mutex_unlock(&d->mu);
+            if (g_idle_ok(s))
+                return s;
+            sock_drop(d, s);
+            continue;
+        }
         if (si->total >= cap) {
             uv_mutex_unlock(&d->mu);
             return NULL;
@@ -616,7 +631,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         if (d->all)
             d->all->all_prev = s;
         d->all = s;
-        if (si->workers && s->shard != shard_of(hash, si->workers)) {
+        if (!s->g && si->workers && s->shard != shard_of(hash, si->workers)) {
             /* We learnt the worker count just now and got another worker:
              * keep it for its own actors, open the right one next. */
             s->next = si->idle;

@@ -397,9 +397,19 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
             len = 0;
         size_t n = qk_wire_response_size(err, mlen, len, app_error);
         uint8_t small[512];
-        uint8_t *buf = n <= sizeof small ? small : malloc(n);
+        uint8_t *buf = n + 4 <= sizeof small ? small : malloc(n + 4);
         if (buf) {
             qk_wire_encode_response(buf, err, errmsg, mlen, result, len, app_error);
+            /* Which worker read it, and how many there are: a Quark gRPC
+             * client keeps its own sockets on the actor's worker with this
+             * (a gRPC connection cannot ask for one). */
+            unsigned by = c->w->index + 1, nw = c->w->silo->nworkers;
+            if (by < 128 && nw < 128) {
+                buf[n++] = 5 << 3;
+                buf[n++] = (uint8_t)by;
+                buf[n++] = 6 << 3;
+                buf[n++] = (uint8_t)nw;
+            }
             qk_grpc_server_respond(c->grpc, (int32_t)id, 0, NULL, buf, n);
             if (buf != small)
                 free(buf);

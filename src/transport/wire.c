@@ -203,6 +203,10 @@ int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *s)
             uint64_t v = 0;
             rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
             s->actor_error = v != 0;
+        } else if (f == 5 || f == 6) {
+            uint64_t v = 0;
+            rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
+            *(f == 5 ? &s->served_by : &s->workers) = v > UINT32_MAX ? 0 : (uint32_t)v;
         } else {
             rc = skip(&r, wt);
         }

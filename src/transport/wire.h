@@ -66,6 +66,8 @@ typedef struct qk_wire_response {
     qk_wire_str error_message;
     int32_t error_code;
     bool actor_error;    /* the actor raised it (not the framework) */
+    uint32_t served_by;  /* gRPC: 1 + the worker that read the call, 0 if not said */
+    uint32_t workers;    /* gRPC: the silo's worker count, 0 if not said */
 } qk_wire_response;
 
 int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *r);

@@ -201,7 +201,9 @@ static void test_response_both_ways(void **state)
         assert_int_equal(r->actor_error, actor);
         assert_string_equal(r->error_message, msg);
         assert_int_equal(r->serialized_result.len, rlen);
-        /* protobuf-c's encoding, our decoder */
+        /* protobuf-c's encoding, our decoder (with the gRPC worker hint) */
+        r->served_by = (uint32_t)(next() % 3);
+        r->workers = (uint32_t)(next() % 300);
         size_t m = quark__actor_invocation_response__get_packed_size(r);
         uint8_t *buf2 = malloc(m + 1);
         quark__actor_invocation_response__pack(r, buf2);
@@ -211,6 +213,8 @@ static void test_response_both_ways(void **state)
         assert_int_equal(w.actor_error, actor);
         assert_int_equal(w.error_message.n, strlen(msg));
         assert_int_equal(w.result_len, rlen);
+        assert_int_equal(w.served_by, r->served_by);
+        assert_int_equal(w.workers, r->workers);
         if (rlen)
             assert_memory_equal(w.result, res, rlen);
         quark__actor_invocation_response__free_unpacked(r, NULL);
