@@ -305,12 +305,14 @@ static int connect_to(const char *addr, uint64_t at_ms)
 
 /* Connect, say HELLO asking for worker `shard` (UINT32_MAX: any), learn
  * which worker serves it. NULL if anything fails. */
-static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t at_ms)
+/* A connected socket to si (not yet in any list); *at_ms is lowered to the
+ * connect timeout. */
+static qk_dsock *sock_connect(qk_dsilo *si, uint64_t *at_ms)
 {
     uint64_t limit = qk_now_ms_coarse() + QK_DIRECT_CONNECT_MS;
-    if (limit < at_ms)
-        at_ms = limit;
-    int fd = connect_to(si->addr, at_ms);
+    if (limit < *at_ms)
+        *at_ms = limit;
+    int fd = connect_to(si->addr, *at_ms);
     if (fd < 0)
         return NULL;
     qk_dsock *s = calloc(1, sizeof *s);
@@ -320,6 +322,15 @@ static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t 
     }
     s->fd = fd;
     s->silo = si;
+    return s;
+}
+
+static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t at_ms)
+{
+    qk_dsock *s = sock_connect(si, &at_ms);
+    if (!s)
+        return NULL;
+    int fd = s->fd;
     Quark__TcpHello h = QUARK__TCP_HELLO__INIT;
     h.cluster_id = d->cluster_id;
     h.client_name = d->client_name;
@@ -441,23 +452,13 @@ static bool g_idle_ok(qk_dsock *s)
 
 static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, uint64_t at_ms)
 {
-    uint64_t limit = qk_now_ms_coarse() + QK_DIRECT_CONNECT_MS;
-    if (limit < at_ms)
-        at_ms = limit;
-    int fd = connect_to(si->addr, at_ms);
-    if (fd < 0)
+    qk_dsock *s = sock_connect(si, &at_ms);
+    if (!s)
         return NULL;
-    qk_dsock *s = calloc(1, sizeof *s);
-    if (!s) {
-        close(fd);
-        return NULL;
-    }
-    s->fd = fd;
-    s->silo = si;
     s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096);
     bool all = false;
     if (!s->g || (g_flush(s, at_ms, &all), !all)) { /* the preface and SETTINGS */
-        close(fd);
+        close(s->fd);
         sock_free(s);
         return NULL;
     }

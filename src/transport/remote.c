@@ -483,6 +483,17 @@ static bool conn_busy(const qk_rconn *k)
     return k->state != RC_IDLE || k->tcp || k->count || k->waiting;
 }
 
+/* Free k's memory (it is out of r->conns, or all of them go). */
+static void conn_free(qk_rconn *k)
+{
+    free(k->lanes);
+    free(k->slots);
+    free(k->in);
+    free(k->out);
+    free(k->wbuf);
+    free(k);
+}
+
 static void conn_destroy(qk_rconn *k)
 {
     qk_remote *r = k->r;
@@ -492,12 +503,7 @@ static void conn_destroy(qk_rconn *k)
             break;
         }
     }
-    free(k->lanes);
-    free(k->slots);
-    free(k->in);
-    free(k->out);
-    free(k->wbuf);
-    free(k);
+    conn_free(k);
 }
 
 /* Free a connection that is closed and holds nothing (not a seed), with its
@@ -1697,15 +1703,8 @@ static int parse_endpoints(qk_remote *r, const char *cs)
 
 static void remote_free_conns(qk_remote *r)
 {
-    for (size_t i = 0; i < r->nconns; i++) {
-        qk_rconn *k = r->conns[i];
-        free(k->lanes);
-        free(k->slots);
-        free(k->in);
-        free(k->out);
-        free(k->wbuf);
-        free(k);
-    }
+    for (size_t i = 0; i < r->nconns; i++)
+        conn_free(r->conns[i]);
     free(r->conns);
     r->conns = NULL;
     r->nconns = r->conns_cap = r->nseeds = 0;
@@ -1838,9 +1837,8 @@ void qk_remote_disconnect(qk_remote *r)
         k->next_id = 0;
         conn_drop_lanes(k);
         if (!k->seed) {
-            free(k->slots);
-            free(k);
             r->conns[i] = r->conns[--r->nconns];
+            conn_free(k);
         }
     }
     qk_view_unref(r->view);
