@@ -572,12 +572,19 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         unsigned workers = si->workers;
         unsigned shard = workers ? shard_of(hash, workers) : UINT32_MAX;
         qk_dsock *s = NULL;
-        for (qk_dsock **pp = &si->idle; *pp; pp = &(*pp)->next) {
-            if (workers && (*pp)->shard == shard) {
-                s = *pp;
-                *pp = s->next;
+        for (qk_dsock **pp = &si->idle; *pp;) {
+            qk_dsock *x = *pp;
+            if (workers && x->shard != UINT32_MAX && x->shard >= workers) {
+                *pp = x->next; /* the silo restarted with fewer workers */
+                sock_drop_locked(d, x);
+                continue;
+            }
+            if (workers && x->shard == shard) {
+                s = x;
+                *pp = x->next;
                 break;
             }
+            pp = &x->next;
         }
         if (s) {
             s->busy = true;
