@@ -563,7 +563,9 @@ void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *
     m->r.net.id = id;
     qk_conn_ref(conn);
     qk_worker *to = &s->workers[qk_worker_of(s, m->hash)];
-    if (to != w) /* one writer: no locked add */
+    if (to == w) /* it runs after the rest of the batch is read: warm its slot */
+        __builtin_prefetch(&w->slots[m->hash & w->mask]);
+    else /* one writer: no locked add */
         atomic_store_explicit(&w->handoffs,
                               atomic_load_explicit(&w->handoffs, memory_order_relaxed) + 1,
                               memory_order_relaxed);
