@@ -562,7 +562,9 @@ static unsigned shard_of(uint64_t hash, unsigned workers)
  * pool has none to spare. */
 static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t at_ms)
 {
-    for (int attempt = 0; attempt < 3; attempt++) {
+    /* Dropping a stale idle socket costs no attempt (the list only
+     * shrinks); opening one on the wrong worker does. */
+    for (int attempt = 0; attempt < 3;) {
         uv_mutex_lock(&d->mu);
         qk_dsilo *si = d->closed ? NULL : silo_get_locked(d, addr);
         if (!si) {
@@ -645,6 +647,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
             s->next = si->idle;
             si->idle = s;
             uv_mutex_unlock(&d->mu);
+            attempt++;
             continue;
         }
         s->busy = true;

@@ -38,6 +38,42 @@ typedef struct silo_proc {
 static const char *g_silo_extra; /* one extra "--flag=value"-style pair, or NULL */
 static const char *g_silo_extra_val;
 
+/* Silos still running: a failed assertion leaves its test early, and the
+ * teardown stops what the test did not (a left-over silo would hold ctest's
+ * output pipe open and outlive the run). */
+#define MAX_LIVE 16
+static pid_t g_live[MAX_LIVE];
+
+static void live_add(pid_t p)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (!g_live[i]) {
+            g_live[i] = p;
+            return;
+        }
+}
+
+static void live_remove(pid_t p)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i] == p)
+            g_live[i] = 0;
+}
+
+static int kill_leftovers(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (g_live[i]) {
+            kill(g_live[i], SIGKILL);
+            waitpid(g_live[i], NULL, 0);
+            g_live[i] = 0;
+        }
+    }
+    g_silo_extra = g_silo_extra_val = NULL;
+    return 0;
+}
+
 /* Start counter-silo and wait for its "listening" line (port 0: it picks). */
 static void silo_start(silo_proc *sp, int port, const char *cluster)
 {
@@ -53,6 +89,7 @@ static void silo_start(silo_proc *sp, int port, const char *cluster)
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     assert_int_equal(posix_spawn(&sp->pid, COUNTER_SILO, &fa, NULL, argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
+    live_add(sp->pid);
     close(fds[1]);
     sp->out = fdopen(fds[0], "r");
     char line[256];
@@ -72,6 +109,7 @@ static int silo_stop(silo_proc *sp, int sig)
     int status = 0;
     kill(sp->pid, sig);
     waitpid(sp->pid, &status, 0);
+    live_remove(sp->pid);
     fclose(sp->out);
     return status;
 }
@@ -535,6 +573,63 @@ static void test_blocking_calls_on_the_owner_worker(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+/* The silo restarts on the same port with 1 worker, then 3: the client's
+ * lanes and direct sockets for workers that no longer exist are let go, and
+ * blocking and async calls go on, on the owner worker. */
+static void test_silo_changes_worker_count(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default"); /* --workers 2 */
+    int port = sp.port;
+    quark_client *c = client_for(port, "default", QUARK_OK);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *counts[] = {"1", "3"};
+    for (int round = 0; round <= 2; round++) {
+        if (round > 0) {
+            assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+            g_silo_extra = "--workers";
+            g_silo_extra_val = counts[round - 1];
+            silo_start(&sp, port, "default");
+            g_silo_extra = g_silo_extra_val = NULL;
+            assert_true(TU_WAIT_UNTIL(quark_client_is_connected(c), 20000));
+        }
+        atomic_store(&async_done, 0);
+        atomic_store(&async_sum, 0);
+        quark_err err;
+        quark_ref *refs[64];
+        for (int i = 0; i < 64; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "wc-%d", i);
+            TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
+            /* each round starts from a fresh silo: counters start again */
+            assert_int_equal(inc(refs[i], 1, &err), 1);
+            TU_OK(err);
+        }
+        /* Blocking calls asked for the owner worker (async ones may go through
+         * another worker while their lane opens). */
+        quark_silo_status *st = NULL;
+        TU_OK(quark_status_fetch(addr, "default", 5000, &st));
+        printf("# round %d (%s workers): %llu handed between workers\n", round,
+               round ? counts[round - 1] : "2", (unsigned long long)st->handoffs);
+        if (g_transport == QUARK_TRANSPORT_TCP)
+            assert_int_equal(st->handoffs, 0);
+        quark_status_free(st);
+        for (int i = 0; i < 64; i++) {
+            Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+            one.delta = 1;
+            TU_OK(quark_examples_CounterActor_Increment_async(refs[i], &one, on_inc, NULL));
+        }
+        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 64, 20000));
+        assert_int_equal(atomic_load(&async_sum), 64 * 2);
+        for (int i = 0; i < 64; i++)
+            quark_ref_free(refs[i]);
+    }
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
 typedef struct sleeper {
     quark_ref *ref;
     quark_err err;
@@ -875,20 +970,21 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest common[] = {
-        cmocka_unit_test(test_calls),
-        cmocka_unit_test(test_many_threads),
-        cmocka_unit_test(test_connect_errors),
-        cmocka_unit_test(test_failover_to_next_listed_silo),
-        cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_silo_killed_and_back),
-        cmocka_unit_test(test_event_stream),
-        cmocka_unit_test(test_outcome_unknown_not_retried),
-        cmocka_unit_test(test_blocking_calls_on_the_owner_worker),
+        cmocka_unit_test_teardown(test_calls, kill_leftovers),
+        cmocka_unit_test_teardown(test_many_threads, kill_leftovers),
+        cmocka_unit_test_teardown(test_connect_errors, kill_leftovers),
+        cmocka_unit_test_teardown(test_failover_to_next_listed_silo, kill_leftovers),
+        cmocka_unit_test_teardown(test_bad_input, kill_leftovers),
+        cmocka_unit_test_teardown(test_silo_killed_and_back, kill_leftovers),
+        cmocka_unit_test_teardown(test_event_stream, kill_leftovers),
+        cmocka_unit_test_teardown(test_outcome_unknown_not_retried, kill_leftovers),
+        cmocka_unit_test_teardown(test_blocking_calls_on_the_owner_worker, kill_leftovers),
+        cmocka_unit_test_teardown(test_silo_changes_worker_count, kill_leftovers),
     };
     const struct CMUnitTest tcp_only[] = {
-        cmocka_unit_test(test_oversized_request_skipped),
-        cmocka_unit_test(test_backpressure_on_a_peer_that_does_not_read),
-        cmocka_unit_test(test_shard_aware_and_direct_calls),
+        cmocka_unit_test_teardown(test_oversized_request_skipped, kill_leftovers),
+        cmocka_unit_test_teardown(test_backpressure_on_a_peer_that_does_not_read, kill_leftovers),
+        cmocka_unit_test_teardown(test_shard_aware_and_direct_calls, kill_leftovers),
     };
     int failed = _cmocka_run_group_tests("remote_tcp", common, sizeof common / sizeof common[0], NULL, NULL);
     failed += _cmocka_run_group_tests("remote_tcp_framing", tcp_only,
