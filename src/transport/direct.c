@@ -28,6 +28,7 @@
 #include "transport/direct.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
+#include "transport/remote.h"
 
 #define QK_DIRECT_CONNECT_MS 3000
 #define QK_DIRECT_ADDR_MAX 300
@@ -263,22 +264,10 @@ static int read_frame(qk_direct *d, qk_dsock *s, uint64_t at_ms, qk_frame *f, co
 
 /* ---- opening a socket ---- */
 
-static int split(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || (size_t)(colon - addr) >= hcap || strlen(colon + 1) >= pcap ||
-        !colon[1])
-        return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    strcpy(port, colon + 1);
-    return 0;
-}
-
 static int connect_to(const char *addr, uint64_t at_ms)
 {
     char host[QK_DIRECT_ADDR_MAX], port[16];
-    if (split(addr, host, sizeof host, port, sizeof port) != 0)
+    if (qk_split_addr(addr, strlen(addr), host, sizeof host, port, sizeof port) != 0)
         return -1;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;

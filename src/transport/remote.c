@@ -409,7 +409,7 @@ static uint64_t backoff_of(const qk_remote *r, unsigned failures)
     return b / 2 + (uint64_t)rand() % (b / 2 + 1); /* jitter: [b/2, b] */
 }
 
-static int split_addr(const char *p, size_t len, char *host, size_t hcap, char *port, size_t pcap)
+int qk_split_addr(const char *p, size_t len, char *host, size_t hcap, char *port, size_t pcap)
 {
     const char *colon = memrchr(p, ':', len);
     if (!colon || colon == p || (size_t)(colon - p) >= hcap)
@@ -441,7 +441,7 @@ static qk_rconn *conn_new(qk_remote *r, const char *addr, size_t len)
     if (!k)
         return NULL;
     if (len >= sizeof k->addr ||
-        split_addr(addr, len, k->host, sizeof k->host, k->port, sizeof k->port) != 0) {
+        qk_split_addr(addr, len, k->host, sizeof k->host, k->port, sizeof k->port) != 0) {
         free(k);
         return NULL;
     }
@@ -1595,35 +1595,32 @@ static void on_tick(uv_timer_t *t)
     flush_all(r);
 }
 
+/* The client is disconnecting: end c (a subscription ends, a watch goes). */
+static void fail_closed(qk_remote *r, qk_rcall *c, quark_err err, const char *why)
+{
+    if (c->op == RC_OP_SUB) {
+        sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
+        rcall_free(c);
+    } else if (c->op == RC_OP_WATCH) {
+        rcall_free(c);
+    } else {
+        complete(r, c, err, why, NULL, 0);
+    }
+}
+
 static void fail_all(qk_remote *r)
 {
     for (size_t i = 0; i < r->nconns; i++) {
         qk_rconn *k = r->conns[i];
         qk_rcall *c;
-        while ((c = table_take_any(k)) != NULL) {
-            if (c->op == RC_OP_SUB) {
-                sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
-                rcall_free(c);
-            } else if (c->op == RC_OP_WATCH) {
-                rcall_free(c);
-            } else {
-                complete(r, c, c->written ? QUARK_EUNKNOWN : QUARK_ECLOSED,
-                         "the client disconnected before the reply came", NULL, 0);
-            }
-        }
+        while ((c = table_take_any(k)) != NULL)
+            fail_closed(r, c, c->written ? QUARK_EUNKNOWN : QUARK_ECLOSED,
+                        "the client disconnected before the reply came");
         k->watch = NULL;
         while (k->waiting) {
             c = k->waiting;
             k->waiting = c->next;
-            if (c->op == RC_OP_SUB) {
-                sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
-                rcall_free(c);
-            } else if (c->op == RC_OP_WATCH) {
-                rcall_free(c);
-            } else {
-                complete(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent",
-                         NULL, 0);
-            }
+            fail_closed(r, c, QUARK_ECLOSED, "the client disconnected before the call was sent");
         }
         k->waiting_tail = NULL;
         if (k->grpc) {
