@@ -234,6 +234,11 @@ static int split_list(const char *s, char ***out, size_t *n)
     return 0;
 }
 
+const char *qk_cluster_self(const quark_silo *s)
+{
+    return s->cluster ? s->cluster->self : "";
+}
+
 static void advertise_addr(quark_silo *s, char *out, size_t cap)
 {
     if (s->opts.advertise && *s->opts.advertise) {

@@ -33,6 +33,9 @@ uint8_t *qk_cluster_gossip_in(quark_silo *s, const uint8_t *p, size_t n, size_t 
                               const char **why);
 /* The view for clients (WatchCluster), encoded from w->view (NULL if none). */
 uint8_t *qk_cluster_view_for_clients(qk_worker *w, size_t *len);
+/* The address this silo goes by in views (its advertised address; "" when
+ * it has no cluster). Clients match connections to view members by it. */
+const char *qk_cluster_self(const quark_silo *s);
 /* SiloStatus, encoded (malloc'd). */
 uint8_t *qk_cluster_status_pack(quark_silo *s, size_t *len);
 

@@ -444,7 +444,7 @@ static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, uint64_t at_ms)
     qk_dsock *s = sock_connect(si, &at_ms);
     if (!s)
         return NULL;
-    s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096);
+    s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096, 0);
     bool all = false;
     if (!s->g || (g_flush(s, at_ms, &all), !all)) { /* the preface and SETTINGS */
         close(s->fd);

@@ -1251,7 +1251,7 @@ static int cli_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_c
 }
 
 qk_grpc_client *qk_grpc_client_new(const qk_grpc_client_cbs *cbs, void *ud, const char *authority,
-                                   size_t max_msg)
+                                   size_t max_msg, unsigned worker)
 {
     if (!cbs || !authority || !*authority)
         return NULL;
@@ -1288,8 +1288,10 @@ qk_grpc_client *qk_grpc_client_new(const qk_grpc_client_cbs *cbs, void *ud, cons
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, QK_STREAM_WINDOW},
+        {QK_H2_SETTINGS_WORKER, worker},
     };
-    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
+    size_t niv = sizeof iv / sizeof iv[0] - (worker ? 0 : 1);
+    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, QK_CONN_WINDOW) != 0) {
         nghttp2_session_del(c->ng);
         goto fail;
@@ -1502,4 +1504,33 @@ void qk_grpc_client_free(qk_grpc_client *c)
     }
     free(c->authority);
     free(c);
+}
+
+/* ---- worker hint ---- */
+
+int qk_grpc_worker_hint(const uint8_t *p, size_t n, unsigned *worker)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const size_t plen = sizeof preface - 1, hlen = 9;
+    *worker = 0;
+    if (memcmp(p, preface, n < plen ? n : plen) != 0)
+        return 0;
+    if (n < plen + hlen)
+        return -1;
+    const uint8_t *h = p + plen;
+    uint32_t len = (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
+    uint32_t stream = ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
+                      0x7fffffffu;
+    if (h[3] != NGHTTP2_SETTINGS || (h[4] & NGHTTP2_FLAG_ACK) || stream != 0 || len % 6 != 0 ||
+        len > 32 * 6)
+        return 0;
+    if (n < plen + hlen + len)
+        return -1;
+    for (const uint8_t *e = h + hlen; e < h + hlen + len; e += 6) {
+        unsigned id = (unsigned)e[0] << 8 | e[1];
+        uint32_t v = (uint32_t)e[2] << 24 | (uint32_t)e[3] << 16 | (uint32_t)e[4] << 8 | e[5];
+        if (id == QK_H2_SETTINGS_WORKER)
+            *worker = v > 65535 ? 0 : (unsigned)v;
+    }
+    return 1;
 }

@@ -162,6 +162,22 @@ void qk_grpc_server_goaway_now(qk_grpc_server *s);
  * holds. Pending output is lost (flush before). */
 void qk_grpc_server_free(qk_grpc_server *s);
 
+/* ---- worker hint ------------------------------------------------------ */
+
+/* A SETTINGS identifier from the experimental range (RFC 9113 section 6.5.2:
+ * receivers ignore identifiers they do not know) by which a Quark client asks
+ * a silo to serve the connection on one worker: value 1 + the worker. A silo
+ * reads it from the client's first SETTINGS frame before it starts the
+ * HTTP/2 session and hands the socket to that worker (docs/wire-protocol.md,
+ * "Shard-aware connections"). */
+#define QK_H2_SETTINGS_WORKER 0xf051
+
+/* The worker hint in the first bytes a client sent (preface + SETTINGS):
+ * 1 with *worker set (0 if the frame has no hint), 0 when the bytes are not
+ * a preface followed by a SETTINGS frame of at most 32 entries (then there
+ * is no hint to wait for), -1 when more bytes are needed to tell. */
+int qk_grpc_worker_hint(const uint8_t *p, size_t n, unsigned *worker);
+
 /* ---- client ----------------------------------------------------------- */
 
 typedef struct qk_grpc_client qk_grpc_client;
@@ -180,9 +196,11 @@ typedef struct qk_grpc_client_cbs {
 
 /* A client for one connection to authority ("host:port", sent as :authority);
  * max_msg bounds a response message. The connection preface and SETTINGS
- * are queued at once. NULL when out of memory or an argument is invalid. */
+ * are queued at once; worker > 0 adds the QK_H2_SETTINGS_WORKER entry (1 +
+ * the silo worker it asks to be served by). NULL when out of memory or an
+ * argument is invalid. */
 qk_grpc_client *qk_grpc_client_new(const qk_grpc_client_cbs *cbs, void *ud, const char *authority,
-                                   size_t max_msg);
+                                   size_t max_msg, unsigned worker);
 
 /* Start a call on path ("/pkg.Service/Method") with one request message
  * (copied). Unary when streaming == 0 (on_response), else server streaming

@@ -465,7 +465,9 @@ static qk_rconn *conn_find(qk_remote *r, const char *addr)
         qk_rconn *k = r->conns[i];
         if (k->lane)
             continue;
-        if (!strcmp(k->silo_id, addr) || (!k->silo_id[0] && !strcmp(k->addr, addr)))
+        /* By either name: a silo whose HELLO_OK names it otherwise than the
+         * view does must not get a new connection per call. */
+        if (!strcmp(k->silo_id, addr) || !strcmp(k->addr, addr))
             return k;
     }
     return NULL;
@@ -565,7 +567,7 @@ static qk_rconn *lane_get(qk_rconn *k, unsigned shard)
 static qk_rconn *route(qk_remote *r, qk_rcall *c, const char **why)
 {
     qk_rconn *k = route_silo(r, c, why);
-    if (!k || k->state != RC_READY || k->workers < 2 || !k->served_by || k->grpc ||
+    if (!k || k->state != RC_READY || k->workers < 2 || !k->served_by ||
         !c->has_hash || (c->op != RC_OP_CALL && c->op != RC_OP_FWD))
         return k;
     unsigned shard = (unsigned)(((c->hash >> 32) * (uint64_t)k->workers) >> 32);
@@ -639,7 +641,8 @@ static quark_err err_of_status(int st)
 
 static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
                         const char *errmsg, size_t errlen, const uint8_t *result, size_t len);
-static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
+static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n);
+static void learn_workers(qk_rconn *k, unsigned workers, unsigned served_by);
 static void deliver_event(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n);
 static void handle_view(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n);
 static void watch_ended(qk_rconn *k, qk_rcall *c);
@@ -653,7 +656,7 @@ static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, con
     if (st != 0)
         finish_call(k->r, c, err_of_status(st), false, gmsg, strlen(gmsg), NULL, 0);
     else
-        finish_encoded(k->r, c, msg, len);
+        finish_encoded(k, c, msg, len);
 }
 
 static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t len)
@@ -1188,14 +1191,19 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_err
     complete_ex(r, c, err, actor_error, err == QUARK_OK ? NULL : errbuf, result, len);
 }
 
-static void finish_encoded(qk_remote *r, qk_rcall *c, const uint8_t *p, size_t n)
+static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
 {
+    qk_remote *r = k->r;
     qk_wire_response resp;
     if (qk_wire_decode_response(p, n, &resp) != 0) {
         const char *m = "the silo's response could not be decoded";
         finish_call(r, c, QUARK_EPROTO, false, m, strlen(m), NULL, 0);
         return;
     }
+    /* gRPC answers say which worker read the call (TCP says it in HELLO_OK). */
+    if (k->grpc && resp.workers &&
+        (resp.workers != k->workers || resp.served_by != k->served_by))
+        learn_workers(k, resp.workers, resp.served_by);
     finish_call(r, c, (quark_err)resp.error_code, resp.actor_error, resp.error_message.p,
                 resp.error_message.n, resp.result, resp.result_len);
     qk_arena_reset(&r->arena);
@@ -1209,7 +1217,7 @@ static void handle_response(qk_rconn *k, const qk_frame *f)
     if (c->op == RC_OP_GOSSIP)
         complete(k->r, c, QUARK_OK, NULL, f->payload, f->len);
     else
-        finish_encoded(k->r, c, f->payload, f->len);
+        finish_encoded(k, c, f->payload, f->len);
 }
 
 static void handle_stream(qk_rconn *k, const qk_frame *f)
@@ -1278,6 +1286,29 @@ static void conn_ready(qk_rconn *k)
     flush(k);
 }
 
+/* What the silo said of its workers (TCP: HELLO_OK; gRPC: every answer):
+ * how many it runs and which one serves connection k. */
+static void learn_workers(qk_rconn *k, unsigned workers, unsigned served_by)
+{
+    if (workers > 1024 || served_by > workers)
+        workers = served_by = 0;
+    if (!k->lane && workers != k->workers) {
+        /* A silo that restarted with another worker count: new lanes. */
+        qk_rconn **old = k->lanes;
+        unsigned n = k->workers;
+        k->lanes = NULL;
+        for (unsigned i = 0; old && i < n; i++)
+            if (old[i])
+                old[i]->parent = NULL; /* orphans: freed once idle */
+        for (unsigned i = 0; old && i < n; i++)
+            if (old[i])
+                conn_free_if_unused(old[i]);
+        free(old);
+        k->workers = workers;
+    }
+    k->served_by = served_by;
+}
+
 static void handle_hello(qk_rconn *k, const qk_frame *f)
 {
     Quark__TcpHelloReply *h = quark__tcp_hello_reply__unpack(NULL, f->len, f->payload);
@@ -1292,24 +1323,7 @@ static void handle_hello(qk_rconn *k, const qk_frame *f)
     }
     if (h->silo_id && h->silo_id[0] && strlen(h->silo_id) < sizeof k->silo_id)
         strcpy(k->silo_id, h->silo_id);
-    if (!k->lane) {
-        /* A silo that restarted with another worker count: new lanes. */
-        if (k->lanes && h->workers != k->workers)
-            for (unsigned i = 0; i < k->workers; i++)
-                if (k->lanes[i])
-                    k->lanes[i]->parent = NULL; /* orphans: freed once idle */
-        if (h->workers != k->workers) {
-            qk_rconn **old = k->lanes;
-            unsigned n = k->workers;
-            k->lanes = NULL;
-            for (unsigned i = 0; old && i < n; i++)
-                if (old[i])
-                    conn_free_if_unused(old[i]);
-            free(old);
-        }
-        k->workers = h->workers <= 1024 ? h->workers : 0;
-    }
-    k->served_by = h->worker;
+    learn_workers(k, h->workers, h->worker);
     quark__tcp_hello_reply__free_unpacked(h, NULL);
     conn_ready(k);
 }
@@ -1388,7 +1402,8 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(k->tcp, 1);
     uv_read_start((uv_stream_t *)k->tcp, on_alloc, on_read);
     if (!r->peer && r->client->opts.transport == QUARK_TRANSPORT_GRPC) {
-        k->grpc = qk_grpc_client_new(&g_cbs, k, k->addr, r->max_msg + 4096);
+        k->grpc = qk_grpc_client_new(&g_cbs, k, k->addr, r->max_msg + 4096,
+                                     k->lane ? k->shard + 1 : 0);
         if (!k->grpc) {
             conn_lost(k, "out of memory");
             return;

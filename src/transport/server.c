@@ -47,6 +47,7 @@ typedef struct qk_conn {
     bool dirty;
     bool closing;
     bool hello_done;
+    bool hint_done;                /* gRPC: the worker hint was looked for */
     bool read_paused;
     bool writing;
     bool close_after_write;
@@ -567,7 +568,7 @@ static void send_hello_ok(qk_conn *c, quark_err code, const char *msg)
     quark_silo *s = c->w->silo;
     Quark__TcpHelloReply r = QUARK__TCP_HELLO_REPLY__INIT;
     r.version = 1;
-    r.silo_id = s->listen_host ? s->listen_host : "";
+    r.silo_id = (char *)qk_cluster_self(s); /* as views name it (not --listen's text) */
     r.error_code = code;
     r.error_message = (char *)(msg ? msg : "");
     r.workers = s->nworkers;
@@ -612,12 +613,14 @@ static int tcp_hello(qk_conn *c, const qk_frame *f)
 
 typedef struct qk_adopt {
     int fd;
-    size_t n;              /* bytes read after the HELLO */
+    uint8_t proto;         /* QK_PROTO_TCP or QK_PROTO_GRPC */
+    size_t n;              /* TCP: bytes read after the HELLO; gRPC: all read */
     uint8_t data[];
 } qk_adopt;
 
 static void on_connection_common(qk_worker *w, qk_conn *c);
 static void tcp_input(qk_conn *c);
+static void grpc_input(qk_conn *c);
 
 static void adopt_task(qk_worker *w, void *arg)
 {
@@ -637,23 +640,29 @@ static void adopt_task(qk_worker *w, void *arg)
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
-    c->proto = QK_PROTO_TCP;
+    c->proto = ad->proto;
+    c->hint_done = true;
     on_connection_common(w, c);
-    send_hello_ok(c, QUARK_OK, NULL);
+    if (c->proto == QK_PROTO_TCP)
+        send_hello_ok(c, QUARK_OK, NULL);
     if (ad->n) {
         if (qk_buf_reserve(&c->in, &c->in_cap, 0, ad->n, QK_READ_CHUNK) != 0) {
             conn_close(c);
         } else {
             memcpy(c->in, ad->data, ad->n);
             c->in_len = ad->n;
-            tcp_input(c);
+            if (c->proto == QK_PROTO_TCP)
+                tcp_input(c);
+            else
+                grpc_input(c);
         }
     }
     free(ad);
 }
 
-/* Hand c's socket (and the bytes after its HELLO) to worker `to`; false if
- * it cannot move (then it stays here). */
+/* Hand c's socket (and the bytes still to handle: after a TCP HELLO, or all
+ * of a gRPC connection's so far) to worker `to`; false if it cannot move
+ * (then it stays here). */
 static bool move_conn(qk_conn *c, unsigned to, const uint8_t *rest, size_t n)
 {
     int fd;
@@ -669,6 +678,7 @@ static bool move_conn(qk_conn *c, unsigned to, const uint8_t *rest, size_t n)
         return false;
     }
     ad->fd = nfd;
+    ad->proto = c->proto;
     ad->n = n;
     if (n)
         memcpy(ad->data, rest, n);
@@ -992,6 +1002,21 @@ static const qk_grpc_server_cbs grpc_cbs = {.on_request = grpc_on_request,
 
 static void grpc_input(qk_conn *c)
 {
+    if (!c->hint_done) {
+        /* A Quark client's lane asks for a worker in its first SETTINGS
+         * frame: move before the HTTP/2 session starts (it moves with the
+         * bytes read so far and starts there). */
+        unsigned want;
+        int got = qk_grpc_worker_hint(c->in, c->in_len, &want);
+        if (got < 0)
+            return; /* the rest of the SETTINGS frame is on its way */
+        c->hint_done = true;
+        if (want >= 1 && want <= c->w->silo->nworkers && want - 1 != c->w->index &&
+            move_conn(c, want - 1, c->in, c->in_len)) {
+            c->in_len = 0;
+            return;
+        }
+    }
     if (!c->grpc) {
         c->grpc = qk_grpc_server_new(&grpc_cbs, c, c->w->silo->opts.max_message_size);
         if (!c->grpc) {

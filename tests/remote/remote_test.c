@@ -630,6 +630,59 @@ static void test_silo_changes_worker_count(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+/* Async calls (the multiplexed connections) run on the owner worker too
+ * once the client's lanes are up: a TCP lane asks for its worker in HELLO, a
+ * gRPC lane in its first SETTINGS frame, and the silo hands the socket to
+ * that worker before serving it. */
+static void test_async_calls_on_the_owner_worker(void **state)
+{
+    (void)state;
+    silo_proc sp;
+    silo_start(&sp, 0, "default"); /* --workers 2 */
+    quark_client *c = client_for(sp.port, "default", QUARK_OK);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", sp.port);
+    quark_ref *refs[64];
+    for (int i = 0; i < 64; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "lane-%d", i);
+        TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
+    }
+    Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    one.delta = 1;
+    long calls = 0;
+    /* Rounds of 64 async calls: the first ones open the lanes (until then
+     * calls go through the worker that reads them, which hands them over);
+     * then 20 rounds in a row must hand over none. */
+    uint64_t handed = UINT64_MAX;
+    int settled = 0, rounds = 0;
+    while (settled < 20 && rounds++ < 200) {
+        quark_silo_status *st0 = NULL, *st1 = NULL;
+        TU_OK(quark_status_fetch(addr, "default", 5000, &st0));
+        atomic_store(&async_done, 0);
+        atomic_store(&async_sum, 0);
+        for (int i = 0; i < 64; i++)
+            TU_OK(quark_examples_CounterActor_Increment_async(refs[i], &one, on_inc, NULL));
+        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 64, 20000));
+        calls++;
+        /* every counter has had `calls` increments */
+        assert_int_equal(atomic_load(&async_sum), 64 * calls);
+        TU_OK(quark_status_fetch(addr, "default", 5000, &st1));
+        handed = st1->handoffs - st0->handoffs;
+        settled = handed == 0 ? settled + 1 : 0;
+        quark_status_free(st0);
+        quark_status_free(st1);
+    }
+    printf("# %s: %d rounds of 64 async calls, the last %d with no hand-off\n",
+           g_transport == QUARK_TRANSPORT_TCP ? "tcp" : "grpc", rounds, settled);
+    assert_int_equal(settled, 20);
+    assert_true(rounds <= 40); /* the lanes open within the first rounds */
+    for (int i = 0; i < 64; i++)
+        quark_ref_free(refs[i]);
+    quark_client_free(c);
+    assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+}
+
 typedef struct sleeper {
     quark_ref *ref;
     quark_err err;
@@ -980,6 +1033,7 @@ int main(void)
         cmocka_unit_test_teardown(test_outcome_unknown_not_retried, kill_leftovers),
         cmocka_unit_test_teardown(test_blocking_calls_on_the_owner_worker, kill_leftovers),
         cmocka_unit_test_teardown(test_silo_changes_worker_count, kill_leftovers),
+        cmocka_unit_test_teardown(test_async_calls_on_the_owner_worker, kill_leftovers),
     };
     const struct CMUnitTest tcp_only[] = {
         cmocka_unit_test_teardown(test_oversized_request_skipped, kill_leftovers),

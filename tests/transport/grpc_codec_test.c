@@ -273,7 +273,7 @@ typedef struct pair {
 static void pair_init(pair *p, size_t max_msg, int echo)
 {
     p->app = srv_app_new(max_msg, echo);
-    p->cli = qk_grpc_client_new(&cli_cbs, NULL, "127.0.0.1:7000", max_msg);
+    p->cli = qk_grpc_client_new(&cli_cbs, NULL, "127.0.0.1:7000", max_msg, 0);
     assert_non_null(p->cli);
     p->es = ep_server(p->app->s);
     p->ec = ep_client(p->cli);
@@ -1271,7 +1271,7 @@ static void raw_srv_answer(raw_peer *rp, int32_t id)
 
 static res client_vs_raw(int mode, int streaming, int want_status, const char *want_substr)
 {
-    qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000);
+    qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000, 0);
     raw_peer *rp = raw_new(1, mode);
     ep ec = ep_client(c), er = ep_raw(rp->ng);
     res r = {0};
@@ -1319,7 +1319,7 @@ static void test_client_bad_responses(void **state)
 static void test_client_garbage(void **state)
 {
     (void)state;
-    qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000);
+    qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000, 0);
     res r = {0};
     assert_true(qk_grpc_client_call(c, "/s/M", 0, NULL, (const uint8_t *)"q", 1, 0, &r) > 0);
     bytes out = {0};
@@ -1334,6 +1334,57 @@ static void test_client_garbage(void **state)
     assert_int_equal(r.status, 14);
     qk_grpc_client_free(c);
     bytes_free(&out);
+}
+
+/* A lane's worker hint: the client puts it in its first SETTINGS frame, the
+ * silo finds it before any session exists, and a server session ignores it
+ * (an unknown setting) and serves calls as usual. */
+static void test_worker_hint(void **state)
+{
+    (void)state;
+    for (unsigned want = 0; want <= 3; want += 3) {
+        qk_grpc_client *c = qk_grpc_client_new(&cli_cbs, NULL, "h:1", 1000, want);
+        assert_non_null(c);
+        bytes out = {0};
+        assert_true(qk_grpc_client_flush(c, bytes_write, &out) > 24 + 9);
+        unsigned w = 77;
+        assert_int_equal(qk_grpc_worker_hint(out.p, out.len, &w), 1);
+        assert_int_equal(w, want);
+        /* The SETTINGS frame: 24 + 9 + its length; any shorter prefix asks for more. */
+        size_t end = 24 + 9 + ((size_t)out.p[24] << 16 | (size_t)out.p[25] << 8 | out.p[26]);
+        assert_true(end <= out.len);
+        for (size_t n = 0; n < end; n++)
+            assert_int_equal(qk_grpc_worker_hint(out.p, n, &w), -1);
+        assert_int_equal(qk_grpc_worker_hint(out.p, end, &w), 1);
+        assert_int_equal(w, want);
+        qk_grpc_client_free(c);
+        bytes_free(&out);
+    }
+    unsigned w = 77;
+    static const char other[] = "GET / HTTP/1.1\r\n\r\n";
+    assert_int_equal(qk_grpc_worker_hint((const uint8_t *)other, sizeof other - 1, &w), 0);
+    assert_int_equal(w, 0);
+    /* A preface followed by some other frame (here a PING) has no hint. */
+    uint8_t ping[24 + 9 + 8] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    ping[26] = 8;
+    ping[27] = 6;
+    assert_int_equal(qk_grpc_worker_hint(ping, sizeof ping, &w), 0);
+
+    /* A hinted client against a server session: the call goes through. */
+    pair p;
+    p.app = srv_app_new(1 << 20, 1);
+    p.cli = qk_grpc_client_new(&cli_cbs, NULL, "127.0.0.1:7000", 1 << 20, 2);
+    p.es = ep_server(p.app->s);
+    p.ec = ep_client(p.cli);
+    res r = {0};
+    assert_true(qk_grpc_client_call(p.cli, "/quark.ActorService/InvokeActor", 0, NULL,
+                                    (const uint8_t *)"hi", 2, 0, &r) > 0);
+    pair_pump(&p, 0);
+    assert_int_equal(r.finals, 1);
+    assert_int_equal(r.status, 0);
+    assert_memory_equal(r.data, "hi", 2);
+    res_free(&r, 1);
+    pair_free(&p);
 }
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -1446,6 +1497,7 @@ int main(void)
         cmocka_unit_test(test_server_garbage),
         cmocka_unit_test(test_client_bad_responses),
         cmocka_unit_test(test_client_garbage),
+        cmocka_unit_test(test_worker_hint),
         cmocka_unit_test(test_parse_timeout),
         cmocka_unit_test(test_timeout_on_the_wire),
     };
