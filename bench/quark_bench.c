@@ -257,7 +257,7 @@ static void usage(void)
             "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
             "                   [--keys N] [--workers N]\n"
             "       quark-bench --connect HOST:PORT[,HOST:PORT...] --transport tcp|grpc\n"
-            "                   --workload w1|w2 [--routing owner|pinned] [...]\n");
+            "                   --workload w1|w2 [--routing owner|pinned] [--poll-us US] [...]\n");
     exit(2);
 }
 
@@ -267,6 +267,7 @@ int main(int argc, char **argv)
     int inproc = 0;
     const char *connect = NULL;
     const char *routing = "owner";
+    long poll_us = -1; /* -1: the client's default */
     o.transport = "inproc";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -289,6 +290,8 @@ int main(int argc, char **argv)
             routing = argv[++i];
         else if (!strcmp(a, "--workers") && v)
             o.workers = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(a, "--poll-us") && v)
+            poll_us = atol(argv[++i]);
         else
             usage();
     }
@@ -327,6 +330,8 @@ int main(int argc, char **argv)
         co.connection_string = connect;
         co.transport = strcmp(o.transport, "grpc") == 0 ? QUARK_TRANSPORT_GRPC : QUARK_TRANSPORT_TCP;
         co.routing = strcmp(routing, "pinned") == 0 ? QUARK_ROUTE_PINNED : QUARK_ROUTE_OWNER;
+        if (poll_us >= 0)
+            co.poll_us = (uint32_t)poll_us;
     }
     quark_client *c;
     if ((rc = quark_client_create(&co, &c)) || (rc = quark_client_connect(c)))

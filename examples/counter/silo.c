@@ -4,7 +4,7 @@
  *   counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]
  *                [--max-output-buffer BYTES] [--seeds H1:P1,H2:P2,...]
  *                [--advertise HOST:PORT] [--heartbeat-ms MS]
- *                [--failure-timeout-ms MS] [--idle-timeout-ms MS]
+ *                [--failure-timeout-ms MS] [--idle-timeout-ms MS] [--poll-us US]
  *
  * With --seeds it joins those silos as one cluster (docs/cluster.md) and
  * prints a line starting "counter-silo: view" each time its view of the
@@ -28,7 +28,8 @@ static void usage(void)
     fprintf(stderr, "usage: counter-silo --listen HOST:PORT [--cluster-id ID] [--workers N]\n"
                     "                    [--max-output-buffer BYTES] [--seeds H1:P1,...]\n"
                     "                    [--advertise HOST:PORT] [--heartbeat-ms MS]\n"
-                    "                    [--failure-timeout-ms MS] [--idle-timeout-ms MS]\n");
+                    "                    [--failure-timeout-ms MS] [--idle-timeout-ms MS]\n"
+                    "                    [--poll-us US]\n");
     exit(2);
 }
 
@@ -64,6 +65,8 @@ int main(int argc, char **argv)
             so.failure_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--idle-timeout-ms") && i + 1 < argc)
             so.idle_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--poll-us") && i + 1 < argc)
+            so.poll_us = (uint32_t)strtoul(argv[++i], NULL, 10);
         else
             usage();
     }

@@ -67,6 +67,13 @@ typedef struct quark_client_opts {
      * Calls beyond that, async calls and subscriptions share the multiplexed
      * connection. Default 4; 0 = every call on the multiplexed connection. */
     unsigned direct_sockets;
+    /* A thread waiting for answers (a blocking caller, or the client's I/O
+     * thread) keeps polling its sockets this long before it sleeps: an
+     * answer is often a few microseconds away, and a sleeping thread takes
+     * tens of microseconds to wake on a VM. A thread that finds its core
+     * contended (it was preempted) stops polling for a while. Default 50;
+     * 0 = sleep at once (least CPU). */
+    uint32_t poll_us;
 } quark_client_opts;
 
 /* Fill `opts` with the defaults above. */

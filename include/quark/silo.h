@@ -40,6 +40,13 @@ typedef struct quark_silo_opts {
      * stops being read until they drop below a quarter of it (default
      * 16 MiB): a slow reader costs bounded memory, never the whole silo. */
     size_t max_output_buffer;
+    /* A worker out of work keeps polling this long before it sleeps (its
+     * sockets in a silo that listens, its queue otherwise): the next call
+     * is often a few microseconds away, and a sleeping thread takes tens of
+     * microseconds to wake on a VM. A worker that finds its core contended
+     * (it was preempted) stops polling for a while. Default 50; 0 = sleep
+     * at once (least CPU when idle). */
+    uint32_t poll_us;
 
     /* ---- cluster (quark/cluster.h, docs/cluster.md); needs .listen ---- */
     /* "H1:P1,H2:P2,...": silos to join (the list may include this one).

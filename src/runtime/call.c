@@ -606,6 +606,7 @@ void quark_client_opts_init(quark_client_opts *o)
     o->retry.max_backoff_ms = 2000;
     o->default_deadline_ms = 30000;
     o->direct_sockets = 4;
+    o->poll_us = 50;
 }
 
 quark_err quark_client_create(const quark_client_opts *opts, quark_client **out)

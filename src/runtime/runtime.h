@@ -25,6 +25,7 @@
 #include "core/common.h"
 #include "core/dlheap.h"
 #include "core/mpsc.h"
+#include "core/spin.h"
 #include "core/registry_internal.h"
 
 typedef struct qk_worker qk_worker;
@@ -241,6 +242,7 @@ struct qk_worker {
     bool stopping;
     bool exit_loop;
     bool flip;                    /* next_msg: which queue to try first */
+    qk_spin spin;                 /* polling before sleeping (network silos) */
     uint64_t exit_by_ms;          /* after exit: give connections until then */
     bool app_error;               /* the answer being sent is the actor's own error */
     struct qk_view *view;         /* the cluster as this worker routes by (NULL: alone) */

@@ -24,6 +24,7 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->cluster_id = "default";
     o->max_message_size = 4u << 20;
     o->max_output_buffer = 16u << 20;
+    o->poll_us = 50;
 }
 
 quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)

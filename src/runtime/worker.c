@@ -21,7 +21,6 @@
 
 QK_TLS qk_worker *qk_tls_worker;
 
-#define QK_SPIN_NS 50000    /* poll this long before sleeping */
 #define QK_BATCH 256        /* messages handled between loop polls */
 /* In a silo that serves the network, a batch ends (its answers are written,
  * the sockets polled) every 16 messages: the client starts on the first
@@ -209,6 +208,7 @@ static void worker_main(void *arg)
     qk_worker *w = arg;
     qk_tls_worker = w;
     w->now_ms = qk_now_ms_coarse();
+    qk_spin_init(&w->spin, w->silo->listen_fds ? w->silo->opts.poll_us : 0);
     qk_server_worker_start(w);
     /* After the exit task, stay a little longer while connections still
      * write their last answers. */
@@ -220,15 +220,24 @@ static void worker_main(void *arg)
             qk_flush(w);
             continue;
         }
-        /* Spin a little before sleeping: the next in-process message is often
-         * a few microseconds away. Not in a silo that serves the network: its
-         * work arrives through sockets (epoll), and on a small machine a
-         * spinning worker takes the core from the thread about to send it. */
-        if (!w->silo->listen_fds) {
-            uint64_t spin_until = qk_now_ns() + QK_SPIN_NS;
+        /* Poll a little before sleeping (opts.poll_us): the next message is
+         * often a few microseconds away. In process, the queues; in a silo
+         * that serves the network, the sockets too, and only while this
+         * worker has its core to itself (spin.h): a polling worker on a
+         * contended machine takes the core from the thread about to send. */
+        if (!w->silo->listen_fds && w->silo->opts.poll_us) {
+            uint64_t spin_until = qk_now_ns() + (uint64_t)w->silo->opts.poll_us * 1000u;
             while (!has_work(w) && qk_now_ns() < spin_until)
                 for (int i = 0; i < 64; i++)
                     qk_cpu_relax();
+            if (has_work(w))
+                continue;
+        } else if (w->silo->listen_fds) {
+            uint64_t spin_until = qk_spin_until(&w->spin);
+            while (spin_until && !has_work(w) && !w->exit_loop && qk_now_ns() < spin_until) {
+                uv_run(&w->loop, UV_RUN_NOWAIT);
+                qk_flush(w);
+            }
             if (has_work(w))
                 continue;
         }

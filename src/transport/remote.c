@@ -45,6 +45,7 @@
 
 #include "quark/actor_service.pb-c.h"
 #include "core/buf.h"
+#include "core/spin.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
@@ -179,6 +180,8 @@ struct qk_remote {
     size_t max_msg;
     qk_arena arena;
     bool thread_started_;
+    qk_spin spin;                 /* the I/O thread's polling before it sleeps */
+    bool io_event;                /* a socket was read since the flag was cleared */
     qk_rsub *all_subs;            /* every subscription not yet freed */
     const char *meta[3];          /* quark-cluster-id metadata */
     /* Direct blocking calls (TCP, direct.h): the pool, and the routing facts
@@ -1332,6 +1335,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
     qk_rconn *k = st->data;
+    k->r->io_event = true;
     if (n < 0) {
         conn_lost(k, n == UV_EOF ? "closed by the silo" : uv_strerror((int)n));
         return;
@@ -1659,6 +1663,7 @@ static void io_main(void *arg)
 {
     qk_remote *r = arg;
     tls_remote = r;
+    qk_spin_init(&r->spin, r->peer ? 0 : r->client->opts.poll_us);
     if (r->primary)
         start_connect(r->primary);
     /* Drain, run the loop, then sleep in epoll, announcing it so that
@@ -1669,6 +1674,22 @@ static void io_main(void *arg)
         flush_all(r);
         if (!qk_mpsc_empty(&r->inbox))
             continue;
+        /* Poll a little before sleeping while the core is ours (spin.h):
+         * the next answers are often a few microseconds away. */
+        uint64_t until = qk_spin_until(&r->spin);
+        bool more = false;
+        while (until && !atomic_load(&r->stopping)) {
+            r->io_event = false;
+            uv_run(&r->loop, UV_RUN_NOWAIT);
+            if ((more = r->io_event || !qk_mpsc_empty(&r->inbox)))
+                break;
+            if (qk_now_ns() >= until)
+                break;
+        }
+        if (more) {
+            flush_all(r);
+            continue;
+        }
         atomic_store_explicit(&r->sleeping, 1, memory_order_seq_cst);
         if (qk_mpsc_empty(&r->inbox) && !atomic_load(&r->stopping))
             uv_run(&r->loop, UV_RUN_ONCE);
@@ -1756,10 +1777,10 @@ quark_err qk_remote_new(quark_client *c, qk_remote **out)
     r->primary = r->conns[0];
     if (c->opts.transport == QUARK_TRANSPORT_TCP && c->opts.direct_sockets > 0)
         r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
-                                  c->opts.direct_sockets, false); /* NULL: none */
+                                  c->opts.direct_sockets, false, c->opts.poll_us); /* NULL: none */
     else if (c->opts.direct_sockets > 0)
         r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
-                                  c->opts.direct_sockets, true);
+                                  c->opts.direct_sockets, true, c->opts.poll_us);
     *out = r;
     return QUARK_OK;
 }

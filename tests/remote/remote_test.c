@@ -116,10 +116,14 @@ static int silo_stop(silo_proc *sp, int sig)
 
 static int g_dead_port; /* when set, listed first: a silo that is not there */
 
+static uint32_t g_client_poll_us = UINT32_MAX; /* UINT32_MAX: the default */
+
 static quark_client *client_for(int port, const char *cluster, quark_err want)
 {
     quark_client_opts co;
     quark_client_opts_init(&co);
+    if (g_client_poll_us != UINT32_MAX)
+        co.poll_us = g_client_poll_us;
     char cs[64];
     if (g_dead_port)
         snprintf(cs, sizeof cs, "127.0.0.1:%d, 127.0.0.1:%d", g_dead_port, port);
@@ -683,6 +687,48 @@ static void test_async_calls_on_the_owner_worker(void **state)
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
 
+/* Threads that never poll (poll_us 0 on the silo and the client: they sleep
+ * in epoll/poll at once) and threads that poll longer than usual both carry
+ * blocking and async calls. */
+static void test_calls_without_and_with_long_polling(void **state)
+{
+    (void)state;
+    const char *polls[] = {"0", "2000"};
+    for (int i = 0; i < 2; i++) {
+        silo_proc sp;
+        g_silo_extra = "--poll-us";
+        g_silo_extra_val = polls[i];
+        silo_start(&sp, 0, "default");
+        g_silo_extra = g_silo_extra_val = NULL;
+        g_client_poll_us = (uint32_t)atoi(polls[i]);
+        quark_client *c = client_for(sp.port, "default", QUARK_OK);
+        g_client_poll_us = UINT32_MAX;
+        quark_ref *refs[16];
+        quark_err err;
+        for (int k = 0; k < 16; k++) {
+            char id[32];
+            snprintf(id, sizeof id, "poll-%d", k);
+            TU_OK(quark_examples_CounterActor_ref(c, id, &refs[k]));
+            for (int n = 1; n <= 20; n++) {
+                assert_int_equal(inc(refs[k], 1, &err), n);
+                TU_OK(err);
+            }
+        }
+        atomic_store(&async_done, 0);
+        atomic_store(&async_sum, 0);
+        Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+        one.delta = 1;
+        for (int k = 0; k < 16; k++)
+            TU_OK(quark_examples_CounterActor_Increment_async(refs[k], &one, on_inc, NULL));
+        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 16, 20000));
+        assert_int_equal(atomic_load(&async_sum), 16 * 21);
+        for (int k = 0; k < 16; k++)
+            quark_ref_free(refs[k]);
+        quark_client_free(c);
+        assert_int_equal(silo_stop(&sp, SIGTERM), 0);
+    }
+}
+
 typedef struct sleeper {
     quark_ref *ref;
     quark_err err;
@@ -1034,6 +1080,7 @@ int main(void)
         cmocka_unit_test_teardown(test_blocking_calls_on_the_owner_worker, kill_leftovers),
         cmocka_unit_test_teardown(test_silo_changes_worker_count, kill_leftovers),
         cmocka_unit_test_teardown(test_async_calls_on_the_owner_worker, kill_leftovers),
+        cmocka_unit_test_teardown(test_calls_without_and_with_long_polling, kill_leftovers),
     };
     const struct CMUnitTest tcp_only[] = {
         cmocka_unit_test_teardown(test_oversized_request_skipped, kill_leftovers),

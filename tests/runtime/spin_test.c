@@ -1,0 +1,89 @@
+/*
+ * spin_test.c - polling before sleeping (src/core/spin.c): off when asked,
+ * on at first, and off for a while once the thread has had to wait for a
+ * core (here: more busy threads than cores).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/common.h"
+#include "core/spin.h"
+
+static void test_off(void **state)
+{
+    (void)state;
+    qk_spin s;
+    qk_spin_init(&s, 0);
+    assert_int_equal(qk_spin_until(&s), 0);
+}
+
+static void test_polls_on_an_idle_core(void **state)
+{
+    (void)state;
+    qk_spin s;
+    qk_spin_init(&s, 50);
+    uint64_t now = qk_now_ns();
+    uint64_t until = qk_spin_until(&s); /* no window measured yet */
+    assert_true(until >= now + 40000 && until <= qk_now_ns() + 50000);
+}
+
+static atomic_int hog_stop;
+
+static void *hog(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&hog_stop, memory_order_relaxed))
+        qk_cpu_relax();
+    return NULL;
+}
+
+static void test_backs_off_when_cores_are_contended(void **state)
+{
+    (void)state;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nhog = (int)(ncpu > 0 ? ncpu : 1) * 3;
+    pthread_t th[256];
+    if (nhog > 256)
+        nhog = 256;
+    atomic_store(&hog_stop, 0);
+    for (int i = 0; i < nhog; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hog, NULL), 0);
+    qk_spin s;
+    qk_spin_init(&s, 50);
+    /* Keep looking (and running) for up to 5 s: with three busy threads per
+     * core this thread waits for a core most of the time, and a look after
+     * a measured window must say "sleep". */
+    int said_sleep = 0;
+    uint64_t end = qk_now_ns() + 5000000000ull;
+    while (!said_sleep && qk_now_ns() < end) {
+        uint64_t until = qk_spin_until(&s);
+        if (until == 0)
+            said_sleep = 1;
+        else
+            while (qk_now_ns() < until)
+                qk_cpu_relax(); /* "poll" */
+    }
+    atomic_store(&hog_stop, 1);
+    for (int i = 0; i < nhog; i++)
+        pthread_join(th[i], NULL);
+    assert_true(said_sleep);
+    /* And it keeps saying so during its pause (at least 2 ms from then). */
+    assert_int_equal(qk_spin_until(&s), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_off),
+        cmocka_unit_test(test_polls_on_an_idle_core),
+        cmocka_unit_test(test_backs_off_when_cores_are_contended),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
