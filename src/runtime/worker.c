@@ -210,12 +210,14 @@ static void worker_main(void *arg)
     w->now_ms = qk_now_ms_coarse();
     qk_spin_init(&w->spin, w->silo->listen_fds ? w->silo->opts.poll_us : 0);
     qk_server_worker_start(w);
+    bool worked = false; /* since it last slept: a timer alone is no reason to poll */
     /* After the exit task, stay a little longer while connections still
      * write their last answers. */
     while (!w->exit_loop || (qk_server_worker_busy(w) && qk_now_ms_coarse() < w->exit_by_ms)) {
         int n = run_batch(w);
         qk_flush(w);
         if (n > 0) {
+            worked = true;
             uv_run(&w->loop, UV_RUN_NOWAIT);
             qk_flush(w);
             continue;
@@ -232,7 +234,7 @@ static void worker_main(void *arg)
                     qk_cpu_relax();
             if (has_work(w))
                 continue;
-        } else if (w->silo->listen_fds) {
+        } else if (w->silo->listen_fds && worked) {
             uint64_t spin_until = qk_spin_until(&w->spin);
             while (spin_until && !has_work(w) && !w->exit_loop && qk_now_ns() < spin_until) {
                 uv_run(&w->loop, UV_RUN_NOWAIT);
@@ -246,6 +248,7 @@ static void worker_main(void *arg)
             atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
             continue;
         }
+        worked = false;
         uv_run(&w->loop, UV_RUN_ONCE);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
         qk_flush(w);

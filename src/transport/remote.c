@@ -1501,10 +1501,13 @@ static void unsub_op(qk_remote *r, qk_rsub *rs)
     rsub_free(r, rs);
 }
 
-static void drain_inbox(qk_remote *r)
+/* Take in what application threads submitted; true if there was any. */
+static bool drain_inbox(qk_remote *r)
 {
     qk_mpsc_node *n;
+    bool any = false;
     while ((n = qk_mpsc_pop(&r->inbox)) != NULL) {
+        any = true;
         qk_rcall *c = QK_CONTAINER_OF(n, qk_rcall, qnode);
         if (c->op == RC_OP_UNSUB) {
             unsub_op(r, c->rsub);
@@ -1536,6 +1539,7 @@ static void drain_inbox(qk_remote *r)
         send_call(r, c);
     }
     flush_all(r);
+    return any;
 }
 
 static void on_wake(uv_async_t *h)
@@ -1669,14 +1673,17 @@ static void io_main(void *arg)
     /* Drain, run the loop, then sleep in epoll, announcing it so that
      * submitters know to wake us (they skip the eventfd write otherwise). */
     while (!atomic_load(&r->stopping)) {
-        drain_inbox(r);
+        if (drain_inbox(r))
+            r->io_event = true;
         uv_run(&r->loop, UV_RUN_NOWAIT);
         flush_all(r);
         if (!qk_mpsc_empty(&r->inbox))
             continue;
         /* Poll a little before sleeping while the core is ours (spin.h):
-         * the next answers are often a few microseconds away. */
-        uint64_t until = qk_spin_until(&r->spin);
+         * the next answers are often a few microseconds away. Only after
+         * calls or answers moved: a tick alone is no reason to poll. */
+        uint64_t until = r->io_event ? qk_spin_until(&r->spin) : 0;
+        r->io_event = false;
         bool more = false;
         while (until && !atomic_load(&r->stopping)) {
             r->io_event = false;
