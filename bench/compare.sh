@@ -3,13 +3,16 @@
 # interleaved, with ratios.
 #
 #   bash bench/compare.sh [--runs N] [--peers rawtcp,redis,grpc,erlang[,caf]]
-#                         [--transports tcp[,grpc]] [--build-dir DIR] [--quick]
+#                         [--transports tcp,grpc,tcp-1w,grpc-1w] [--build-dir DIR] [--quick]
 #
 # Starts one counter-silo per Quark transport and one server per peer (all on
 # 127.0.0.1, free ports), then for each run i measures
 #   w1: quark (each transport), then each peer's W1
 #   w2: quark (each transport), then each peer's W2 (every shape)
-# so machine drift hits every system alike. Transports default to tcp,grpc; one
+# so machine drift hits every system alike. Transports default to
+# tcp,grpc,tcp-1w,grpc-1w: "-1w" is the same against a silo started with
+# --workers 1 (one silo thread, like the Redis and raw TCP servers: with the
+# client's I/O thread that is one thread per core of a 2-core machine). One
 # other than tcp is measured only if a trial quark-bench run over it succeeds.
 # Prints a markdown table of medians with a "quark/peer" calls/s ratio column
 # and writes it to bench/results/compare-<date>.md. Every server it started is
@@ -26,7 +29,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=3
 RUNS_SET=0
 PEERS=rawtcp,redis,grpc,erlang
-TRANSPORTS=tcp,grpc   # grpc only if a trial run works
+TRANSPORTS=tcp,grpc,tcp-1w,grpc-1w   # all but tcp only if a trial run works
 BUILD=$REPO/build
 QUICK=0
 PEERS_SRC=${PEERS_SRC:-$REPO/../shared/peers}
@@ -34,7 +37,7 @@ PEERS_DIR=${PEERS_DIR:-/tmp/peers}
 CLIENT_TIMEOUT=120
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -57,7 +60,7 @@ for p in "${PEER_LIST[@]}"; do
     case "$p" in rawtcp|redis|grpc|erlang|caf) ;; *) echo "compare.sh: unknown peer '$p'" >&2; exit 2 ;; esac
 done
 for t in "${TRANSPORT_LIST[@]}"; do
-    case "$t" in tcp|grpc) ;; *) echo "compare.sh: unknown transport '$t'" >&2; exit 2 ;; esac
+    case "$t" in tcp|grpc|tcp-1w|grpc-1w) ;; *) echo "compare.sh: unknown transport '$t'" >&2; exit 2 ;; esac
 done
 
 if [ "$QUICK" = 1 ]; then W1_CALLS=20000; W2_CALLS=200000; else W1_CALLS=100000; W2_CALLS=1000000; fi
@@ -313,7 +316,9 @@ start_silo() {  # TRANSPORT
     port=$(free_port)
     SILO_STARTS=$((SILO_STARTS + 1))
     log=$WORK/logs/silo-$t-$SILO_STARTS.log
-    start_server "counter-silo-$t" "$log" "$SILO" --listen "127.0.0.1:$port"
+    local extra=()
+    case "$t" in *-1w) extra=(--workers 1) ;; esac
+    start_server "counter-silo-$t" "$log" "$SILO" --listen "127.0.0.1:$port" "${extra[@]}"
     PID[silo-$t]=$SRV_PID; PORT[silo-$t]=$port; SILO_LOG[$t]=$log
     wait_log "$log" listening "$SRV_PID" "counter-silo ($t)" 30
 }
@@ -392,8 +397,9 @@ quark_run() {  # TRANSPORT WORKLOAD RUN
     local t=$1 wl=$2 i=$3 calls shape line
     if [ "$wl" = w1 ]; then calls=$W1_CALLS; shape="1 call in flight"; else
         calls=$W2_CALLS; shape="1 client, 64 async in flight"; fi
+    case "$t" in *-1w) shape+=", silo --workers 1" ;; esac
     ensure_silo "$t" "quark-$t $wl run$i" || { FAILS+=("counter-silo ($t) restart failed"); return 0; }
-    client "quark-$t $wl run$i" "$BENCH" --connect "127.0.0.1:${PORT[silo-$t]}" --transport "$t" \
+    client "quark-$t $wl run$i" "$BENCH" --connect "127.0.0.1:${PORT[silo-$t]}" --transport "${t%-1w}" \
         --workload "$wl" --calls "$calls" || return 0
     line=$(grep '^RESULT' <<<"$OUT" | tail -1 || true)
     record_kv "quark-$t" "$wl" "$shape" "$i" "$line"
@@ -481,7 +487,7 @@ for t in "${TRANSPORT_LIST[@]}"; do
     start_silo "$t" || exit 1
     if [ "$t" != tcp ]; then
         # A trial run: is this transport built yet?
-        if ! timeout 60 "$BENCH" --connect "127.0.0.1:${PORT[silo-$t]}" --transport "$t" --workload w1 \
+        if ! timeout 60 "$BENCH" --connect "127.0.0.1:${PORT[silo-$t]}" --transport "${t%-1w}" --workload w1 \
                 --calls 1000 >"$WORK/logs/trial-$t.log" 2>&1; then
             NOTES+=("quark transport $t skipped: the trial \`quark-bench --transport $t\` failed: $(tail -1 "$WORK/logs/trial-$t.log")")
             note "skipping transport $t: $(tail -1 "$WORK/logs/trial-$t.log")"
