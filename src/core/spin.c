@@ -55,6 +55,19 @@ uint64_t qk_spin_until(qk_spin *s)
     uint64_t now = qk_now_ns();
     if (now < s->off_until_ns)
         return 0;
+    if (s->off_until_ns) {
+        /* The pause is over: judge the next window by a time of polling,
+         * not by the pause (sleeping waits for no core). */
+        int64_t w = run_wait_ns();
+        if (w < 0) {
+            s->budget_ns = 0;
+            return 0;
+        }
+        s->off_until_ns = 0;
+        s->win_ns = now;
+        s->win_wait_ns = (uint64_t)w;
+        return now + s->budget_ns;
+    }
     if (now - s->win_ns >= QK_SPIN_WINDOW_NS) {
         int64_t w = run_wait_ns();
         if (w < 0) {

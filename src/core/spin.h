@@ -10,8 +10,9 @@
  * core, polling takes it from them. So a thread looks, every few
  * milliseconds, at how long it waited on the run queue itself (Linux's
  * /proc/thread-self/schedstat); above 10% of the time the cores are
- * contended and it stops polling for a while, doubling the pause each time
- * (2 ms up to ~1 s). Where that file cannot be read it never polls.
+ * contended and it stops polling for a while, doubling the pause while the
+ * windows of polling between pauses stay contended (2 ms up to ~1 s). Where
+ * that file cannot be read it never polls.
  */
 #ifndef QK_SPIN_H
 #define QK_SPIN_H

@@ -76,6 +76,15 @@ static void test_backs_off_when_cores_are_contended(void **state)
     assert_true(said_sleep);
     /* And it keeps saying so during its pause (at least 2 ms from then). */
     assert_int_equal(qk_spin_until(&s), 0);
+    /* Once the pause is over it polls again, judging the next window by
+     * that polling (the pause itself waited for no core). The first pause
+     * is 2 ms; a later one could be longer, so wait until it ends. */
+    uint64_t until = 0;
+    end = qk_now_ns() + 3000000000ull;
+    while (!(until = qk_spin_until(&s)) && qk_now_ns() < end)
+        usleep(1000);
+    assert_true(until > 0);
+    assert_true(s.off_until_ns == 0);
 }
 
 int main(void)
