@@ -12,6 +12,8 @@
 #define QK_SPIN_CONTENDED_PCT 10         /* waiting for a core this much of the time */
 #define QK_SPIN_BACKOFF_MIN_NS 2000000ull /* then pause polling 2 ms, doubling */
 #define QK_SPIN_BACKOFF_MAX_SHIFT 9       /* up to ~1 s */
+#define QK_SPIN_HITS_MIN 64               /* of 256: poll while a quarter of spells find work */
+#define QK_SPIN_PROBE_EVERY 16            /* else poll one spell in this many */
 
 /* How long this thread has waited on a run queue (ns), or -1 if unknown.
  * Opened each time (every few ms at most): no descriptor outlives a thread. */
@@ -41,6 +43,8 @@ void qk_spin_init(qk_spin *s, uint32_t us)
     s->budget_ns = (uint64_t)us * 1000u;
     s->off_until_ns = 0;
     s->backoffs = 0;
+    s->hits = 256;
+    s->skipped = 0;
     s->win_ns = qk_now_ns();
     int64_t w = us ? run_wait_ns() : -1;
     if (w < 0)
@@ -85,5 +89,15 @@ uint64_t qk_spin_until(qk_spin *s)
         }
         s->backoffs = 0;
     }
+    /* Spells that mostly time out (work comes later than the budget) only
+     * burn CPU: below a quarter of hits, poll one spell in 16. */
+    if (s->hits < QK_SPIN_HITS_MIN && ++s->skipped < QK_SPIN_PROBE_EVERY)
+        return 0;
+    s->skipped = 0;
     return now + s->budget_ns;
+}
+
+void qk_spin_found(qk_spin *s, bool found)
+{
+    s->hits = s->hits - s->hits / 8 + (found ? 32u : 0u); /* EWMA, 1/8 weight */
 }

@@ -240,6 +240,8 @@ static void worker_main(void *arg)
                 uv_run(&w->loop, UV_RUN_NOWAIT);
                 qk_flush(w);
             }
+            if (spin_until)
+                qk_spin_found(&w->spin, has_work(w));
             if (has_work(w))
                 continue;
         }

@@ -220,10 +220,14 @@ static int wait_answer(const qk_direct *d, int fd, uint64_t at_ms)
     uint64_t until = qk_spin_until(&tls_spin);
     while (until) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 0) > 0)
+        if (poll(&p, 1, 0) > 0) {
+            qk_spin_found(&tls_spin, true);
             return 1;
-        if (qk_now_ns() >= until)
+        }
+        if (qk_now_ns() >= until) {
+            qk_spin_found(&tls_spin, false);
             break;
+        }
         qk_cpu_relax();
     }
     return wait_fd(fd, POLLIN, at_ms);

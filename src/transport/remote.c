@@ -1693,6 +1693,8 @@ static void io_main(void *arg)
             if (qk_now_ns() >= until)
                 break;
         }
+        if (until)
+            qk_spin_found(&r->spin, more);
         if (more) {
             flush_all(r);
             continue;

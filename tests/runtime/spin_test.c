@@ -87,11 +87,47 @@ static void test_backs_off_when_cores_are_contended(void **state)
     assert_true(s.off_until_ns == 0);
 }
 
+/* Spells that come up empty make a thread poll only one spell in 16; spells
+ * that find work again bring polling back. (The contention window is pushed
+ * forward so that only this rule decides.) */
+static void test_empty_spells_poll_rarely(void **state)
+{
+    (void)state;
+    qk_spin s;
+    qk_spin_init(&s, 50);
+    for (int i = 0; i < 40; i++) {
+        s.win_ns = qk_now_ns();
+        if (qk_spin_until(&s))
+            qk_spin_found(&s, false);
+    }
+    int polled = 0;
+    for (int i = 0; i < 64; i++) {
+        s.win_ns = qk_now_ns();
+        if (qk_spin_until(&s)) {
+            polled++;
+            qk_spin_found(&s, false);
+        }
+    }
+    assert_int_equal(polled, 4); /* one in 16 */
+    /* The probes find work: polling resumes. */
+    int resumed = 0;
+    for (int i = 0; i < 200 && !resumed; i++) {
+        s.win_ns = qk_now_ns();
+        if (qk_spin_until(&s)) {
+            qk_spin_found(&s, true);
+            s.win_ns = qk_now_ns();
+            resumed = qk_spin_until(&s) != 0 && qk_spin_until(&s) != 0;
+        }
+    }
+    assert_true(resumed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_off),
         cmocka_unit_test(test_polls_on_an_idle_core),
+        cmocka_unit_test(test_empty_spells_poll_rarely),
         cmocka_unit_test(test_backs_off_when_cores_are_contended),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
