@@ -60,6 +60,7 @@ typedef struct qk_dsilo {
     char addr[QK_DIRECT_ADDR_MAX];
     unsigned workers;            /* 0 until a HELLO_OK said */
     unsigned total;              /* sockets, idle or busy (or being opened) */
+    bool gone;                   /* no longer a silo calls go to (qk_direct_retain) */
     qk_dsock *idle;
 } qk_dsilo;
 
@@ -146,6 +147,39 @@ void qk_direct_shutdown(qk_direct *d)
     }
     for (qk_dsock *s = d->all; s; s = s->all_next)
         shutdown(s->fd, SHUT_RDWR); /* busy: its caller sees the end and drops it */
+    uv_mutex_unlock(&d->mu);
+}
+
+/* Under d->mu: free silo entries that are gone and hold no socket. */
+static void silos_prune_locked(qk_direct *d)
+{
+    for (qk_dsilo **pp = &d->silos; *pp;) {
+        qk_dsilo *si = *pp;
+        if (si->gone && si->total == 0) {
+            *pp = si->next;
+            free(si);
+            continue;
+        }
+        pp = &si->next;
+    }
+}
+
+void qk_direct_retain(qk_direct *d, const char *const *addrs, size_t n)
+{
+    if (!d)
+        return;
+    uv_mutex_lock(&d->mu);
+    for (qk_dsilo *si = d->silos; si; si = si->next) {
+        si->gone = true;
+        for (size_t i = 0; i < n && si->gone; i++)
+            si->gone = strcmp(addrs[i], si->addr) != 0;
+        while (si->gone && si->idle) {
+            qk_dsock *s = si->idle;
+            si->idle = s->next;
+            sock_drop_locked(d, s);
+        }
+    }
+    silos_prune_locked(d);
     uv_mutex_unlock(&d->mu);
 }
 
@@ -561,8 +595,10 @@ static qk_dc_status grpc_call(qk_direct *d, qk_dsock *s, const char *addr, const
 static qk_dsilo *silo_get_locked(qk_direct *d, const char *addr)
 {
     for (qk_dsilo *si = d->silos; si; si = si->next)
-        if (!strcmp(si->addr, addr))
+        if (!strcmp(si->addr, addr)) {
+            si->gone = false; /* calls go there again */
             return si;
+        }
     if (strlen(addr) >= QK_DIRECT_ADDR_MAX)
         return NULL;
     qk_dsilo *si = calloc(1, sizeof *si);
@@ -681,8 +717,11 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
 void qk_direct_release(qk_direct *d, qk_dsock *s)
 {
     uv_mutex_lock(&d->mu);
-    if (d->closed) {
+    if (d->closed || s->silo->gone) {
+        bool gone = s->silo->gone;
         sock_drop_locked(d, s);
+        if (gone)
+            silos_prune_locked(d);
     } else {
         s->busy = false;
         s->next = s->silo->idle;

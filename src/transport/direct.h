@@ -54,6 +54,9 @@ qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t
 void qk_direct_shutdown(qk_direct *d);
 /* Accept calls again (after a new connect). */
 void qk_direct_reopen(qk_direct *d);
+/* The silos calls may go to now (the view's members and the primary):
+ * idle sockets to any other silo are closed, busy ones when released. */
+void qk_direct_retain(qk_direct *d, const char *const *addrs, size_t n);
 void qk_direct_free(qk_direct *d);
 
 /* Call the silo `addr` ("host:port") with a complete REQUEST frame (its id

@@ -916,6 +916,18 @@ static void publish_view(qk_remote *r)
     r->pub_view = nv;
     uv_mutex_unlock(&r->route_mu);
     qk_view_unref(old);
+    /* Direct sockets to silos calls no longer go to are closed (they would
+     * otherwise sit open until disconnect). */
+    size_t n = 0, cap = 1 + (nv ? nv->n : 0);
+    const char **keep = malloc(cap * sizeof *keep);
+    if (!keep)
+        return; /* out of memory: they stay until the next change */
+    if (r->primary)
+        keep[n++] = r->primary->addr;
+    for (size_t i = 0; nv && i < nv->n; i++)
+        keep[n++] = nv->members[i].addr;
+    qk_direct_retain(r->direct, keep, n);
+    free(keep);
 }
 
 static void publish_primary(qk_remote *r)

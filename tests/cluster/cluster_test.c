@@ -23,6 +23,7 @@
  * to read when a case fails.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -976,6 +977,45 @@ static void test_kill(void **state)
     cluster_down();
 }
 
+/* How many TCP sockets this process holds to 127.0.0.1:`port` (in any
+ * state): /proc/self/fd's socket inodes matched against /proc/net/tcp. */
+static int my_sockets_to(int port)
+{
+    unsigned long inodes[1024];
+    int ni = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    assert_non_null(dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL && ni < 1024) {
+        char path[300], link[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        unsigned long ino;
+        if (sscanf(link, "socket:[%lu]", &ino) == 1)
+            inodes[ni++] = ino;
+    }
+    closedir(dir);
+    int count = 0;
+    FILE *f = fopen("/proc/net/tcp", "r");
+    assert_non_null(f);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned rport, st;
+        unsigned long ino;
+        if (sscanf(line, " %*d: %*x:%*x %*x:%x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &rport, &st,
+                   &ino) != 3)
+            continue;
+        for (int i = 0; i < ni; i++)
+            if (inodes[i] == ino && (int)rport == port)
+                count++;
+    }
+    fclose(f);
+    return count;
+}
+
 static void test_leave(void **state)
 {
     (void)state;
@@ -1030,6 +1070,11 @@ static void test_leave(void **state)
     if (n_after < 100)
         fail_msg("only %zu calls started after the SIGTERM", n_after);
     load_free(&ld);
+    /* The client keeps no socket to the silo that left (its blocking calls'
+     * own sockets included: they would sit half-closed until disconnect). */
+    int left = -1;
+    if (!POLL_UNTIL((left = my_sockets_to(g_silo[2].port)) == 0, 5000))
+        fail_msg("the client still holds %d sockets to the silo that left", left);
 
     quark_client_free(c);
     cluster_down();
