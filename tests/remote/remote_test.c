@@ -166,6 +166,20 @@ static void on_inc(quark_err err, const char *msg, const Quark__Examples__Counte
     atomic_fetch_add(&async_done, 1);
 }
 
+/* Increment refs[0..n) by 1 each with async calls and wait for every answer;
+ * returns the sum of the values they answered. */
+static long inc_all_async(quark_ref **refs, int n)
+{
+    atomic_store(&async_done, 0);
+    atomic_store(&async_sum, 0);
+    Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    one.delta = 1;
+    for (int i = 0; i < n; i++)
+        TU_OK(quark_examples_CounterActor_Increment_async(refs[i], &one, on_inc, NULL));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == n, 20000));
+    return atomic_load(&async_sum);
+}
+
 static void test_calls(void **state)
 {
     (void)state;
@@ -599,8 +613,6 @@ static void test_silo_changes_worker_count(void **state)
             g_silo_extra = g_silo_extra_val = NULL;
             assert_true(TU_WAIT_UNTIL(quark_client_is_connected(c), 20000));
         }
-        atomic_store(&async_done, 0);
-        atomic_store(&async_sum, 0);
         quark_err err;
         quark_ref *refs[64];
         for (int i = 0; i < 64; i++) {
@@ -620,13 +632,7 @@ static void test_silo_changes_worker_count(void **state)
         if (g_transport == QUARK_TRANSPORT_TCP)
             assert_int_equal(st->handoffs, 0);
         quark_status_free(st);
-        for (int i = 0; i < 64; i++) {
-            Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
-            one.delta = 1;
-            TU_OK(quark_examples_CounterActor_Increment_async(refs[i], &one, on_inc, NULL));
-        }
-        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 64, 20000));
-        assert_int_equal(atomic_load(&async_sum), 64 * 2);
+        assert_int_equal(inc_all_async(refs, 64), 64 * 2);
         for (int i = 0; i < 64; i++)
             quark_ref_free(refs[i]);
     }
@@ -652,8 +658,6 @@ static void test_async_calls_on_the_owner_worker(void **state)
         snprintf(id, sizeof id, "lane-%d", i);
         TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
     }
-    Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
-    one.delta = 1;
     long calls = 0;
     /* Rounds of 64 async calls: the first ones open the lanes (until then
      * calls go through the worker that reads them, which hands them over);
@@ -663,14 +667,9 @@ static void test_async_calls_on_the_owner_worker(void **state)
     while (settled < 20 && rounds++ < 200) {
         quark_silo_status *st0 = NULL, *st1 = NULL;
         TU_OK(quark_status_fetch(addr, "default", 5000, &st0));
-        atomic_store(&async_done, 0);
-        atomic_store(&async_sum, 0);
-        for (int i = 0; i < 64; i++)
-            TU_OK(quark_examples_CounterActor_Increment_async(refs[i], &one, on_inc, NULL));
-        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 64, 20000));
         calls++;
         /* every counter has had `calls` increments */
-        assert_int_equal(atomic_load(&async_sum), 64 * calls);
+        assert_int_equal(inc_all_async(refs, 64), 64 * calls);
         TU_OK(quark_status_fetch(addr, "default", 5000, &st1));
         handed = st1->handoffs - st0->handoffs;
         settled = handed == 0 ? settled + 1 : 0;
@@ -714,14 +713,7 @@ static void test_calls_without_and_with_long_polling(void **state)
                 TU_OK(err);
             }
         }
-        atomic_store(&async_done, 0);
-        atomic_store(&async_sum, 0);
-        Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
-        one.delta = 1;
-        for (int k = 0; k < 16; k++)
-            TU_OK(quark_examples_CounterActor_Increment_async(refs[k], &one, on_inc, NULL));
-        assert_true(TU_WAIT_UNTIL(atomic_load(&async_done) == 16, 20000));
-        assert_int_equal(atomic_load(&async_sum), 16 * 21);
+        assert_int_equal(inc_all_async(refs, 16), 16 * 21);
         for (int k = 0; k < 16; k++)
             quark_ref_free(refs[k]);
         quark_client_free(c);
