@@ -1217,7 +1217,7 @@ static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
     }
     /* gRPC answers say which worker read the call (TCP says it in HELLO_OK). */
     if (k->grpc && resp.workers &&
-        (resp.workers != k->workers || resp.served_by != k->served_by))
+        ((!k->lane && resp.workers != k->workers) || resp.served_by != k->served_by))
         learn_workers(k, resp.workers, resp.served_by);
     finish_call(r, c, (quark_err)resp.error_code, resp.actor_error, resp.error_message.p,
                 resp.error_message.n, resp.result, resp.result_len);
