@@ -62,8 +62,8 @@ typedef struct quark_client_opts {
     quark_routing routing;          /* QUARK_ROUTE_OWNER */
     /* A blocking call may use a socket of its own (the calling thread
      * writes the request and reads the answer, no hand-off to the client's
-     * I/O thread): at most this many per silo worker (TCP; the socket asks
-     * for the actor's worker) or per silo (gRPC: an HTTP/2 connection each).
+     * I/O thread): at most this many per silo worker (the socket asks for
+     * the actor's worker; over gRPC each is an HTTP/2 connection).
      * Calls beyond that, async calls and subscriptions share the multiplexed
      * connection. Default 4; 0 = every call on the multiplexed connection. */
     unsigned direct_sockets;

@@ -505,12 +505,15 @@ static bool g_idle_ok(qk_dsock *s)
     }
 }
 
-static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, uint64_t at_ms)
+/* A gRPC socket to `si`, asking for worker `shard` (UINT32_MAX: any, the
+ * worker count is not known yet) in its first SETTINGS frame. */
+static qk_dsock *sock_open_grpc(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t at_ms)
 {
     qk_dsock *s = sock_connect(si, &at_ms);
     if (!s)
         return NULL;
-    s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096, 0);
+    s->g = qk_grpc_client_new(&g_cbs, s, si->addr, d->max_msg + 4096,
+                              shard == UINT32_MAX ? 0 : shard + 1);
     bool all = false;
     if (!s->g || (g_flush(s, at_ms, &all), !all)) { /* the preface and SETTINGS */
         close(s->fd);
@@ -683,7 +686,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         }
         si->total++; /* reserved while we connect */
         uv_mutex_unlock(&d->mu);
-        s = d->grpc ? sock_open_grpc(d, si, at_ms) : sock_open(d, si, shard, at_ms);
+        s = d->grpc ? sock_open_grpc(d, si, shard, at_ms) : sock_open(d, si, shard, at_ms);
         uv_mutex_lock(&d->mu);
         if (!s || d->closed) {
             si->total--;
