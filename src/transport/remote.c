@@ -181,7 +181,7 @@ struct qk_remote {
     qk_arena arena;
     bool thread_started_;
     qk_spin spin;                 /* the I/O thread's polling before it sleeps */
-    bool io_event;                /* a socket was read since the flag was cleared */
+    bool io_event;                /* calls or answers moved since the flag was cleared */
     qk_rsub *all_subs;            /* every subscription not yet freed */
     const char *meta[3];          /* quark-cluster-id metadata */
     /* Direct blocking calls (TCP, direct.h): the pool, and the routing facts

@@ -180,6 +180,22 @@ static long inc_all_async(quark_ref **refs, int n)
     return atomic_load(&async_sum);
 }
 
+/* References to counters "<prefix>-0" .. "<prefix>-<n-1>", and their release. */
+static void refs_new(quark_client *c, const char *prefix, quark_ref **refs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
+    }
+}
+
+static void refs_free(quark_ref **refs, int n)
+{
+    for (int i = 0; i < n; i++)
+        quark_ref_free(refs[i]);
+}
+
 static void test_calls(void **state)
 {
     (void)state;
@@ -615,10 +631,8 @@ static void test_silo_changes_worker_count(void **state)
         }
         quark_err err;
         quark_ref *refs[64];
+        refs_new(c, "wc", refs, 64);
         for (int i = 0; i < 64; i++) {
-            char id[32];
-            snprintf(id, sizeof id, "wc-%d", i);
-            TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
             /* each round starts from a fresh silo: counters start again */
             assert_int_equal(inc(refs[i], 1, &err), 1);
             TU_OK(err);
@@ -633,8 +647,7 @@ static void test_silo_changes_worker_count(void **state)
             assert_int_equal(st->handoffs, 0);
         quark_status_free(st);
         assert_int_equal(inc_all_async(refs, 64), 64 * 2);
-        for (int i = 0; i < 64; i++)
-            quark_ref_free(refs[i]);
+        refs_free(refs, 64);
     }
     quark_client_free(c);
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
@@ -653,16 +666,11 @@ static void test_async_calls_on_the_owner_worker(void **state)
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", sp.port);
     quark_ref *refs[64];
-    for (int i = 0; i < 64; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "lane-%d", i);
-        TU_OK(quark_examples_CounterActor_ref(c, id, &refs[i]));
-    }
+    refs_new(c, "lane", refs, 64);
     long calls = 0;
     /* Rounds of 64 async calls: the first ones open the lanes (until then
      * calls go through the worker that reads them, which hands them over);
      * then 20 rounds in a row must hand over none. */
-    uint64_t handed = UINT64_MAX;
     int settled = 0, rounds = 0;
     while (settled < 20 && rounds++ < 200) {
         quark_silo_status *st0 = NULL, *st1 = NULL;
@@ -671,8 +679,7 @@ static void test_async_calls_on_the_owner_worker(void **state)
         /* every counter has had `calls` increments */
         assert_int_equal(inc_all_async(refs, 64), 64 * calls);
         TU_OK(quark_status_fetch(addr, "default", 5000, &st1));
-        handed = st1->handoffs - st0->handoffs;
-        settled = handed == 0 ? settled + 1 : 0;
+        settled = st1->handoffs == st0->handoffs ? settled + 1 : 0;
         quark_status_free(st0);
         quark_status_free(st1);
     }
@@ -680,8 +687,7 @@ static void test_async_calls_on_the_owner_worker(void **state)
            g_transport == QUARK_TRANSPORT_TCP ? "tcp" : "grpc", rounds, settled);
     assert_int_equal(settled, 20);
     assert_true(rounds <= 40); /* the lanes open within the first rounds */
-    for (int i = 0; i < 64; i++)
-        quark_ref_free(refs[i]);
+    refs_free(refs, 64);
     quark_client_free(c);
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
 }
@@ -704,18 +710,15 @@ static void test_calls_without_and_with_long_polling(void **state)
         g_client_poll_us = UINT32_MAX;
         quark_ref *refs[16];
         quark_err err;
+        refs_new(c, "poll", refs, 16);
         for (int k = 0; k < 16; k++) {
-            char id[32];
-            snprintf(id, sizeof id, "poll-%d", k);
-            TU_OK(quark_examples_CounterActor_ref(c, id, &refs[k]));
             for (int n = 1; n <= 20; n++) {
                 assert_int_equal(inc(refs[k], 1, &err), n);
                 TU_OK(err);
             }
         }
         assert_int_equal(inc_all_async(refs, 16), 16 * 21);
-        for (int k = 0; k < 16; k++)
-            quark_ref_free(refs[k]);
+        refs_free(refs, 16);
         quark_client_free(c);
         assert_int_equal(silo_stop(&sp, SIGTERM), 0);
     }
