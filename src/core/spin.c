@@ -52,35 +52,40 @@ void qk_spin_init(qk_spin *s, uint32_t us)
     s->win_wait_ns = w < 0 ? 0 : (uint64_t)w;
 }
 
+/* Start a new measurement window at `now`; *waited is the run-queue wait
+ * over the one that ends. False if it cannot be read (then polling stops). */
+static bool next_window(qk_spin *s, uint64_t now, uint64_t *waited)
+{
+    int64_t w = run_wait_ns();
+    if (w < 0) {
+        s->budget_ns = 0;
+        return false;
+    }
+    *waited = (uint64_t)w - s->win_wait_ns;
+    s->win_ns = now;
+    s->win_wait_ns = (uint64_t)w;
+    return true;
+}
+
 uint64_t qk_spin_until(qk_spin *s)
 {
     if (!s->budget_ns)
         return 0;
-    uint64_t now = qk_now_ns();
+    uint64_t now = qk_now_ns(), waited;
     if (now < s->off_until_ns)
         return 0;
     if (s->off_until_ns) {
         /* The pause is over: judge the next window by a time of polling,
          * not by the pause (sleeping waits for no core). */
-        int64_t w = run_wait_ns();
-        if (w < 0) {
-            s->budget_ns = 0;
+        if (!next_window(s, now, &waited))
             return 0;
-        }
         s->off_until_ns = 0;
-        s->win_ns = now;
-        s->win_wait_ns = (uint64_t)w;
         return now + s->budget_ns;
     }
-    if (now - s->win_ns >= QK_SPIN_WINDOW_NS) {
-        int64_t w = run_wait_ns();
-        if (w < 0) {
-            s->budget_ns = 0;
+    uint64_t span = now - s->win_ns;
+    if (span >= QK_SPIN_WINDOW_NS) {
+        if (!next_window(s, now, &waited))
             return 0;
-        }
-        uint64_t waited = (uint64_t)w - s->win_wait_ns, span = now - s->win_ns;
-        s->win_ns = now;
-        s->win_wait_ns = (uint64_t)w;
         if (waited * 100 > span * QK_SPIN_CONTENDED_PCT) {
             if (s->backoffs < QK_SPIN_BACKOFF_MAX_SHIFT)
                 s->backoffs++;
