@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and run the whole suite through ctest: a normal
-# build, an ASan+UBSan build, and a TSan build of the concurrency tests.
+# build, a Release build with clang, an ASan+UBSan build, and a TSan build of
+# the concurrency tests. Warnings are errors here (QUARK_WERROR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -20,13 +21,14 @@ run_suite() { # name, build dir, cmake args..., -- ctest args...
   [ $# -gt 0 ] && shift
   targs=("$@")
   echo "== $name: configure and build ($dir)"
-  cmake -S . -B "$dir" -DQUARK_BUILD_BENCH=OFF "${cargs[@]}" >/dev/null
+  cmake -S . -B "$dir" -DQUARK_BUILD_BENCH=OFF -DQUARK_WERROR=ON "${cargs[@]}" >/dev/null
   cmake --build "$dir" -j"$jobs" >/dev/null
   echo "== $name: ctest"
   (cd "$dir" && ctest --output-on-failure -j"$jobs" "${targs[@]}") || status=1
 }
 
 run_suite "release" build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
+CC=clang run_suite "clang release" build-clang -DCMAKE_BUILD_TYPE=Release
 run_suite "asan+ubsan" build-asan -DCMAKE_BUILD_TYPE=Debug "-DQUARK_SANITIZE=address,undefined" \
   -- --timeout 600
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \

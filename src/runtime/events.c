@@ -321,8 +321,8 @@ static quark_err post(qk_worker *owner, qk_sub *s, uint8_t kind)
 quark_err qk_net_subscribe(qk_worker *w, struct qk_conn *conn, uint64_t sub_id, const char *type,
                            size_t type_len, const char *id, size_t id_len, qk_sub **out)
 {
-    qk_worker *owner;
-    qk_sub *s;
+    qk_worker *owner = NULL;
+    qk_sub *s = NULL;
     quark_err rc = make_sub(w->silo, type, type_len, id, id_len, &s, &owner);
     if (rc != QUARK_OK)
         return rc;
@@ -368,7 +368,7 @@ quark_err quark_subscribe(quark_client *c, const char *type_name, const char *id
             free(h);
             return qk_error(QUARK_ECLOSED, "the silo is not running");
         }
-        qk_worker *owner;
+        qk_worker *owner = NULL;
         rc = make_sub(c->silo, type_name, strlen(type_name), id, strlen(id), &h->sub, &owner);
         if (rc == QUARK_OK) {
             h->sub->fn = fn;

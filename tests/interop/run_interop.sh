@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # run_interop.sh COUNTER_SILO - the gRPC interop test (ctest: grpc_interop).
+# run_interop.sh --check-modules - only check that node and the npm packages are
+# there, saying how to get them if not (ctest: interop.npm_ci_done).
 # Starts COUNTER_SILO --listen 127.0.0.1:0, waits for its "listening" line,
 # runs interop.test.mjs (a stock grpc-js client) against its port, then stops
 # the silo with SIGTERM and checks that it exits 0. The silo is killed on any
 # way out of this script.
 set -euo pipefail
-silo=${1:?usage: run_interop.sh path/to/counter-silo}
-case $silo in /*) ;; *) silo=$PWD/$silo ;; esac
+silo=${1:?usage: run_interop.sh path/to/counter-silo | --check-modules}
+case $silo in /*|--check-modules) ;; *) silo=$PWD/$silo ;; esac
 cd "$(dirname "$0")"
 
 die() { echo "run_interop.sh: $*" >&2; exit 1; }
-[ -x "$silo" ] || die "$silo is not an executable"
-command -v node >/dev/null || die "node is not installed (scripts/test.sh installs it)"
+command -v node >/dev/null || die "node is not installed: apt-get install nodejs npm (scripts/test.sh does it)"
 for m in @grpc/grpc-js @grpc/proto-loader protobufjs; do
-  [ -d "node_modules/$m" ] || die "node_modules is missing ($m): run npm ci in tests/interop (scripts/test.sh does it)"
+  [ -d "node_modules/$m" ] || die "tests/interop/node_modules has no $m: run 'npm ci --prefix tests/interop' from the repository root (scripts/test.sh does it)"
 done
+if [ "$silo" = --check-modules ]; then
+  echo "run_interop.sh: node $(node --version) and the npm packages of tests/interop are installed"
+  exit 0
+fi
+[ -x "$silo" ] || die "$silo is not an executable"
 
 tmp=$(mktemp -d)
 silo_pid=
