@@ -6,8 +6,8 @@
  * TCP connection (Quark's protocol: magic, HELLO, STATUS), bounded by a
  * deadline on every step, closed after the answer.
  */
-#define _GNU_SOURCE /* memrchr */
 #include <errno.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
@@ -17,8 +17,10 @@
 #include <unistd.h>
 
 #include "quark/actor_service.pb-c.h"
-#include "runtime/runtime.h"
+#include "quark/cluster.h"
+#include "core/common.h"
 #include "transport/frame.h"
+#include "transport/sock.h"
 
 void quark_status_free(quark_silo_status *st)
 {
@@ -50,38 +52,6 @@ int quark_status_format(const quark_silo_status *st, char *buf, size_t cap)
 
 /* ---- the blocking exchange ---- */
 
-static int wait_fd(int fd, short ev, uint64_t until_ms)
-{
-    for (;;) {
-        uint64_t now = qk_now_ms_coarse();
-        if (now >= until_ms)
-            return -1;
-        struct pollfd p = {.fd = fd, .events = ev};
-        int rc = poll(&p, 1, (int)(until_ms - now));
-        if (rc > 0)
-            return 0;
-        if (rc < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n, uint64_t until)
-{
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k > 0) {
-            p += k;
-            n -= (size_t)k;
-        } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(fd, POLLOUT, until) != 0)
-                return -1;
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Read one frame (payload malloc'd into *payload). */
 static int read_frame(int fd, uint64_t until, uint8_t *type, uint8_t **payload, size_t *len)
 {
@@ -106,7 +76,7 @@ static int read_frame(int fd, uint64_t until, uint8_t *type, uint8_t **payload, 
                     return -1;
             }
         } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (wait_fd(fd, POLLIN, until) != 0) {
+            if (qk_sock_wait(fd, POLLIN, until) <= 0) {
                 free(body);
                 return -1;
             }
@@ -135,56 +105,10 @@ static int send_frame(int fd, uint8_t type, const ProtobufCMessage *m, uint64_t 
     qk_frame_header(buf + off, type, 1, len);
     if (m)
         protobuf_c_message_pack(m, buf + off + QK_FRAME_HEADER);
-    int rc = write_all(fd, buf, off + QK_FRAME_HEADER + len, until);
+    size_t n = off + QK_FRAME_HEADER + len;
+    int rc = qk_sock_write_all(fd, buf, n, until) == n ? 0 : -1;
     free(buf);
     return rc;
-}
-
-static int dial(const char *address, uint64_t until, char *why, size_t wcap)
-{
-    char host[256], port[16];
-    const char *colon = strrchr(address, ':');
-    if (!colon || colon == address || (size_t)(colon - address) >= sizeof host ||
-        strlen(colon + 1) == 0 || strlen(colon + 1) >= sizeof port) {
-        snprintf(why, wcap, "'%s' is not HOST:PORT", address);
-        return -1;
-    }
-    memcpy(host, address, (size_t)(colon - address));
-    host[colon - address] = '\0';
-    snprintf(port, sizeof port, "%s", colon + 1);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0 || !ai) {
-        snprintf(why, wcap, "cannot resolve %s: %s", host, gai_strerror(gai));
-        return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(why, wcap, "socket: %s", strerror(errno));
-        freeaddrinfo(ai);
-        return -1;
-    }
-    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
-    if (rc != 0 && errno == EINPROGRESS) {
-        int err = 0;
-        socklen_t el = sizeof err;
-        if (wait_fd(fd, POLLOUT, until) != 0) {
-            snprintf(why, wcap, "no answer from %s in time", address);
-            close(fd);
-            return -1;
-        }
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        rc = err ? -1 : 0;
-        errno = err;
-    }
-    if (rc != 0) {
-        snprintf(why, wcap, "cannot connect to %s: %s", address, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 quark_err quark_status_fetch(const char *address, const char *cluster_id, uint32_t timeout_ms,
@@ -195,7 +119,7 @@ quark_err quark_status_fetch(const char *address, const char *cluster_id, uint32
     *out = NULL;
     uint64_t until = qk_now_ms_coarse() + (timeout_ms ? timeout_ms : 5000);
     char why[400];
-    int fd = dial(address, until, why, sizeof why);
+    int fd = qk_sock_connect(address, until, why, sizeof why);
     if (fd < 0)
         return qk_error(QUARK_EUNAVAILABLE, "status of %s: %s", address, why);
     quark_err rc = QUARK_OK;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "core/addr.h"
 #include "cluster/cluster.h"
 #include "cluster/membership.h"
 #include "transport/remote.h"
@@ -200,37 +201,33 @@ uint8_t *qk_cluster_gossip_in(quark_silo *s, const uint8_t *p, size_t n, size_t 
 
 /* ---- lifecycle ---- */
 
-static int split_list(const char *s, char ***out, size_t *n)
+typedef struct seed_list {
+    char **v;
+    size_t n, cap;
+    const char *bad;      /* the first seed that is not HOST:PORT */
+    size_t bad_len;
+} seed_list;
+
+static int add_seed(void *arg, const char *item, size_t len)
 {
-    *out = NULL;
-    *n = 0;
-    if (!s)
-        return 0;
-    size_t cap = 1;
-    for (const char *p = s; *p; p++)
-        cap += *p == ',';
-    char **v = calloc(cap, sizeof *v);
-    if (!v)
+    seed_list *l = arg;
+    qk_addr a;
+    if (len >= QK_ADDR_MAX || qk_addr_parse(item, len, &a) != 0) {
+        l->bad = item;
+        l->bad_len = len;
         return -1;
-    const char *p = s;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        size_t len = (size_t)(e - p);
-        while (len && p[len - 1] == ' ')
-            len--;
-        if (len) {
-            v[*n] = strndup(p, len);
-            if (!v[*n])
-                return -1;
-            (*n)++;
-        }
-        p = e;
     }
-    *out = v;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strndup(item, len)))
+        return -1;
+    l->n++;
     return 0;
 }
 
@@ -245,15 +242,11 @@ static void advertise_addr(quark_silo *s, char *out, size_t cap)
         snprintf(out, cap, "%s", s->opts.advertise);
         return;
     }
-    char host[256] = "";
-    const char *l = s->opts.listen;
-    const char *colon = strrchr(l, ':');
-    size_t hl = colon ? (size_t)(colon - l) : 0;
-    if (hl && hl < sizeof host) {
-        memcpy(host, l, hl);
-        host[hl] = '\0';
-    }
-    if (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]"))
+    char host[QK_HOST_MAX] = "";
+    qk_addr la;
+    if (qk_addr_parse(s->opts.listen, strlen(s->opts.listen), &la) == 0)
+        snprintf(host, sizeof host, "%s", la.host); /* bound already: it parses */
+    if (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::"))
         if (gethostname(host, sizeof host) != 0 || !host[0])
             snprintf(host, sizeof host, "127.0.0.1");
     snprintf(out, cap, "%s:%d", host, s->port);
@@ -277,21 +270,19 @@ quark_err qk_cluster_create(quark_silo *s)
                         "(heartbeat_ms %u): a single late heartbeat would kill a live silo",
                         ft, hb);
     }
-    if (split_list(s->opts.seeds, &cl->seeds, &cl->nseeds) != 0) {
+    seed_list sl = {0};
+    if (s->opts.seeds && qk_addr_list_each(s->opts.seeds, add_seed, &sl) != 0) {
+        quark_err rc = sl.bad ? qk_error(QUARK_EINVAL, "seed '%.*s' is not HOST:PORT",
+                                         (int)(sl.bad_len > 300 ? 300 : sl.bad_len), sl.bad)
+                              : qk_error(QUARK_ENOMEM, "out of memory reading the seed list");
+        for (size_t j = 0; j < sl.n; j++)
+            free(sl.v[j]);
+        free(sl.v);
         free(cl);
-        return qk_error(QUARK_ENOMEM, "out of memory reading the seed list");
+        return rc;
     }
-    for (size_t i = 0; i < cl->nseeds; i++) {
-        const char *colon = strrchr(cl->seeds[i], ':');
-        if (!colon || colon == cl->seeds[i] || !colon[1] || strlen(cl->seeds[i]) >= QK_ADDR_MAX) {
-            quark_err rc = qk_error(QUARK_EINVAL, "seed '%s' is not HOST:PORT", cl->seeds[i]);
-            for (size_t j = 0; j < cl->nseeds; j++)
-                free(cl->seeds[j]);
-            free(cl->seeds);
-            free(cl);
-            return rc;
-        }
-    }
+    cl->seeds = sl.v;
+    cl->nseeds = sl.n;
     cl->started_ms = qk_now_ms_coarse();
     qk_membership_cfg cfg = {
         .cluster_id = s->cluster_id,

@@ -29,7 +29,7 @@
 #include "transport/direct.h"
 #include "transport/frame.h"
 #include "transport/grpc_codec.h"
-#include "transport/remote.h"
+#include "transport/sock.h"
 
 #define QK_DIRECT_CONNECT_MS 3000
 #define QK_DIRECT_ADDR_MAX 300
@@ -212,31 +212,7 @@ void qk_direct_free(qk_direct *d)
     free(d);
 }
 
-/* ---- blocking I/O with a deadline ---- */
-
-static int remaining_ms(uint64_t at_ms)
-{
-    uint64_t now = qk_now_ms_coarse();
-    if (now >= at_ms)
-        return 0;
-    uint64_t left = at_ms - now;
-    return left > 600000 ? 600000 : (int)left + 1; /* +1: the coarse clock's step */
-}
-
-/* Wait for `ev` on fd until at_ms: 1 ready, 0 timeout, -1 error. */
-static int wait_fd(int fd, short ev, uint64_t at_ms)
-{
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = ev};
-        int rc = poll(&p, 1, remaining_ms(at_ms));
-        if (rc > 0)
-            return 1;
-        if (rc == 0)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
-}
+/* ---- waiting for answers ---- */
 
 /* Wait for an answer on fd until at_ms (1 ready, 0 timeout, -1 error):
  * polling first, for up to d->poll_us, while this thread has its core to
@@ -264,26 +240,7 @@ static int wait_answer(const qk_direct *d, int fd, uint64_t at_ms)
         }
         qk_cpu_relax();
     }
-    return wait_fd(fd, POLLIN, at_ms);
-}
-
-/* Write all of p; returns bytes written (short only on error/timeout). */
-static size_t write_all(int fd, const uint8_t *p, size_t n, uint64_t at_ms)
-{
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = send(fd, p + off, n - off, MSG_NOSIGNAL);
-        if (w > 0) {
-            off += (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(fd, POLLOUT, at_ms) > 0)
-            continue;
-        break;
-    }
-    return off;
+    return qk_sock_wait(fd, POLLIN, at_ms);
 }
 
 /* Read until one whole frame is in s->in (from s->in_off); 1 ok with *f set,
@@ -330,36 +287,6 @@ static int read_frame(qk_direct *d, qk_dsock *s, uint64_t at_ms, qk_frame *f, co
 
 /* ---- opening a socket ---- */
 
-static int connect_to(const char *addr, uint64_t at_ms)
-{
-    char host[QK_DIRECT_ADDR_MAX], port[16];
-    if (qk_split_addr(addr, strlen(addr), host, sizeof host, port, sizeof port) != 0)
-        return -1;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc != 0 && errno == EINPROGRESS && wait_fd(fd, POLLOUT, at_ms) > 0) {
-            int err = 0;
-            socklen_t el = sizeof err;
-            rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0 ? 0 : -1;
-        }
-        if (rc != 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-/* Connect, say HELLO asking for worker `shard` (UINT32_MAX: any), learn
- * which worker serves it. NULL if anything fails. */
 /* A connected socket to si (not yet in any list); *at_ms is lowered to the
  * connect timeout. */
 static qk_dsock *sock_connect(qk_dsilo *si, uint64_t *at_ms)
@@ -367,7 +294,7 @@ static qk_dsock *sock_connect(qk_dsilo *si, uint64_t *at_ms)
     uint64_t limit = qk_now_ms_coarse() + QK_DIRECT_CONNECT_MS;
     if (limit < *at_ms)
         *at_ms = limit;
-    int fd = connect_to(si->addr, *at_ms);
+    int fd = qk_sock_connect(si->addr, *at_ms, NULL, 0);
     if (fd < 0)
         return NULL;
     qk_dsock *s = calloc(1, sizeof *s);
@@ -380,6 +307,8 @@ static qk_dsock *sock_connect(qk_dsilo *si, uint64_t *at_ms)
     return s;
 }
 
+/* Connect, say HELLO asking for worker `shard` (UINT32_MAX: any), learn
+ * which worker serves it. NULL if anything fails. */
 static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t at_ms)
 {
     qk_dsock *s = sock_connect(si, &at_ms);
@@ -402,7 +331,7 @@ static qk_dsock *sock_open(qk_direct *d, qk_dsilo *si, unsigned shard, uint64_t 
     qk_frame_header(buf + QK_FRAME_MAGIC_LEN, QK_FRAME_HELLO, 0, len);
     protobuf_c_message_pack(&h.base, buf + QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER);
     len += QK_FRAME_MAGIC_LEN + QK_FRAME_HEADER;
-    if (write_all(fd, buf, len, at_ms) != len || read_frame(d, s, at_ms, &f, &why) != 1 ||
+    if (qk_sock_write_all(fd, buf, len, at_ms) != len || read_frame(d, s, at_ms, &f, &why) != 1 ||
         f.type != QK_FRAME_HELLO_OK)
         goto fail;
     hr = quark__tcp_hello_reply__unpack(NULL, f.len, f.payload);
@@ -482,7 +411,7 @@ static size_t g_flush(qk_dsock *s, uint64_t at_ms, bool *all)
 {
     s->out_len = 0;
     qk_grpc_client_flush(s->g, g_out, s);
-    size_t n = s->oom ? 0 : write_all(s->fd, s->out, s->out_len, at_ms);
+    size_t n = s->oom ? 0 : qk_sock_write_all(s->fd, s->out, s->out_len, at_ms);
     *all = !s->oom && n == s->out_len;
     return n;
 }
@@ -755,7 +684,7 @@ qk_dc_status qk_direct_call(qk_direct *d, const char *addr, uint64_t hash, uint8
     uint64_t id = ++s->next_id;
     for (int i = 0; i < 8; i++)
         frame[8 + i] = (uint8_t)(id >> (56 - 8 * i));
-    size_t sent = write_all(s->fd, frame, len, deadline_at_ms);
+    size_t sent = qk_sock_write_all(s->fd, frame, len, deadline_at_ms);
     if (sent == 0) {
         sock_drop(d, s);
         return QK_DC_NOT_SENT;

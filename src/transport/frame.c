@@ -29,17 +29,17 @@ long qk_frame_parse(const uint8_t *buf, size_t n, size_t max_payload, qk_frame *
     uint32_t len = get32(buf);
     if (len < QK_FRAME_HEADER - 4) {
         *why = "frame shorter than its header";
-        return -1;
+        return QK_FRAME_MALFORMED;
     }
     size_t payload = len - (QK_FRAME_HEADER - 4);
     if (payload > max_payload) {
         *why = "frame larger than the maximum message size";
-        return -1;
+        return QK_FRAME_TOO_BIG;
     }
     uint8_t type = buf[4];
     if (type == 0 || type > QK_FRAME_TYPE_MAX || buf[5] != 0 || buf[6] != 0 || buf[7] != 0) {
         *why = "unknown frame type or flags";
-        return -1;
+        return QK_FRAME_MALFORMED;
     }
     if (n < 4 + (size_t)len)
         return 0;

@@ -52,9 +52,16 @@ typedef struct qk_frame {
     size_t len;
 } qk_frame;
 
-/* Parse one frame from buf[0..n). Returns the bytes it takes (> 0), 0 if the
- * frame is not complete yet, or -1 if it is malformed or longer than
- * max_payload (then *why says which). */
+/* qk_frame_parse's results besides a frame's length. */
+enum {
+    QK_FRAME_PARTIAL = 0,   /* not complete yet: read more */
+    QK_FRAME_MALFORMED = -1,/* not a frame (bad length, type or flags) */
+    QK_FRAME_TOO_BIG = -2   /* a well-formed header announcing more than max_payload */
+};
+
+/* Parse one frame from buf[0..n). Returns the bytes it takes (> 0),
+ * QK_FRAME_PARTIAL, or QK_FRAME_MALFORMED / QK_FRAME_TOO_BIG (then *why says
+ * what is wrong, for a message). */
 long qk_frame_parse(const uint8_t *buf, size_t n, size_t max_payload, qk_frame *f,
                     const char **why);
 

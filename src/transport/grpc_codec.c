@@ -406,6 +406,45 @@ int qk_grpc_status_from_http(int http_status)
     }
 }
 
+/* The one map between Quark errors and gRPC statuses (see the header).
+ * qk_grpc_status_of takes the first row of an error, qk_grpc_err_of the
+ * first row of a status. */
+static const struct {
+    quark_err err;
+    int status;
+} qk_grpc_map[] = {
+    {QUARK_OK, QK_GRPC_OK},
+    {QUARK_ENOTYPE, QK_GRPC_NOT_FOUND},
+    {QUARK_ENOMETHOD, QK_GRPC_UNIMPLEMENTED},
+    {QUARK_EUNIMPLEMENTED, QK_GRPC_UNIMPLEMENTED},
+    {QUARK_EINVAL, QK_GRPC_INVALID_ARGUMENT},
+    {QUARK_EBADARGS, QK_GRPC_INVALID_ARGUMENT},
+    {QUARK_ETIMEDOUT, QK_GRPC_DEADLINE_EXCEEDED},
+    {QUARK_ETOOBIG, QK_GRPC_RESOURCE_EXHAUSTED},
+    {QUARK_ECLUSTER, QK_GRPC_FAILED_PRECONDITION},
+    {QUARK_ECYCLE, QK_GRPC_ABORTED},
+    {QUARK_EUNAVAILABLE, QK_GRPC_UNAVAILABLE},
+    {QUARK_ECLOSED, QK_GRPC_UNAVAILABLE},
+    {QUARK_EUNKNOWN, QK_GRPC_UNKNOWN},
+    {QUARK_ECLOSED, QK_GRPC_CANCELLED}, /* read only: a cancelled call was closed */
+};
+
+int qk_grpc_status_of(quark_err err)
+{
+    for (size_t i = 0; i < sizeof qk_grpc_map / sizeof qk_grpc_map[0]; i++)
+        if (qk_grpc_map[i].err == err)
+            return qk_grpc_map[i].status;
+    return QK_GRPC_INTERNAL;
+}
+
+quark_err qk_grpc_err_of(int grpc_status)
+{
+    for (size_t i = 0; i < sizeof qk_grpc_map / sizeof qk_grpc_map[0]; i++)
+        if (qk_grpc_map[i].status == grpc_status)
+            return qk_grpc_map[i].err;
+    return QUARK_EINTERNAL;
+}
+
 /* application/grpc, application/grpc+proto, application/grpc;params. */
 static int qk_is_grpc_content_type(const uint8_t *v, size_t n)
 {

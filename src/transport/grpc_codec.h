@@ -50,14 +50,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quark/error.h"
+
 /* gRPC status codes the codec produces or maps. */
 enum {
     QK_GRPC_OK = 0,
     QK_GRPC_CANCELLED = 1,
     QK_GRPC_UNKNOWN = 2,
+    QK_GRPC_INVALID_ARGUMENT = 3,
     QK_GRPC_DEADLINE_EXCEEDED = 4,
+    QK_GRPC_NOT_FOUND = 5,
     QK_GRPC_PERMISSION_DENIED = 7,
     QK_GRPC_RESOURCE_EXHAUSTED = 8,
+    QK_GRPC_FAILED_PRECONDITION = 9,
+    QK_GRPC_ABORTED = 10,
     QK_GRPC_UNIMPLEMENTED = 12,
     QK_GRPC_INTERNAL = 13,
     QK_GRPC_UNAVAILABLE = 14,
@@ -256,5 +262,14 @@ int qk_grpc_parse_timeout(const char *v, size_t len, uint64_t *ms);
  * 429, 502, 503, 504 -> 14 UNAVAILABLE, anything else (415 and 405 too)
  * -> 2 UNKNOWN. */
 int qk_grpc_status_from_http(int http_status);
+
+/* Quark's errors as gRPC statuses and back, from one table
+ * (docs/wire-protocol.md): what a silo sends for a framework error, and what
+ * a Quark client makes of a status. The two are inverse where a status
+ * stands for one error; a status that stands for several (12 UNIMPLEMENTED:
+ * ENOMETHOD, EUNIMPLEMENTED) comes back as the first, one that stands for
+ * none (7, 16, an unknown code) as QUARK_EINTERNAL. */
+int qk_grpc_status_of(quark_err err);
+quark_err qk_grpc_err_of(int grpc_status);
 
 #endif /* QK_GRPC_CODEC_H */

@@ -37,13 +37,13 @@
  * TCP, no connection string: it connects to the silos it gossips with and to
  * the owners of the calls it forwards.
  */
-#define _GNU_SOURCE /* memrchr */
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "core/addr.h"
 #include "core/buf.h"
 #include "core/spin.h"
 #include "runtime/runtime.h"
@@ -105,8 +105,8 @@ enum { RC_IDLE, RC_CONNECTING, RC_HELLO, RC_READY };
 /* One connection to one silo. */
 struct qk_rconn {
     qk_remote *r;
-    char host[256];
-    char port[8];
+    char host[QK_HOST_MAX];
+    char port[QK_PORT_MAX];
     char addr[QK_ADDR_MAX];       /* "host:port" as listed or as the view names it */
     char silo_id[QK_ADDR_MAX];    /* what the silo calls itself ("" until known) */
     bool seed;                    /* from the connection string */
@@ -127,6 +127,7 @@ struct qk_rconn {
     qk_rcall *waiting, *waiting_tail; /* to send once connected */
     uint64_t next_id;
     unsigned failures;            /* consecutive failed connects */
+    quark_err refusal;            /* the silo's HELLO_OK error of this attempt, or 0 */
     uint64_t reconnect_at_ms;
     uint64_t attempt_started_ms;
     qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
@@ -160,6 +161,7 @@ struct qk_remote {
     uv_mutex_t mu;
     uv_cond_t cv;
     int first_done;               /* 1 connected, -1 every seed failed once */
+    quark_err first_code;         /* then: why (ECLUSTER: a silo refused our cluster id) */
     char first_error[640];
     /* connections */
     qk_rconn **conns;
@@ -412,24 +414,6 @@ static uint64_t backoff_of(const qk_remote *r, unsigned failures)
     return b / 2 + (uint64_t)rand() % (b / 2 + 1); /* jitter: [b/2, b] */
 }
 
-int qk_split_addr(const char *p, size_t len, char *host, size_t hcap, char *port, size_t pcap)
-{
-    const char *colon = memrchr(p, ':', len);
-    if (!colon || colon == p || (size_t)(colon - p) >= hcap)
-        return -1;
-    size_t pl = len - (size_t)(colon - p) - 1;
-    if (pl == 0 || pl >= pcap)
-        return -1;
-    memcpy(host, p, (size_t)(colon - p));
-    host[colon - p] = '\0';
-    memcpy(port, colon + 1, pl);
-    port[pl] = '\0';
-    for (const char *d = port; *d; d++)
-        if (*d < '0' || *d > '9')
-            return -1;
-    return 0;
-}
-
 static qk_rconn *conn_new(qk_remote *r, const char *addr, size_t len)
 {
     if (r->nconns == r->conns_cap) {
@@ -443,11 +427,13 @@ static qk_rconn *conn_new(qk_remote *r, const char *addr, size_t len)
     qk_rconn *k = calloc(1, sizeof *k);
     if (!k)
         return NULL;
-    if (len >= sizeof k->addr ||
-        qk_split_addr(addr, len, k->host, sizeof k->host, k->port, sizeof k->port) != 0) {
+    qk_addr a;
+    if (len >= sizeof k->addr || qk_addr_parse(addr, len, &a) != 0) {
         free(k);
         return NULL;
     }
+    memcpy(k->host, a.host, sizeof k->host);
+    memcpy(k->port, a.port, sizeof k->port);
     memcpy(k->addr, addr, len);
     k->addr[len] = '\0';
     k->r = r;
@@ -622,26 +608,6 @@ static void ensure_connecting(qk_rconn *k)
 
 /* ---- gRPC transport ---- */
 
-/* The quark_err a gRPC status stands for (the inverse of the silo's
- * mapping, docs/wire-protocol.md). */
-static quark_err err_of_status(int st)
-{
-    switch (st) {
-    case 0: return QUARK_OK;
-    case 1: return QUARK_ECLOSED;         /* CANCELLED */
-    case 3: return QUARK_EINVAL;          /* INVALID_ARGUMENT */
-    case 4: return QUARK_ETIMEDOUT;       /* DEADLINE_EXCEEDED */
-    case 5: return QUARK_ENOTYPE;         /* NOT_FOUND */
-    case 8: return QUARK_ETOOBIG;         /* RESOURCE_EXHAUSTED */
-    case 9: return QUARK_ECLUSTER;        /* FAILED_PRECONDITION */
-    case 10: return QUARK_ECYCLE;         /* ABORTED */
-    case 12: return QUARK_ENOMETHOD;      /* UNIMPLEMENTED */
-    case 14: return QUARK_EUNAVAILABLE;   /* UNAVAILABLE */
-    case 2: return QUARK_EUNKNOWN;        /* UNKNOWN */
-    default: return QUARK_EINTERNAL;
-    }
-}
-
 static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
                         const char *errmsg, size_t errlen, const uint8_t *result, size_t len);
 static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n);
@@ -657,7 +623,7 @@ static void g_on_response(void *ud, void *call_ud, int st, const char *gmsg, con
     qk_rcall *c = call_ud;
     table_take(k, c->id);
     if (st != 0)
-        finish_call(k->r, c, err_of_status(st), false, gmsg, strlen(gmsg), NULL, 0);
+        finish_call(k->r, c, qk_grpc_err_of(st), false, gmsg, strlen(gmsg), NULL, 0);
     else
         finish_encoded(k, c, msg, len);
 }
@@ -681,7 +647,7 @@ static void g_on_stream_end(void *ud, void *call_ud, int st, const char *gmsg)
         watch_ended(k, c);
         return;
     }
-    sub_end(c->rsub, st == 0 ? QUARK_ECLOSED : err_of_status(st), gmsg);
+    sub_end(c->rsub, st == 0 ? QUARK_ECLOSED : qk_grpc_err_of(st), gmsg);
     rcall_free(c);
 }
 
@@ -1053,10 +1019,11 @@ static void on_tcp_closed(uv_handle_t *h)
     free(h);
 }
 
-static void first_result(qk_remote *r, int result, const char *why)
+static void first_result(qk_remote *r, int result, quark_err code, const char *why)
 {
     uv_mutex_lock(&r->mu);
     if (r->first_done == 0 || (result == 1 && r->first_done != 1)) {
+        r->first_code = code;
         if (result < 0 && why)
             snprintf(r->first_error, sizeof r->first_error, "%s", why);
         r->first_done = result;
@@ -1133,7 +1100,7 @@ static void conn_lost(qk_rconn *k, const char *why)
         r->seed_failures++;
         snprintf(msg, sizeof msg, "%s: %s", k->addr, why);
         if (r->seed_failures >= r->nseeds)
-            first_result(r, -1, msg);
+            first_result(r, -1, k->refusal ? k->refusal : QUARK_EUNAVAILABLE, msg);
     }
     if (k == r->primary && !r->view)
         next_primary(r);
@@ -1288,7 +1255,7 @@ static void conn_ready(qk_rconn *k)
     atomic_store(&r->connected, 1);
     if (k == r->primary)
         publish_primary(r);
-    first_result(r, 1, NULL);
+    first_result(r, 1, QUARK_OK, NULL);
     if (r->want_watch && !r->source)
         pick_source(r);
     qk_rcall *c = k->waiting;
@@ -1330,9 +1297,10 @@ static void handle_hello(qk_rconn *k, const qk_frame *f)
     if (!h || h->error_code) {
         char why[400];
         snprintf(why, sizeof why, "refused: %s", h ? h->error_message : "bad hello reply");
+        /* A refusal (wrong cluster) is final for this endpoint's attempt. */
+        k->refusal = h ? (quark_err)h->error_code : QUARK_EPROTO;
         if (h)
             quark__tcp_hello_reply__free_unpacked(h, NULL);
-        /* A refusal (wrong cluster) is final for this endpoint's attempt. */
         conn_lost(k, why);
         return;
     }
@@ -1464,6 +1432,7 @@ static void start_connect(qk_rconn *k)
     uv_tcp_init(&r->loop, k->tcp);
     k->tcp->data = k;
     k->state = RC_CONNECTING;
+    k->refusal = QUARK_OK;
     k->attempt_started_ms = qk_now_ms_coarse();
     if (gai != 0 || !ai) {
         conn_lost(k, gai_strerror(gai));
@@ -1731,27 +1700,21 @@ static void io_main(void *arg)
 
 /* ---- API used by client.c / call.c ---- */
 
+static int add_seed(void *arg, const char *item, size_t len)
+{
+    qk_remote *r = arg;
+    qk_rconn *k = conn_new(r, item, len);
+    if (!k)
+        return -1;
+    k->seed = true;
+    r->nseeds++;
+    return 0;
+}
+
 static int parse_endpoints(qk_remote *r, const char *cs)
 {
-    const char *p = cs;
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len && p[len - 1] == ' ')
-            len--;
-        if (len) {
-            qk_rconn *k = conn_new(r, p, len);
-            if (!k)
-                return -1;
-            k->seed = true;
-            r->nseeds++;
-        }
-        p += len;
-        while (*p == ' ' || *p == ',')
-            p++;
-    }
+    if (qk_addr_list_each(cs, add_seed, r) != 0)
+        return -1;
     return r->nseeds ? 0 : -1;
 }
 
@@ -1854,8 +1817,8 @@ quark_err qk_remote_connect(qk_remote *r)
     int ok = r->first_done == 1;
     uv_mutex_unlock(&r->mu);
     if (!ok) {
-        quark_err rc = qk_error(strstr(r->first_error, "refused: this silo belongs")
-                                    ? QUARK_ECLUSTER : QUARK_EUNAVAILABLE,
+        quark_err rc = qk_error(r->first_code == QUARK_ECLUSTER ? QUARK_ECLUSTER
+                                                                : QUARK_EUNAVAILABLE,
                                 "no silo answered at %s (last error: %s)",
                                 r->client->opts.connection_string, r->first_error);
         qk_remote_disconnect(r);
@@ -2012,7 +1975,7 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
         return false;
     case QK_DC_ANSWERED: {
         if (res.grpc_status) { /* (gRPC) the status says it all */
-            res.resp.error_code = (int32_t)err_of_status(res.grpc_status);
+            res.resp.error_code = (int32_t)qk_grpc_err_of(res.grpc_status);
             res.resp.actor_error = false;
             res.resp.error_message.p = res.why;
             res.resp.error_message.n = strlen(res.why);

@@ -15,10 +15,6 @@ typedef struct qk_remote qk_remote;
 struct qk_worker;
 struct qk_msg;
 
-/* Split "host:port" (p[0..len)) into host and a numeric port; -1 if it is
- * not that shape or does not fit. */
-int qk_split_addr(const char *p, size_t len, char *host, size_t hcap, char *port, size_t pcap);
-
 quark_err qk_remote_new(quark_client *c, qk_remote **out);
 quark_err qk_remote_connect(qk_remote *r);      /* blocks until a silo said hello, or all failed */
 void qk_remote_disconnect(qk_remote *r);        /* fails what is in flight, joins the thread */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "core/addr.h"
 #include "core/buf.h"
 #include "runtime/runtime.h"
 #include "transport/frame.h"
@@ -70,21 +71,6 @@ typedef struct qk_conn {
 
 /* ---- binding (silo start, main thread) ---- */
 
-static int split_host_port(const char *s, char *host, size_t hcap, int *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= hcap)
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535 || end == colon + 1)
-        return -1;
-    *port = (int)p;
-    return 0;
-}
-
 static int open_listener(const struct sockaddr *sa, socklen_t salen)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -106,18 +92,15 @@ quark_err qk_server_bind(quark_silo *s)
 {
     if (!s->opts.listen)
         return QUARK_OK;
-    char host[256];
-    int port;
-    if (split_host_port(s->opts.listen, host, sizeof host, &port) != 0)
+    qk_addr la;
+    if (qk_addr_parse(s->opts.listen, strlen(s->opts.listen), &la) != 0)
         return qk_error(QUARK_EINVAL, "listen address '%s' is not HOST:PORT", s->opts.listen);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int gai = getaddrinfo(host[0] ? host : NULL, portstr, &hints, &ai);
+    int gai = getaddrinfo(la.host, la.port, &hints, &ai);
     if (gai != 0 || !ai)
-        return qk_error(QUARK_EINVAL, "cannot resolve listen host '%s': %s", host,
+        return qk_error(QUARK_EINVAL, "cannot resolve listen host '%s': %s", la.host,
                         gai_strerror(gai));
     s->listen_fds = calloc(s->nworkers, sizeof *s->listen_fds);
     if (!s->listen_fds) {
@@ -356,27 +339,6 @@ static void respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
 
 static void grpc_pump(qk_conn *c);
 
-/* gRPC status of a framework error (docs/wire-protocol.md). */
-static int grpc_status_of(quark_err e)
-{
-    switch (e) {
-    case QUARK_OK: return 0;
-    case QUARK_ENOTYPE: return 5;          /* NOT_FOUND */
-    case QUARK_ENOMETHOD:
-    case QUARK_EUNIMPLEMENTED: return 12;  /* UNIMPLEMENTED */
-    case QUARK_EINVAL:
-    case QUARK_EBADARGS: return 3;         /* INVALID_ARGUMENT */
-    case QUARK_ETIMEDOUT: return 4;        /* DEADLINE_EXCEEDED */
-    case QUARK_ETOOBIG: return 8;          /* RESOURCE_EXHAUSTED */
-    case QUARK_ECLUSTER: return 9;         /* FAILED_PRECONDITION */
-    case QUARK_ECYCLE: return 10;          /* ABORTED */
-    case QUARK_EUNAVAILABLE:
-    case QUARK_ECLOSED: return 14;         /* UNAVAILABLE */
-    case QUARK_EUNKNOWN: return 2;         /* UNKNOWN */
-    default: return 13;                    /* INTERNAL */
-    }
-}
-
 void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
                     const uint8_t *result, size_t len, bool app_error)
 {
@@ -389,7 +351,7 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
     if (!c->grpc)
         return;
     if (err != QUARK_OK && !app_error) {
-        qk_grpc_server_respond(c->grpc, (int32_t)id, grpc_status_of(err),
+        qk_grpc_server_respond(c->grpc, (int32_t)id, qk_grpc_status_of(err),
                                errmsg && *errmsg ? errmsg : quark_strerror(err), NULL, 0);
     } else {
         /* Success, or the actor's own error: an ActorInvocationResponse. */
@@ -827,7 +789,7 @@ static void tcp_input(qk_conn *c)
         if (used < 0) {
             const uint8_t *h = c->in + off;
             uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-            if (why && strstr(why, "larger") && h[4] == QK_FRAME_REQUEST) {
+            if (used == QK_FRAME_TOO_BIG && h[4] == QK_FRAME_REQUEST) {
                 /* Refuse this one request and skip its bytes; the rest goes on. */
                 uint64_t id = 0;
                 for (int i = 0; i < 8; i++)
@@ -935,7 +897,7 @@ static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_
     if (cluster_id && *cluster_id && strcmp(cluster_id, s->cluster_id) != 0) {
         snprintf(why, sizeof why, "this silo belongs to cluster '%s', not '%.100s'",
                  s->cluster_id, cluster_id);
-        qk_grpc_server_respond(c->grpc, stream_id, grpc_status_of(QUARK_ECLUSTER), why, NULL, 0);
+        qk_grpc_server_respond(c->grpc, stream_id, qk_grpc_status_of(QUARK_ECLUSTER), why, NULL, 0);
         return;
     }
     bool invoke_path =
@@ -967,7 +929,7 @@ static void grpc_on_request(void *ud, int32_t stream_id, const char *path, size_
         if (rq)
             quark__stream_request__free_unpacked(rq, NULL);
         if (rc != QUARK_OK) {
-            qk_grpc_server_stream_end(c->grpc, stream_id, grpc_status_of(rc), quark_last_error());
+            qk_grpc_server_stream_end(c->grpc, stream_id, qk_grpc_status_of(rc), quark_last_error());
         } else {
             c->refs++; /* released by SUBFREE */
             sub->conn_next = c->subs;

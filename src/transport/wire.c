@@ -11,6 +11,8 @@
  * Proto3 rules: default values are not written; on decode the last
  * occurrence of a field wins and unknown fields are skipped.
  */
+#include <string.h>
+
 #include "transport/wire.h"
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/runtime.h"
+#include "runtime/codec.h"
 
 typedef struct qk_wire_str {
     const char *p; /* not NUL-terminated */

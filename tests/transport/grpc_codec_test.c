@@ -429,6 +429,26 @@ static void test_message_sizes(void **state)
     echo_sized((1 << 20) + 3, 4093);
 }
 
+/* One table maps errors to statuses and back: every error a silo sends as
+ * its own status comes back as itself; shared statuses come back as the
+ * first error of theirs. */
+static void test_status_map(void **state)
+{
+    (void)state;
+    const quark_err own[] = {QUARK_OK, QUARK_ENOTYPE, QUARK_ENOMETHOD, QUARK_EINVAL,
+                             QUARK_ETIMEDOUT, QUARK_ETOOBIG, QUARK_ECLUSTER, QUARK_ECYCLE,
+                             QUARK_EUNAVAILABLE, QUARK_EUNKNOWN};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        assert_int_equal(qk_grpc_err_of(qk_grpc_status_of(own[i])), own[i]);
+    assert_int_equal(qk_grpc_status_of(QUARK_EUNIMPLEMENTED), QK_GRPC_UNIMPLEMENTED);
+    assert_int_equal(qk_grpc_status_of(QUARK_EBADARGS), QK_GRPC_INVALID_ARGUMENT);
+    assert_int_equal(qk_grpc_status_of(QUARK_ECLOSED), QK_GRPC_UNAVAILABLE);
+    assert_int_equal(qk_grpc_status_of(QUARK_EACTOR), QK_GRPC_INTERNAL);
+    assert_int_equal(qk_grpc_err_of(QK_GRPC_CANCELLED), QUARK_ECLOSED);
+    assert_int_equal(qk_grpc_err_of(QK_GRPC_PERMISSION_DENIED), QUARK_EINTERNAL);
+    assert_int_equal(qk_grpc_err_of(99), QUARK_EINTERNAL);
+}
+
 static void test_status_message_roundtrip(void **state)
 {
     (void)state;
@@ -1483,6 +1503,7 @@ int main(void)
         cmocka_unit_test(test_many_streams_out_of_order),
         cmocka_unit_test(test_message_sizes),
         cmocka_unit_test(test_status_message_roundtrip),
+        cmocka_unit_test(test_status_map),
         cmocka_unit_test(test_server_streaming),
         cmocka_unit_test(test_client_cancel),
         cmocka_unit_test(test_server_shutdown),
