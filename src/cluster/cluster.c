@@ -53,6 +53,7 @@ struct qk_cluster {
     _Atomic int leave_req;        /* 1 asked, 2 LEFT gossip sent */
     _Atomic unsigned leave_sent, leave_acks;
     _Atomic int stopped;
+    _Atomic size_t forwards;      /* forwarded calls whose answer was not handled yet */
 };
 
 /* ---- publishing views ---- */
@@ -76,7 +77,7 @@ static void post_task(qk_worker *w, qk_task_fn fn, void *arg)
     qk_msg *m = qk_msg_new(0);
     if (!m)
         return; /* out of memory: this worker keeps its old view until the next change */
-    m->kind = QK_MSG_TASK;
+    m->node.kind = QK_MSG_TASK;
     m->r.task.fn = fn;
     m->r.task.arg = arg;
     qk_send(w, m);
@@ -371,7 +372,7 @@ void qk_cluster_stop(quark_silo *s)
     if (!cl || atomic_exchange(&cl->stopped, 1))
         return;
     uint64_t until = qk_now_ms_coarse() + 2000;
-    while (qk_remote_forwards_pending(cl->peer) && qk_now_ms_coarse() < until)
+    while (atomic_load_explicit(&cl->forwards, memory_order_relaxed) && qk_now_ms_coarse() < until)
         usleep(1000);
     qk_remote_disconnect(cl->peer);
 }
@@ -396,6 +397,28 @@ void qk_cluster_free(quark_silo *s)
 
 /* ---- forwarding ---- */
 
+/* A call this worker forwarded: the CALL it answers once the owner did. */
+typedef struct qk_fwd {
+    qk_op op;                 /* home: the forwarding worker */
+    qk_msg *m;
+    qk_cluster *cl;
+    uint8_t space[QK_ANSWER_SPACE];
+} qk_fwd;
+
+/* The owner's answer (or the link's failure), on the forwarding worker: it
+ * becomes the CALL's answer as it came, still encoded. */
+static void fwd_done(qk_op *op)
+{
+    qk_fwd *f = QK_CONTAINER_OF(op, qk_fwd, op);
+    qk_worker *w = qk_tls_worker;
+    qk_answer(w, f->m, op->out);
+    qk_arena_reset(&w->arena);
+    qk_msg_free(f->m);
+    qk_op_release(op);
+    atomic_fetch_sub_explicit(&f->cl->forwards, 1, memory_order_relaxed);
+    free(f);
+}
+
 void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
 {
     qk_cluster *cl = w->silo->cluster;
@@ -406,7 +429,7 @@ void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
                  m->hops >= QK_HOPS_MAX ? "the call was already forwarded too many times "
                                           "(the silos' views disagree for a moment)"
                                         : "this silo is stopping");
-        qk_answer(w, m, QUARK_EUNAVAILABLE, msg, NULL);
+        qk_answer_error(w, m, QUARK_EUNAVAILABLE, msg);
         qk_msg_free(m);
         return;
     }
@@ -414,37 +437,29 @@ void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
     uint64_t left = m->dl.at_ms ? (m->dl.at_ms > now ? m->dl.at_ms - now : 0)
                                 : w->silo->opts.default_deadline_ms;
     if (left == 0) {
-        qk_answer(w, m, QUARK_ETIMEDOUT, "deadline exceeded before the call reached its silo",
-                  NULL);
+        qk_answer_error(w, m, QUARK_ETIMEDOUT, "deadline exceeded before the call reached its silo");
+        qk_msg_free(m);
+        return;
+    }
+    qk_fwd *f = malloc(sizeof *f);
+    if (!f) {
+        qk_answer_error(w, m, QUARK_ENOMEM, "out of memory forwarding a call; it did not run");
+        qk_msg_free(m);
+        return;
+    }
+    qk_op_init(&f->op, fwd_done, w, 0, f->space, sizeof f->space);
+    f->m = m;
+    f->cl = cl;
+    atomic_fetch_add_explicit(&cl->forwards, 1, memory_order_relaxed);
+    if (qk_remote_forward(cl->peer, &f->op, m, w->view->members[owner].addr,
+                          (uint32_t)(left > UINT32_MAX ? UINT32_MAX : left)) != QUARK_OK) {
+        atomic_fetch_sub_explicit(&cl->forwards, 1, memory_order_relaxed);
+        free(f);
+        qk_answer_error(w, m, QUARK_ENOMEM, quark_last_error());
         qk_msg_free(m);
         return;
     }
     atomic_fetch_add_explicit(&w->forwarded, 1, memory_order_relaxed);
-    qk_remote_forward(cl->peer, w, m, w->view->members[owner].addr,
-                      (uint32_t)(left > UINT32_MAX ? UINT32_MAX : left));
-}
-
-void qk_cluster_fwd_answer(qk_worker *w, qk_msg *a)
-{
-    qk_msg *m = a->r.fwd.orig;
-    quark_err err = (quark_err)a->err;
-    const char *errmsg = a->id;
-    ProtobufCMessage *reply = NULL;
-    if (err == QUARK_OK) {
-        const quark_method_desc *md = qk_msg_method(m);
-        reply = md ? qk_msg_unpack_reply(md, md->output, &w->arena.pb, a->args, a->args_len)
-                   : NULL;
-        if (!reply) {
-            err = QUARK_EPROTO;
-            errmsg = "the owner's reply could not be decoded";
-        }
-    }
-    w->app_error = (a->flags & QK_MF_APP_ERROR) != 0;
-    qk_answer(w, m, err, errmsg, reply);
-    w->app_error = false;
-    qk_arena_reset(&w->arena);
-    qk_msg_free(m);
-    qk_msg_free(a);
 }
 
 /* ---- views for clients, status ---- */

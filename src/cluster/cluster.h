@@ -24,8 +24,6 @@ void qk_cluster_free(quark_silo *s);
 
 /* A worker delivering CALL m owned by member `owner` of w->view. */
 void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner);
-/* QK_MSG_FWDANS on the worker that forwarded. */
-void qk_cluster_fwd_answer(qk_worker *w, qk_msg *a);
 
 /* Server side (any worker): a peer's gossip; returns this silo's answer
  * (malloc'd ClusterView) or NULL with *why. */

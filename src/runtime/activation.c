@@ -184,7 +184,7 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
     size_t off = QK_ALIGN_UP(sizeof(quark_actor) + m->id_len + 1, 16);
     quark_actor *a = malloc(off + t->state_size);
     if (!a) {
-        qk_answer(w, m, QUARK_ENOMEM, "out of memory activating actor", NULL);
+        qk_answer_error(w, m, QUARK_ENOMEM, "out of memory activating actor");
         return NULL;
     }
     memset(a, 0, off + t->state_size);
@@ -195,7 +195,7 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
     memcpy(a->id, m->id, m->id_len + 1u);
     if (dir_insert(w, a) != 0) {
         free(a);
-        qk_answer(w, m, QUARK_ENOMEM, "out of memory growing the activation directory", NULL);
+        qk_answer_error(w, m, QUARK_ENOMEM, "out of memory growing the activation directory");
         return NULL;
     }
     if (t->on_activate) {
@@ -215,9 +215,7 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
                 timer_destroy(tm);
             }
             free(a);
-            w->app_error = true;
-            qk_answer(w, m, QUARK_EACTIVATE, msg, NULL);
-            w->app_error = false;
+            qk_answer_actor_error(w, m, QUARK_EACTIVATE, msg);
             return NULL;
         }
     }
@@ -269,7 +267,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
         a->deferred = m->dnext;
         qk_heap_remove(w, &m->dl);
         if (!(m->flags & QK_MF_ANSWERED))
-            qk_answer(w, m, QUARK_ECLOSED, "the actor was deactivated before it replied", NULL);
+            qk_answer_error(w, m, QUARK_ECLOSED, "the actor was deactivated before it replied");
         qk_msg_free(m);
     }
     qk_msg *queued = a->mb_head;
@@ -311,7 +309,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
             m->act = NULL;
             qk_deliver(w, m);
         } else {
-            qk_answer(w, m, QUARK_ECLOSED, "the silo is stopping", NULL);
+            qk_answer_error(w, m, QUARK_ECLOSED, "the silo is stopping");
             qk_msg_free(m);
         }
     }
@@ -329,7 +327,7 @@ static bool can_run(const quark_actor *a, const qk_msg *m)
 {
     if (a->flags & (QK_AF_RUNNING | QK_AF_WAITING))
         return false;
-    if (m->kind == QK_MSG_CALL && (m->flags & QK_MF_READ_ONLY))
+    if (m->node.kind == QK_MSG_CALL && (m->flags & QK_MF_READ_ONLY))
         return true;
     return a->ro_waiting == 0;
 }
@@ -342,14 +340,14 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
     quark_err rc = ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
     bool deferred = w->cur.deferred;
-    if (!deferred && m->rk != QK_RK_NONE) {
+    if (!deferred && m->op) {
         /* A dispatcher that returned without answering (older generated
          * code, a hand-written one): the caller must still hear back. */
         char msg[300];
         snprintf(msg, sizeof msg, "%s.%s returned %s without answering the call",
                  a->type->name, ifc->methods[m->method].name, quark_errname(rc));
-        qk_answer(w, m, rc < 0 ? rc : QUARK_EINTERNAL,
-                  w->cur.has_error ? w->cur.error : msg, NULL);
+        qk_answer_error(w, m, rc < 0 ? rc : QUARK_EINTERNAL,
+                        w->cur.has_error ? w->cur.error : msg);
     }
     turn_end(w, a);
     if (!deferred)
@@ -406,7 +404,7 @@ void qk_pump(qk_worker *w, quark_actor *a)
 static void deliver_call(qk_worker *w, qk_msg *m)
 {
     if (w->stopping) {
-        qk_answer(w, m, QUARK_ECLOSED, "the silo is stopping", NULL);
+        qk_answer_error(w, m, QUARK_ECLOSED, "the silo is stopping");
         qk_msg_free(m);
         return;
     }
@@ -438,7 +436,7 @@ static void deliver_call(qk_worker *w, qk_msg *m)
                  "(reply first, then call), or mark the method @quark.read_only",
                  a->type->name, a->id, m->chain_len, m->chain_len == 1 ? "" : "s",
                  a->type->iface->methods[m->method].name);
-        qk_answer(w, m, QUARK_ECYCLE, msg, NULL);
+        qk_answer_error(w, m, QUARK_ECYCLE, msg);
         qk_msg_free(m);
         return;
     }
@@ -448,31 +446,15 @@ static void deliver_call(qk_worker *w, qk_msg *m)
         qk_heap_insert(w, &m->dl);
 }
 
-static void deliver_reply(qk_worker *w, qk_msg *m)
-{
-    qk_outcall *oc = m->r.actor.oc;
-    qk_outcall_complete(w, oc, (quark_err)m->err, m->id, m->args, m->args_len);
-    qk_msg_free(m);
-}
-
 void qk_deliver(qk_worker *w, qk_msg *m)
 {
-    switch (m->kind) {
+    switch (m->node.kind) {
     case QK_MSG_CALL:
         deliver_call(w, m);
-        break;
-    case QK_MSG_REPLY:
-        deliver_reply(w, m);
         break;
     case QK_MSG_TASK:
         m->r.task.fn(w, m->r.task.arg);
         qk_msg_free(m);
-        break;
-    case QK_MSG_NETOUT:
-        qk_net_deliver(w, m);
-        break;
-    case QK_MSG_FWDANS:
-        qk_cluster_fwd_answer(w, m);
         break;
     case QK_MSG_SUB:
     case QK_MSG_UNSUB:
@@ -525,7 +507,7 @@ void qk_deadline_fire(qk_worker *w, qk_deadline *d)
     char msg[200];
     snprintf(msg, sizeof msg, "deadline exceeded: %s '%s' did not reply to %s in time",
              m->type->name, m->id, m->type->iface->methods[m->method].name);
-    qk_answer(w, m, QUARK_ETIMEDOUT, msg, NULL);
+    qk_answer_error(w, m, QUARK_ETIMEDOUT, msg);
     m->flags |= QK_MF_ANSWERED; /* held until popped or replied */
 }
 
@@ -584,12 +566,12 @@ void qk_deactivate_all(qk_worker *w)
     while (w->lru_head)
         destroy(w, w->lru_head, false);
     /* Answer what is still in the local queue (the inbox drains normally). */
-    qk_msg *m;
-    while ((m = w->lq_head) != NULL) {
-        w->lq_head = m->next;
+    qk_node *n;
+    while ((n = w->lq_head) != NULL) {
+        w->lq_head = n->next;
         if (!w->lq_head)
             w->lq_tail = NULL;
-        qk_deliver(w, m);
+        qk_dispatch(w, n);
     }
 }
 
@@ -730,9 +712,9 @@ static quark_err reply_common(quark_deferred *call, quark_err err, const char *e
     if (m->flags & QK_MF_ANSWERED)
         rc = qk_error(QUARK_ETIMEDOUT, "the call's deadline had passed; the reply was dropped");
     else {
-        w->app_error = err != QUARK_OK;
-        qk_answer(w, m, err, errmsg, reply);
-        w->app_error = false;
+        qk_outcome o = {.err = err, .by = err != QUARK_OK ? QK_BY_ACTOR : QK_BY_RUNTIME,
+                        .errmsg = errmsg, .reply = reply, .md = qk_msg_method(m)};
+        qk_answer(w, m, &o);
     }
     qk_msg_free(m);
     /* The activation may now take its next message: after this turn ends. */
@@ -850,20 +832,21 @@ quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage 
     if (w->cur.deferred)
         return QUARK_PENDING; /* quark_actor_defer took the reply handle */
     if (rc == QUARK_OK) {
-        qk_answer(w, m, QUARK_OK, NULL, reply);
+        qk_outcome o = {.reply = reply, .md = &self->type->iface->methods[m->method]};
+        qk_answer(w, m, &o);
     } else if (rc == QUARK_PENDING) {
         char msg[300];
         snprintf(msg, sizeof msg, "%s.%s returned QUARK_PENDING without calling "
                  "quark_actor_defer() (a bug in the actor)", self->type->name,
                  self->type->iface->methods[m->method].name);
-        qk_answer(w, m, QUARK_EINTERNAL, msg, NULL);
+        qk_answer_error(w, m, QUARK_EINTERNAL, msg);
     } else {
         if (rc > 0)
             rc = QUARK_EACTOR;
         /* The method's own error; a failed decode (EBADARGS) is the caller's. */
-        w->app_error = rc != QUARK_EBADARGS && rc != QUARK_EUNIMPLEMENTED;
-        qk_answer(w, m, rc, w->cur.has_error ? w->cur.error : quark_strerror(rc), NULL);
-        w->app_error = false;
+        qk_outcome o = qk_outcome_error(rc, w->cur.has_error ? w->cur.error : NULL);
+        o.by = rc != QUARK_EBADARGS && rc != QUARK_EUNIMPLEMENTED ? QK_BY_ACTOR : QK_BY_RUNTIME;
+        qk_answer(w, m, &o);
     }
     return rc;
 }

@@ -2,15 +2,19 @@
  * call.c - making calls and delivering their answers.
  *
  * A call is one allocation (qk_msg + chain + id + packed request) sent to the
- * worker that owns (type, id). How its answer travels depends on the caller:
- *   - a blocking application thread waits on a futex in a refcounted waiter;
+ * worker that owns (type, id). Its answer goes back through the call's op
+ * (op.c), which the caller prepared:
+ *   - a blocking application thread waits on a futex in a refcounted waiter
+ *     (the op has no home: done wakes the caller where the answer is made);
  *   - an async caller outside any actor gets its callback run right where the
- *     answer is produced (the callee's worker), the reply passed by pointer;
- *   - an actor (a call made during a turn) gets a REPLY message on its own
- *     worker, and its callback runs as a turn of that actor.
+ *     answer is produced (the callee's worker), the reply lent (qk_cbcall);
+ *   - an actor (a call made during a turn) gets its answer on its own worker
+ *     (the outcall's op has that home), and its callback runs as a turn there;
+ *   - a call from the network or forwarded by another silo has the op of the
+ *     connection or link that brought it (qk_invoke).
  * Deadlines: the callee's worker times out what it holds (queued or deferred
  * calls); a blocking waiter also gives up on its own; an actor caller's worker
- * times out its outcalls. See the exactly-once rule in runtime.h.
+ * times out its outcalls. Every CALL is answered exactly once (qk_answer).
  */
 #include <linux/futex.h>
 #include <stdlib.h>
@@ -34,6 +38,15 @@
 #define QK_MSG_SMALL 320
 #define QK_MSG_FREE_MAX 4096
 
+/* Zero a new message's header; `r` is its sender's to fill. */
+static inline void msg_clear(qk_msg *m)
+{
+    memset(m, 0, offsetof(qk_msg, r));
+    m->chain = NULL;
+    m->id = NULL;
+    m->args = NULL;
+}
+
 qk_msg *qk_msg_new(size_t extra)
 {
     size_t size = sizeof(qk_msg) + extra;
@@ -49,13 +62,13 @@ qk_msg *qk_msg_new(size_t extra)
         }
         if (QK_UNLIKELY(!m))
             return NULL;
-        memset(m, 0, sizeof *m);
+        msg_clear(m);
         m->pooled = 1;
         return m;
     }
     m = malloc(size);
     if (QK_LIKELY(m != NULL))
-        memset(m, 0, sizeof *m);
+        msg_clear(m);
     return m;
 }
 
@@ -86,138 +99,112 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t ns)
 void qk_waiter_unref(qk_waiter *wt)
 {
     if (atomic_fetch_sub_explicit(&wt->refs, 1, memory_order_acq_rel) == 1) {
-        free(wt->errmsg);
-        free(wt->reply);
+        qk_op_release(&wt->op);
         free(wt);
     }
 }
 
-static char *dup_msg(quark_err err, const char *errmsg)
+/* The waiter's op is done (on whichever thread answered): wake the caller. */
+static void waiter_done(qk_op *op)
 {
-    const char *s = errmsg && *errmsg ? errmsg : quark_strerror(err);
-    size_t n = strlen(s);
-    char *d = malloc(n + 1);
-    if (d)
-        memcpy(d, s, n + 1);
-    return d;
+    qk_waiter *wt = QK_CONTAINER_OF(op, qk_waiter, op);
+    atomic_store_explicit(&wt->state, 1, memory_order_release);
+    futex_wake(&wt->state);
+    qk_waiter_unref(wt);
 }
 
-/* The answer of an actor caller: a REPLY message to its worker. */
-static void answer_actor(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
-                         const ProtobufCMessage *reply)
+qk_waiter *qk_waiter_new(void)
 {
-    (void)w;
-    const quark_method_desc *md = qk_msg_method(m);
-    size_t len = 0, mlen = 0;
-    if (err == QUARK_OK)
-        len = reply ? qk_msg_size(md, QK_OUT, reply) : 0;
-    else
-        mlen = strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
-    qk_msg *r = qk_msg_new(len + mlen);
-    if (QK_UNLIKELY(!r)) {
-        /* No room for the reply: answer ENOMEM without a payload so the
-         * caller's outcall record is still released. */
-        r = qk_msg_new(0);
-        if (!r)
-            return; /* nothing left: the caller's deadline completes it */
-        err = QUARK_ENOMEM;
-        len = mlen = 0;
-    }
-    r->kind = QK_MSG_REPLY;
-    r->err = err;
-    r->r.actor.oc = m->r.actor.oc;
-    if (err == QUARK_OK) {
-        r->args = r->data;
-        r->args_len = (uint32_t)len;
-        if (len)
-            qk_msg_pack(md, QK_OUT, reply, r->args);
-    } else if (mlen) {
-        r->id = (char *)r->data;
-        memcpy(r->id, errmsg ? errmsg : quark_strerror(err), mlen);
-    }
-    qk_send(m->r.actor.w, r);
+    qk_waiter *wt = malloc(sizeof *wt);
+    if (!wt)
+        return NULL;
+    qk_op_init(&wt->op, waiter_done, NULL, 0, wt->space, sizeof wt->space);
+    atomic_init(&wt->state, 0);
+    atomic_init(&wt->refs, 2);
+    return wt;
 }
 
-void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
-               const ProtobufCMessage *reply)
+void qk_answer(qk_worker *w, qk_msg *m, const qk_outcome *o)
 {
-    if (err == QUARK_OK && m->dl.at_ms && qk_worker_now_ms(w) > m->dl.at_ms) {
-        err = QUARK_ETIMEDOUT;
-        errmsg = "deadline exceeded: the reply came after the call's deadline and was dropped";
-    }
-    switch (m->rk) {
-    case QK_RK_WAITER: {
-        qk_waiter *wt = m->r.waiter;
-        wt->err = err;
-        if (err == QUARK_OK && reply) {
-            const quark_method_desc *md = qk_msg_method(m);
-            size_t len = qk_msg_size(md, QK_OUT, reply);
-            wt->reply = malloc(len ? len : 1);
-            if (wt->reply) {
-                wt->reply_len = qk_msg_pack(md, QK_OUT, reply, wt->reply);
-            } else {
-                wt->err = QUARK_ENOMEM;
-                wt->errmsg = dup_msg(QUARK_ENOMEM, "out of memory copying the reply");
-            }
-        } else if (err != QUARK_OK) {
-            wt->errmsg = dup_msg(err, errmsg);
+    qk_op *op = m->op;
+    if (QK_UNLIKELY(!op))
+        return; /* answered already */
+    m->op = NULL;
+    qk_outcome x;
+    if (QK_LIKELY(o->err == QUARK_OK)) {
+        if (QK_UNLIKELY(m->dl.at_ms && qk_worker_now_ms(w) > m->dl.at_ms)) {
+            x = qk_outcome_error(QUARK_ETIMEDOUT, "deadline exceeded: the reply came after the "
+                                 "call's deadline and was dropped");
+        } else if (QK_LIKELY(!o->reply || o->md)) {
+            qk_op_finish(op, o); /* the usual answer: as given */
+            return;
+        } else {
+            x = *o;
+            x.md = qk_msg_method(m);
         }
-        atomic_store_explicit(&wt->state, 1, memory_order_release);
-        futex_wake(&wt->state);
-        qk_waiter_unref(wt);
-        break;
+    } else {
+        x = *o;
     }
-    case QK_RK_CALLBACK: {
-        /* Run the caller's callback here, outside the callee's turn: with
-         * no current activation, nothing it does touches the turn state. */
-        quark_actor *act = w->cur.act;
-        qk_msg *cur = w->cur.msg;
-        w->cur.act = NULL;
-        w->cur.msg = NULL;
-        m->r.cb.tramp(m->r.cb.fn, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)),
-                      err == QUARK_OK ? reply : NULL, m->r.cb.arg);
-        w->cur.act = act;
-        w->cur.msg = cur;
-        break;
-    }
-    case QK_RK_ACTOR:
-        answer_actor(w, m, err, errmsg, reply);
-        break;
-    case QK_RK_NET:
-        qk_net_answer(w, m, err, errmsg, reply);
-        break;
-    default:
-        break;
-    }
-    m->rk = QK_RK_NONE;
+    x.started = (m->flags & QK_MF_DEFERRED) != 0;
+    qk_op_finish(op, &x);
 }
 
-void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err, const char *errmsg,
-                         const uint8_t *reply, size_t len)
+/* The answer of an async caller outside any actor: run its callback here,
+ * outside the callee's turn (with no current activation, nothing it does
+ * touches the turn state). */
+static void cbcall_done(qk_op *op)
 {
+    qk_cbcall *cb = QK_CONTAINER_OF(op, qk_cbcall, op);
+    qk_worker *w = qk_tls_worker;
+    quark_actor *act = w->cur.act;
+    qk_msg *cur = w->cur.msg;
+    w->cur.act = NULL;
+    w->cur.msg = NULL;
+    const qk_outcome *o = op->out;
+    if (o->err != QUARK_OK) {
+        cb->tramp(cb->fn, o->err, qk_outcome_text(o), NULL, cb->arg);
+    } else {
+        qk_msg *m = QK_CONTAINER_OF(cb, qk_msg, r.cb);
+        const ProtobufCMessage *reply =
+            qk_outcome_reply(o, qk_msg_method(m), cb->desc, &w->arena.pb);
+        if (reply)
+            cb->tramp(cb->fn, QUARK_OK, NULL, reply, cb->arg);
+        else
+            cb->tramp(cb->fn, QUARK_EPROTO, "the reply could not be decoded", NULL, cb->arg);
+    }
+    w->cur.act = act;
+    w->cur.msg = cur;
+    qk_op_release(op);
+}
+
+/* The answer of an actor's call, on the caller's worker. */
+static void outcall_done(qk_op *op)
+{
+    qk_outcall *oc = QK_CONTAINER_OF(op, qk_outcall, op);
+    qk_worker *w = qk_tls_worker;
     quark_actor *a = oc->caller;
     qk_heap_remove(w, &oc->dl);
     if (a)
         a->outcalls--;
     if (a && !oc->done) {
         oc->done = true;
-        ProtobufCMessage *msg = NULL;
+        const qk_outcome *o = op->out;
+        quark_err err = o->err;
+        const char *errmsg = err == QUARK_OK ? NULL : qk_outcome_text(o);
+        const ProtobufCMessage *msg = NULL;
         if (err == QUARK_OK) {
-            msg = qk_msg_unpack_reply(oc->reply_md, oc->reply_desc, &w->arena.pb, reply, len);
+            msg = qk_outcome_reply(o, oc->reply_md, oc->reply_desc, &w->arena.pb);
             if (!msg) {
                 err = QUARK_EPROTO;
                 errmsg = "the reply could not be decoded";
             }
         }
-        qk_run_continuation(w, oc, err, err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)),
-                            msg);
-        free(oc);
-        qk_after_continuation(w, a);
-        return;
+        qk_run_continuation(w, oc, err, errmsg, msg);
     }
+    qk_op_release(op);
     free(oc);
     if (a)
-        qk_after_continuation(w, a); /* it may now be collectible */
+        qk_after_continuation(w, a); /* its next message; it may now be collectible */
 }
 
 /* ---- building a call ---- */
@@ -291,7 +278,7 @@ static qk_msg *build(quark_ref *ref, const qk_prep *p, const ProtobufCMessage *r
     qk_msg *m = qk_msg_new(chain_bytes + ref->id_len + 1u + args_len);
     if (QK_UNLIKELY(!m))
         return NULL;
-    m->kind = QK_MSG_CALL;
+    m->node.kind = QK_MSG_CALL;
     m->type = p->entry;
     m->method = (uint16_t)p->method;
     if (md->flags & QUARK_METHOD_READ_ONLY)
@@ -341,48 +328,11 @@ quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned meth
         free(wt);
         return qk_error(QUARK_ENOMEM, "out of memory making a call");
     }
-    m->rk = QK_RK_WAITER;
-    m->r.waiter = wt;
+    m->op = &wt->op;
     qk_send(target(&p, ref), m);
 
     return qk_waiter_finish(wt, p.deadline_ms, false, iface->methods[method].output, reply,
                             p.entry->name, ref->data, p.entry->iface->methods[p.method].name);
-}
-
-qk_waiter *qk_waiter_new(void)
-{
-    qk_waiter *wt = malloc(sizeof *wt);
-    if (!wt)
-        return NULL;
-    atomic_init(&wt->state, 0);
-    atomic_init(&wt->refs, 2);
-    wt->err = QUARK_OK;
-    wt->errmsg = NULL;
-    wt->reply = NULL;
-    wt->reply_len = 0;
-    return wt;
-}
-
-void qk_waiter_complete(qk_waiter *wt, quark_err err, const char *errmsg, const uint8_t *reply,
-                        size_t len)
-{
-    wt->err = err;
-    if (err == QUARK_OK) {
-        wt->reply = malloc(len ? len : 1);
-        if (wt->reply) {
-            if (len)
-                memcpy(wt->reply, reply, len);
-            wt->reply_len = len;
-        } else {
-            wt->err = QUARK_ENOMEM;
-            wt->errmsg = dup_msg(QUARK_ENOMEM, "out of memory copying the reply");
-        }
-    } else {
-        wt->errmsg = dup_msg(err, errmsg);
-    }
-    atomic_store_explicit(&wt->state, 1, memory_order_release);
-    futex_wake(&wt->state);
-    qk_waiter_unref(wt);
 }
 
 quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
@@ -414,11 +364,12 @@ quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
     return qk_error(QUARK_ETIMEDOUT, "deadline exceeded: %s '%s' did not reply to %s in time",
                     type, id, method);
 answered:;
-    quark_err rc = wt->err;
+    const qk_outcome *o = wt->op.out;
+    quark_err rc = o->err;
     if (rc != QUARK_OK) {
-        qk_error_str(rc, wt->errmsg ? wt->errmsg : quark_strerror(rc));
+        qk_error_str(rc, qk_outcome_text(o));
     } else if (reply) {
-        *reply = protobuf_c_message_unpack(out_desc, NULL, wt->reply_len, wt->reply);
+        *reply = protobuf_c_message_unpack(out_desc, NULL, o->len, o->data);
         if (!*reply)
             rc = qk_error(QUARK_EPROTO, "the reply of %s could not be decoded as %s", method,
                           out_desc->name);
@@ -461,6 +412,7 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
             free(oc);
             return qk_error(QUARK_ENOMEM, "out of memory making a call");
         }
+        qk_op_init(&oc->op, outcall_done, w, 0, oc->space, sizeof oc->space);
         memset(&oc->dl, 0, sizeof oc->dl);
         oc->dl.kind = QK_DL_OUTCALL;
         oc->dl.at_ms = p.deadline_ms;
@@ -477,91 +429,70 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
             memcpy(oc->chain, w->cur.chain, w->cur.chain_len * sizeof(qk_chain_link));
         a->outcalls++;
         qk_heap_insert(w, &oc->dl);
-        m->rk = QK_RK_ACTOR;
-        m->r.actor.oc = oc;
-        m->r.actor.w = w;
+        m->op = &oc->op;
     } else {
         m = build(ref, &p, req, NULL, 0, NULL);
         if (!m)
             return qk_error(QUARK_ENOMEM, "out of memory making a call");
-        m->rk = QK_RK_CALLBACK;
-        m->r.cb.tramp = tramp;
-        m->r.cb.fn = fn;
-        m->r.cb.arg = arg;
-        m->r.cb.desc = iface->methods[method].output;
+        qk_cbcall *cb = &m->r.cb;
+        qk_op_init(&cb->op, cbcall_done, NULL, QK_OP_LEND, NULL, 0);
+        cb->tramp = tramp;
+        cb->fn = fn;
+        cb->arg = arg;
+        cb->desc = iface->methods[method].output;
+        m->op = &cb->op;
     }
     qk_send(target(&p, ref), m);
     return QUARK_OK;
 }
 
-void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
-                   size_t type_len, const char *actor_id, size_t id_len, const char *method,
-                   size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
-                   const qk_chain_link *chain, size_t chain_len, uint32_t hops)
+quark_err qk_invoke(qk_worker *w, const qk_invoke_req *rq, qk_op *op)
 {
-    char msg[400];
     quark_silo *s = w->silo;
-    if (atomic_load_explicit(&s->state, memory_order_acquire) != 1) {
-        qk_net_respond(conn, id, QUARK_EUNAVAILABLE, "the silo is stopping; the call did not run", NULL, 0, false);
-        return;
-    }
-    const qk_type_entry *e = qk_registry_lookup(type, type_len);
-    if (!e) {
-        snprintf(msg, sizeof msg, "no actor registered for type name '%.*s'",
-                 (int)(type_len > 255 ? 255 : type_len), type);
-        qk_net_respond(conn, id, QUARK_ENOTYPE, msg, NULL, 0, false);
-        return;
-    }
-    int mi = qk_entry_method_index(e, method, method_len);
-    if (mi < 0) {
-        snprintf(msg, sizeof msg, "actor type '%s' has no method '%.*s'", e->name,
-                 (int)(method_len > 128 ? 128 : method_len), method);
-        qk_net_respond(conn, id, QUARK_ENOMETHOD, msg, NULL, 0, false);
-        return;
-    }
-    if (id_len == 0 || id_len > QUARK_ID_MAX || memchr(actor_id, '\0', id_len)) {
-        snprintf(msg, sizeof msg, "actor id must be 1..%d bytes without NUL (got %zu)",
-                 QUARK_ID_MAX, id_len);
-        qk_net_respond(conn, id, QUARK_EINVAL, msg, NULL, 0, false);
-        return;
-    }
-    if (chain_len > QK_CHAIN_MAX - 1) {
-        qk_net_respond(conn, id, QUARK_ECYCLE, "call chain deeper than 64 calls", NULL, 0, false);
-        return;
-    }
-    size_t chain_bytes = chain_len * sizeof(qk_chain_link);
-    qk_msg *m = qk_msg_new(chain_bytes + id_len + 1 + args_len);
-    if (!m) {
-        qk_net_respond(conn, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false);
-        return;
-    }
-    uint32_t dl = deadline_ms && deadline_ms < s->opts.default_deadline_ms
-                      ? deadline_ms : s->opts.default_deadline_ms;
-    m->kind = QK_MSG_CALL;
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != 1)
+        return qk_error(QUARK_EUNAVAILABLE, "the silo is stopping; the call did not run");
+    const qk_type_entry *e = qk_registry_lookup(rq->type, rq->type_len);
+    if (!e)
+        return qk_error(QUARK_ENOTYPE, "no actor registered for type name '%.*s'",
+                        (int)(rq->type_len > 255 ? 255 : rq->type_len), rq->type);
+    int mi = qk_entry_method_index(e, rq->method, rq->method_len);
+    if (mi < 0)
+        return qk_error(QUARK_ENOMETHOD, "actor type '%s' has no method '%.*s'", e->name,
+                        (int)(rq->method_len > 128 ? 128 : rq->method_len), rq->method);
+    size_t id_len = rq->id_len;
+    if (id_len == 0 || id_len > QUARK_ID_MAX || memchr(rq->actor_id, '\0', id_len))
+        return qk_error(QUARK_EINVAL, "actor id must be 1..%d bytes without NUL (got %zu)",
+                        QUARK_ID_MAX, id_len);
+    if (rq->chain_len > QK_CHAIN_MAX - 1)
+        return qk_error(QUARK_ECYCLE, "call chain deeper than %d calls", QK_CHAIN_MAX);
+    size_t chain_bytes = rq->chain_len * sizeof(qk_chain_link);
+    qk_msg *m = qk_msg_new(chain_bytes + id_len + 1 + rq->args_len);
+    if (!m)
+        return qk_error(QUARK_ENOMEM, "out of memory accepting a call");
+    uint32_t dl = rq->deadline_ms && rq->deadline_ms < s->opts.default_deadline_ms
+                      ? rq->deadline_ms : s->opts.default_deadline_ms;
+    m->node.kind = QK_MSG_CALL;
     m->type = e;
     m->method = (uint16_t)mi;
     if (e->iface->methods[mi].flags & QUARK_METHOD_READ_ONLY)
         m->flags |= QK_MF_READ_ONLY;
-    m->hash = qk_key_hash(e->name_hash, actor_id, id_len);
+    m->hash = qk_key_hash(e->name_hash, rq->actor_id, id_len);
     m->dl.kind = QK_DL_MSG;
     m->dl.at_ms = qk_worker_now_ms(w) + dl;
     m->chain = (qk_chain_link *)(void *)m->data;
-    if (chain_len)
-        memcpy(m->chain, chain, chain_bytes);
-    m->chain_len = (uint16_t)chain_len;
+    if (rq->chain_len)
+        memcpy(m->chain, rq->chain, chain_bytes);
+    m->chain_len = (uint16_t)rq->chain_len;
     m->id = (char *)m->data + chain_bytes;
-    memcpy(m->id, actor_id, id_len);
+    memcpy(m->id, rq->actor_id, id_len);
     m->id[id_len] = '\0';
     m->id_len = (uint16_t)id_len;
     m->args = (uint8_t *)m->id + id_len + 1;
-    if (args_len)
-        memcpy(m->args, args, args_len);
-    m->args_len = (uint32_t)args_len;
-    m->hops = (uint8_t)(hops > 255 ? 255 : hops);
-    m->rk = QK_RK_NET;
-    m->r.net.conn = conn;
-    m->r.net.id = id;
-    qk_conn_ref(conn);
+    if (rq->args_len)
+        memcpy(m->args, rq->args, rq->args_len);
+    m->args_len = (uint32_t)rq->args_len;
+    m->hops = (uint8_t)(rq->hops > 255 ? 255 : rq->hops);
+    m->op = op;
     qk_worker *to = &s->workers[qk_worker_of(s, m->hash)];
     if (to == w) /* it runs after the rest of the batch is read: warm its slot */
         __builtin_prefetch(&w->slots[m->hash & w->mask]);
@@ -570,6 +501,7 @@ void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *
                               atomic_load_explicit(&w->handoffs, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     qk_send(to, m);
+    return QUARK_OK;
 }
 
 static void generic_tramp(void (*fn)(void), quark_err err, const char *errmsg,

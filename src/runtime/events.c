@@ -180,7 +180,7 @@ quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event)
         qk_msg *m = qk_msg_new(wlen);
         if (!m)
             continue; /* a subscriber misses an event under OOM; its sequence shows the gap */
-        m->kind = QK_MSG_EVENT;
+        m->node.kind = QK_MSG_EVENT;
         m->r.sub = s;
         m->args = m->data;
         m->args_len = (uint32_t)protobuf_c_message_pack(&ae.base, m->args);
@@ -223,7 +223,7 @@ static void remove_sub(qk_worker *w, qk_sub *s)
         qk_msg *m = qk_msg_new(0);
         if (!m)
             return; /* leaks one subscriber record under OOM, never a use after free */
-        m->kind = QK_MSG_SUBFREE;
+        m->node.kind = QK_MSG_SUBFREE;
         m->r.sub = s;
         qk_send(qk_conn_worker(s->conn), m);
     } else {
@@ -236,7 +236,7 @@ static void remove_sub(qk_worker *w, qk_sub *s)
 void qk_events_deliver(qk_worker *w, qk_msg *m)
 {
     qk_sub *s = m->r.sub;
-    switch (m->kind) {
+    switch (m->node.kind) {
     case QK_MSG_SUB:
         add_sub(w, s);
         break;
@@ -267,7 +267,7 @@ void qk_events_stop(qk_worker *w)
             if (s->conn) {
                 qk_msg *m = qk_msg_new(0);
                 if (m) {
-                    m->kind = QK_MSG_SUBFREE;
+                    m->node.kind = QK_MSG_SUBFREE;
                     m->r.sub = s;
                     qk_send(qk_conn_worker(s->conn), m);
                 }
@@ -312,7 +312,7 @@ static quark_err post(qk_worker *owner, qk_sub *s, uint8_t kind)
     qk_msg *m = qk_msg_new(0);
     if (!m)
         return qk_error(QUARK_ENOMEM, "out of memory subscribing");
-    m->kind = kind;
+    m->node.kind = kind;
     m->r.sub = s;
     qk_send(owner, m);
     return QUARK_OK;

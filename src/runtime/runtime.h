@@ -9,7 +9,8 @@
  *
  * Exactly-once rule for calls: every CALL message is answered exactly once by
  * the callee side (qk_answer: a reply, an error, a timeout, or ECLOSED at
- * stop). The caller side may give up earlier (its own deadline), but it
+ * stop), which finishes the call's op; op.c states the rules every answer
+ * follows. The caller side may give up earlier (its own deadline), but it
  * keeps the state the answer needs (waiter refcount, outcall record) until
  * the answer arrives, so nothing is freed twice or written after free.
  */
@@ -28,6 +29,7 @@
 #include "core/spin.h"
 #include "core/registry_internal.h"
 #include "runtime/codec.h"
+#include "runtime/op.h"
 
 typedef struct qk_worker qk_worker;
 typedef struct qk_msg qk_msg;
@@ -35,18 +37,23 @@ typedef struct qk_msg qk_msg;
 /* What a worker's deadline heap entry is embedded in. */
 enum { QK_DL_MSG = 1, QK_DL_OUTCALL = 2 };
 
-/* Blocking caller: lives on the heap, two references (caller, answerer). */
+/* Room a caller's record lends its op for a small answer (op.h): the usual
+ * reply needs no allocation on its way back. A multiple of 16. */
+#define QK_ANSWER_SPACE 64
+
+/* Blocking caller: lives on the heap, two references (caller, answerer).
+ * Its op has no home: done (wake the caller) runs where it is finished. */
 typedef struct qk_waiter {
+    qk_op op;
     _Atomic uint32_t state; /* 0 pending, 1 answered: also the futex word */
     _Atomic uint32_t refs;
-    quark_err err;
-    char *errmsg;           /* malloc'd, or NULL */
-    uint8_t *reply;         /* malloc'd packed reply, or NULL */
-    size_t reply_len;
+    uint8_t space[QK_ANSWER_SPACE];
 } qk_waiter;
 
-/* A call an activation made; lives on the caller's worker until answered. */
+/* A call an activation made; lives on the caller's worker until answered.
+ * Its op's home is that worker: the answer runs there as a turn. */
 typedef struct qk_outcall {
+    qk_op op;
     qk_deadline dl;
     quark_actor *caller;      /* NULL once the caller is gone (stop) */
     quark__trampoline_fn tramp;
@@ -57,33 +64,23 @@ typedef struct qk_outcall {
     uint32_t turn;            /* logical turn of the caller that made it */
     uint16_t chain_len;
     bool done;                /* the callback already ran (deadline) */
+    uint8_t space[QK_ANSWER_SPACE];
     qk_chain_link chain[];    /* the caller's context chain */
 } qk_outcall;
 
 enum qk_msg_kind {
     QK_MSG_CALL = 1,
-    QK_MSG_REPLY,   /* answer to an actor's call, for its worker */
     QK_MSG_TASK,    /* run a function on the worker */
-    QK_MSG_NETOUT,  /* answer to a network call, for the connection's worker */
     QK_MSG_SUB,     /* add a subscriber (to the worker owning the actor key) */
     QK_MSG_UNSUB,   /* remove one */
     QK_MSG_EVENT,   /* an event for a network subscriber (to its connection's worker) */
-    QK_MSG_SUBFREE, /* the owner let go of a network subscriber: free it */
-    QK_MSG_FWDANS   /* the answer to a call this worker forwarded to another silo */
-};
-enum qk_reply_kind {
-    QK_RK_NONE = 0,
-    QK_RK_WAITER,   /* blocking application thread */
-    QK_RK_CALLBACK, /* async caller outside any actor */
-    QK_RK_ACTOR,    /* an actor: REPLY to its worker */
-    QK_RK_NET       /* a remote caller: answer on its connection (transport/server.c) */
+    QK_MSG_SUBFREE  /* the owner let go of a network subscriber: free it */
 };
 enum {
     QK_MF_READ_ONLY = 1,  /* method flag copied at send */
     QK_MF_DEFERRED = 2,   /* in its activation's deferred list */
     QK_MF_ANSWERED = 4,   /* answered (deadline) but still held */
-    QK_MF_IN_MAILBOX = 8,
-    QK_MF_APP_ERROR = 16  /* NETOUT: the error came from the actor, not the runtime */
+    QK_MF_IN_MAILBOX = 8
 };
 
 typedef void (*qk_task_fn)(qk_worker *w, void *arg);
@@ -95,50 +92,44 @@ typedef struct qk_outq {
     bool dirty;   /* listed in the worker's dirty array */
 } qk_outq;
 
+/* An async caller outside any actor keeps nothing of its own: its op lives
+ * in the CALL message and runs right where the answer is made (op.h:
+ * no home, the reply lent), so the reply is never copied. */
+typedef struct qk_cbcall {
+    qk_op op;
+    quark__trampoline_fn tramp;
+    void (*fn)(void);
+    void *arg;
+    const ProtobufCMessageDescriptor *desc;
+} qk_cbcall;
+
 struct qk_msg {
-    qk_mpsc_node qnode;       /* inbox link (atomic) */
-    qk_msg *next;             /* local queue / mailbox link */
+    qk_node node;             /* queue links and kind (QK_MSG_*) */
+    qk_msg *next;             /* mailbox link */
     qk_deadline dl;
-    uint8_t kind, rk, flags, pooled;
+    uint8_t flags, pooled;
     uint16_t method;
     uint16_t chain_len;
     uint16_t id_len;
     uint8_t hops;             /* CALL: times forwarded between silos */
     uint32_t args_len;
-    int32_t err;              /* REPLY: the answer's code */
     uint32_t turn;            /* CALL, deferred: the turn that deferred it */
     uint64_t hash;            /* CALL: hash of (type, id) */
     const qk_type_entry *type;
     quark_actor *act;         /* CALL: the activation, once delivered */
     qk_msg *dprev, *dnext;    /* deferred list */
+    qk_op *op;                /* CALL: its completion; NULL once answered */
     union {
-        qk_waiter *waiter;
-        struct {
-            quark__trampoline_fn tramp;
-            void (*fn)(void);
-            void *arg;
-            const ProtobufCMessageDescriptor *desc;
-        } cb;
-        struct {
-            qk_outcall *oc;
-            qk_worker *w;     /* the caller's worker */
-        } actor;
+        qk_cbcall cb;             /* CALL from an async caller outside any actor */
         struct {
             qk_task_fn fn;
             void *arg;
         } task;
-        struct {
-            struct qk_conn *conn; /* owned by conn->w */
-            uint64_t id;          /* request id on that connection */
-        } net;
         struct qk_sub *sub;       /* SUB, UNSUB, EVENT, SUBFREE */
-        struct {
-            qk_msg *orig;         /* FWDANS: the forwarded CALL */
-        } fwd;
     } r;
     qk_chain_link *chain;     /* CALL: links (in data) */
-    char *id;                 /* CALL: NUL-terminated (in data); REPLY: errmsg */
-    uint8_t *args;            /* CALL: request; REPLY: packed reply */
+    char *id;                 /* CALL: NUL-terminated (in data) */
+    uint8_t *args;            /* CALL: the request; EVENT: the event */
     _Alignas(16) unsigned char data[];
 };
 
@@ -210,7 +201,7 @@ struct qk_worker {
     uv_async_t wake;
     uv_timer_t dl_timer;
     uv_timer_t idle_timer;
-    qk_msg *lq_head, *lq_tail;    /* local queue: same-thread sends */
+    qk_node *lq_head, *lq_tail;   /* local queue: same-thread sends */
     struct qk_outq *out;          /* per target worker: sends not yet published */
     struct qk_conn *dirty_conns;  /* connections with output to write */
     uv_tcp_t *listener;           /* this worker's listening socket, or NULL */
@@ -235,7 +226,6 @@ struct qk_worker {
     bool flip;                    /* next_msg: which queue to try first */
     qk_spin spin;                 /* polling before sleeping (network silos) */
     uint64_t exit_by_ms;          /* after exit: give connections until then */
-    bool app_error;               /* the answer being sent is the actor's own error */
     struct qk_view *view;         /* the cluster as this worker routes by (NULL: alone) */
     _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
     _Atomic uint64_t handoffs;    /* network calls it read for another worker's actors
@@ -283,7 +273,12 @@ struct quark_ref {
 extern QK_TLS qk_worker *qk_tls_worker;
 quark_err qk_workers_start(quark_silo *s);
 void qk_workers_stop(quark_silo *s);
-void qk_send(qk_worker *w, qk_msg *m);
+/* Queue a message or a finished op for worker w (from any thread). */
+void qk_send_node(qk_worker *w, qk_node *n);
+static inline void qk_send(qk_worker *w, qk_msg *m)
+{
+    qk_send_node(w, &m->node);
+}
 /* Publish the calling worker's batched sends (see worker.c). */
 void qk_flush(qk_worker *self);
 /* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker). */
@@ -307,20 +302,24 @@ void qk_server_worker_start(qk_worker *w);              /* on each worker */
 void qk_server_worker_quiesce(qk_worker *w);            /* stop accepting and reading */
 void qk_server_worker_stop(qk_worker *w);               /* write what is left, close */
 int qk_server_worker_busy(const qk_worker *w);          /* connections still open */
-void qk_net_respond(struct qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                    const uint8_t *result, size_t len, bool app_error);
 void qk_server_flush(qk_worker *w);                     /* write dirty conns */
-void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
-                   const ProtobufCMessage *reply);
-void qk_net_deliver(qk_worker *w, qk_msg *m);           /* QK_MSG_NETOUT */
-void qk_conn_ref(struct qk_conn *c);                     /* owner worker only */
 qk_worker *qk_conn_worker(const struct qk_conn *c);      /* the worker that owns it */
-/* call.c: start a call that arrived from the network. Answers (also
- * immediate errors) go through qk_net_answer. */
-void qk_net_invoke(qk_worker *w, struct qk_conn *conn, uint64_t id, const char *type,
-                   size_t type_len, const char *actor_id, size_t id_len, const char *method,
-                   size_t method_len, const uint8_t *args, size_t args_len, uint32_t deadline_ms,
-                   const qk_chain_link *chain, size_t chain_len, uint32_t hops);
+/* A call decoded from the network (transport/server.c). */
+typedef struct qk_invoke_req {
+    const char *type, *actor_id, *method; /* not NUL-terminated */
+    size_t type_len, id_len, method_len;
+    const uint8_t *args;
+    size_t args_len;
+    uint32_t deadline_ms;                 /* 0: the silo's default */
+    const qk_chain_link *chain;
+    size_t chain_len;
+    uint32_t hops;
+} qk_invoke_req;
+/* call.c: start call `rq` on worker w (the one that read it), to be
+ * finished through `op` (op.c's rules). On an error (unknown type or
+ * method, a bad id, a chain too deep, the silo stopping) the call is not
+ * started and the error is returned (quark_last_error() says more). */
+quark_err qk_invoke(qk_worker *w, const qk_invoke_req *rq, qk_op *op);
 /* Send the current view to this worker's watching connections. */
 void qk_server_push_view(qk_worker *w);
 
@@ -359,6 +358,16 @@ void qk_net_sub_freed(struct qk_conn *conn, qk_sub *sub);
 
 /* ---- activation.c ---- */
 void qk_deliver(qk_worker *w, qk_msg *m);
+/* What a worker's queue gave it: a message, or a finished op (its done). */
+static inline void qk_dispatch(qk_worker *w, qk_node *n)
+{
+    if (n->kind == QK_NODE_OP) {
+        qk_op *op = QK_CONTAINER_OF(n, qk_op, node);
+        op->done(op);
+    } else {
+        qk_deliver(w, QK_CONTAINER_OF(n, qk_msg, node));
+    }
+}
 void qk_pump(qk_worker *w, quark_actor *a);
 void qk_deactivate_all(qk_worker *w);
 void qk_collect_idle(qk_worker *w, uint64_t now_ms);
@@ -371,17 +380,24 @@ void qk_rebalance(qk_worker *w);
 /* ---- call.c ---- */
 qk_msg *qk_msg_new(size_t extra);
 void qk_msg_free(qk_msg *m);
-/* Answer a CALL exactly once (see the rule above). Does not free it. */
-void qk_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
-               const ProtobufCMessage *reply);
-/* Complete an outcall on its caller's worker (REPLY message or deadline). */
-void qk_outcall_complete(qk_worker *w, qk_outcall *oc, quark_err err,
-                         const char *errmsg, const uint8_t *reply, size_t len);
+/* Answer CALL m exactly once: finish its op with `o` (a reply that came
+ * after m's deadline becomes QUARK_ETIMEDOUT). Does not free m. */
+void qk_answer(qk_worker *w, qk_msg *m, const qk_outcome *o);
+/* The framework's error (by QK_BY_RUNTIME), or the actor's (QK_BY_ACTOR). */
+static inline void qk_answer_error(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg)
+{
+    qk_outcome o = qk_outcome_error(err, errmsg);
+    qk_answer(w, m, &o);
+}
+static inline void qk_answer_actor_error(qk_worker *w, qk_msg *m, quark_err err,
+                                         const char *errmsg)
+{
+    qk_outcome o = qk_outcome_error(err, errmsg);
+    o.by = QK_BY_ACTOR;
+    qk_answer(w, m, &o);
+}
 void qk_waiter_unref(qk_waiter *wt);
 qk_waiter *qk_waiter_new(void);                  /* two references: caller, answerer */
-/* The answerer's side: record the answer (copying the reply), wake, unref. */
-void qk_waiter_complete(qk_waiter *wt, quark_err err, const char *errmsg, const uint8_t *reply,
-                        size_t len);
 /* The caller's side: wait until answered or deadline_ms, decode, unref. */
 quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
                            const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **reply,

@@ -58,7 +58,7 @@ void qk_flush(qk_worker *self)
         qk_server_flush(self);
 }
 
-void qk_send(qk_worker *w, qk_msg *m)
+void qk_send_node(qk_worker *w, qk_node *m)
 {
     qk_worker *self = qk_tls_worker;
     if (self == w) {
@@ -90,9 +90,9 @@ void qk_send(qk_worker *w, qk_msg *m)
     publish(w, &m->qnode, &m->qnode);
 }
 
-static qk_msg *pop_local(qk_worker *w)
+static qk_node *pop_local(qk_worker *w)
 {
-    qk_msg *m = w->lq_head;
+    qk_node *m = w->lq_head;
     if (m) {
         w->lq_head = m->next;
         if (!w->lq_head)
@@ -101,18 +101,18 @@ static qk_msg *pop_local(qk_worker *w)
     return m;
 }
 
-static qk_msg *pop_inbox(qk_worker *w)
+static qk_node *pop_inbox(qk_worker *w)
 {
     qk_mpsc_node *n = qk_mpsc_pop(&w->inbox);
-    return n ? QK_CONTAINER_OF(n, qk_msg, qnode) : NULL;
+    return n ? QK_CONTAINER_OF(n, qk_node, qnode) : NULL;
 }
 
 /* Alternate between the local queue and the inbox: a worker whose own calls
  * keep its local queue full must not starve the other threads' messages
  * (their senders would sit idle waiting for the answers). */
-static qk_msg *next_msg(qk_worker *w)
+static qk_node *next_msg(qk_worker *w)
 {
-    qk_msg *m;
+    qk_node *m;
     w->flip = !w->flip;
     if (w->flip) {
         if ((m = pop_inbox(w)) != NULL)
@@ -130,7 +130,7 @@ static int run_batch(qk_worker *w)
     int n = 0, max = w->silo->listen_fds ? QK_NET_BATCH : QK_BATCH;
     w->now_ms = qk_now_ms_coarse();
     while (n < max) {
-        qk_msg *m = next_msg(w);
+        qk_node *m = next_msg(w);
         if (!m) {
             quark_actor *a = w->ready_head;
             if (!a)
@@ -143,7 +143,7 @@ static int run_batch(qk_worker *w)
             n++;
             continue;
         }
-        qk_deliver(w, m);
+        qk_dispatch(w, m);
         n++;
     }
     return n;
@@ -382,7 +382,7 @@ void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg)
         uv_cond_destroy(&ts.cv);
         return;
     }
-    m->kind = QK_MSG_TASK;
+    m->node.kind = QK_MSG_TASK;
     m->r.task.fn = task_trampoline;
     m->r.task.arg = &ts;
     qk_send(w, m);
@@ -424,9 +424,9 @@ static void drain_after_join(quark_silo *s)
             qk_worker *w = &s->workers[i];
             qk_tls_worker = w;
             w->now_ms = qk_now_ms_coarse();
-            qk_msg *m;
+            qk_node *m;
             while ((m = next_msg(w)) != NULL) {
-                qk_deliver(w, m);
+                qk_dispatch(w, m);
                 again = 1;
             }
             qk_flush(w);

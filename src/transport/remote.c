@@ -72,8 +72,7 @@ typedef struct qk_rconn qk_rconn;
 
 typedef struct qk_rcall {
     qk_mpsc_node qnode;
-    uint8_t op;                   /* RC_OP_* */
-    uint8_t rk;                   /* RC_OP_CALL: QK_RK_WAITER or QK_RK_CALLBACK */
+    uint8_t kind;                 /* RC_OP_* */
     bool idempotent;
     bool written;                 /* handed to a socket: it may have run */
     bool in_table;
@@ -87,15 +86,16 @@ typedef struct qk_rcall {
     uint64_t hash;                /* actor key */
     uint64_t retry_at_ms;         /* delayed: send again then */
     char *target;                 /* GOSSIP, FWD: the silo to send to (malloc'd) */
-    qk_waiter *waiter;
-    quark__trampoline_fn tramp;
+    /* Where the answer goes (CALL, FWD, GOSSIP; op.c's rules): a blocking
+     * caller's waiter, the forwarding silo's record, or `own` below. */
+    qk_op *answer;
+    qk_op own;                    /* callbacks and gossip: done runs on the I/O thread */
+    quark__trampoline_fn tramp;   /* an async call's callback */
     void (*fn)(void);
     void *arg;
     const ProtobufCMessageDescriptor *reply_desc;
     const quark_method_desc *md;  /* the method (its fast codecs) */
     const char *method;           /* for messages */
-    qk_msg *fwd;                  /* FWD: the call being forwarded */
-    qk_worker *fwd_w;             /* FWD: the worker holding it */
     size_t len;
     uint8_t frame[];              /* the complete frame (header + body) */
 } qk_rcall;
@@ -156,7 +156,6 @@ struct qk_remote {
     _Atomic int connected;        /* a connection said HELLO_OK */
     _Atomic int sleeping;         /* the I/O thread is (about to be) in epoll */
     _Atomic int stopping;
-    _Atomic size_t forwards;      /* peer mode: forwarded calls not answered */
     /* connect() handshake with the application thread */
     uv_mutex_t mu;
     uv_cond_t cv;
@@ -293,72 +292,43 @@ static void rcall_free(qk_rcall *c)
     free(c);
 }
 
-/* Answer a forwarded call: a FWDANS message to the worker that holds it. */
-static void fwd_complete(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
-                         const char *errmsg, const uint8_t *result, size_t len)
-{
-    size_t mlen = err == QUARK_OK ? 0 : strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
-    if (err != QUARK_OK)
-        len = 0;
-    qk_msg *o = qk_msg_new(len + mlen);
-    if (!o) { /* no memory for the answer: answer without its payload */
-        o = qk_msg_new(0);
-        if (!o)
-            abort(); /* the exactly-once rule cannot be kept: a malloc of 160 bytes failed */
-        err = QUARK_ENOMEM;
-        len = mlen = 0;
-    }
-    o->kind = QK_MSG_FWDANS;
-    o->err = err;
-    if (actor_error)
-        o->flags |= QK_MF_APP_ERROR;
-    o->r.fwd.orig = c->fwd;
-    o->args = o->data;
-    o->args_len = (uint32_t)len;
-    if (len)
-        memcpy(o->args, result, len);
-    if (mlen) {
-        o->id = (char *)o->data + len;
-        memcpy(o->id, errmsg ? errmsg : quark_strerror(err), mlen);
-    }
-    qk_send(c->fwd_w, o);
-    atomic_fetch_sub_explicit(&r->forwards, 1, memory_order_relaxed);
-}
-
+/* Finish call c (out of every list and table) through its op, and free it. */
 static void complete_ex(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
                         const char *errmsg, const uint8_t *result, size_t len)
 {
     qk_dlheap_remove(&r->heap, &c->dl);
-    switch (c->op) {
-    case RC_OP_FWD:
-        fwd_complete(r, c, err, actor_error, errmsg, result, len);
-        break;
-    case RC_OP_GOSSIP:
-        if (err == QUARK_OK && r->hooks.gossip_ack)
-            r->hooks.gossip_ack(r->hooks.arg, result, len);
-        break;
-    case RC_OP_CALL:
-        if (c->rk == QK_RK_WAITER) {
-            qk_waiter_complete(c->waiter, err, errmsg, result, len);
-        } else {
-            ProtobufCMessage *msg = NULL;
-            if (err == QUARK_OK) {
-                msg = qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
-                if (!msg) {
-                    err = QUARK_EPROTO;
-                    errmsg = "the reply could not be decoded";
-                }
-            }
-            c->tramp(c->fn, err,
-                     err == QUARK_OK ? NULL : (errmsg ? errmsg : quark_strerror(err)), msg,
-                     c->arg);
-            qk_arena_reset(&r->arena);
-        }
-        break;
-    default:
-        break;
+    if (c->answer) {
+        qk_outcome o = {.err = err, .by = actor_error ? QK_BY_ACTOR : QK_BY_RUNTIME,
+                        .errmsg = errmsg, .data = result, .len = err == QUARK_OK ? len : 0};
+        qk_op_finish(c->answer, &o);
     }
     rcall_free(c);
+}
+
+/* An async call's answer, on the I/O thread (its op lends it). */
+static void callback_done(qk_op *op)
+{
+    qk_rcall *c = QK_CONTAINER_OF(op, qk_rcall, own);
+    qk_remote *r = tls_remote;
+    const qk_outcome *o = op->out;
+    if (o->err != QUARK_OK) {
+        c->tramp(c->fn, o->err, qk_outcome_text(o), NULL, c->arg);
+        return;
+    }
+    const ProtobufCMessage *msg = qk_outcome_reply(o, c->md, c->reply_desc, &r->arena.pb);
+    if (msg)
+        c->tramp(c->fn, QUARK_OK, NULL, msg, c->arg);
+    else
+        c->tramp(c->fn, QUARK_EPROTO, "the reply could not be decoded", NULL, c->arg);
+    qk_arena_reset(&r->arena);
+}
+
+/* A peer's answer to our gossip, on the I/O thread. */
+static void gossip_done(qk_op *op)
+{
+    qk_remote *r = tls_remote;
+    if (op->out->err == QUARK_OK && r->hooks.gossip_ack)
+        r->hooks.gossip_ack(r->hooks.arg, op->out->data, op->out->len);
 }
 
 static void complete(qk_remote *r, qk_rcall *c, quark_err err, const char *errmsg,
@@ -557,7 +527,7 @@ static qk_rconn *route(qk_remote *r, qk_rcall *c, const char **why)
 {
     qk_rconn *k = route_silo(r, c, why);
     if (!k || k->state != RC_READY || k->workers < 2 || !k->served_by ||
-        !c->has_hash || (c->op != RC_OP_CALL && c->op != RC_OP_FWD))
+        !c->has_hash || (c->kind != RC_OP_CALL && c->kind != RC_OP_FWD))
         return k;
     unsigned shard = (unsigned)(((c->hash >> 32) * (uint64_t)k->workers) >> 32);
     if (shard == k->served_by - 1)
@@ -576,9 +546,9 @@ static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why)
     *why = NULL;
     if (c->target && c->attempts == 0) /* explicit, on the first attempt */
         return conn_get(r, c->target);
-    if (c->op == RC_OP_GOSSIP)
+    if (c->kind == RC_OP_GOSSIP)
         return conn_get(r, c->target);
-    if (c->op == RC_OP_WATCH)
+    if (c->kind == RC_OP_WATCH)
         return c->conn;
     if (r->view && c->has_hash) {
         int o = qk_view_owner(r->view, c->hash);
@@ -632,7 +602,7 @@ static void g_on_stream_msg(void *ud, void *call_ud, const uint8_t *msg, size_t 
 {
     qk_rconn *k = ud;
     qk_rcall *c = call_ud;
-    if (c->op == RC_OP_WATCH)
+    if (c->kind == RC_OP_WATCH)
         handle_view(k, c, msg, len);
     else
         deliver_event(k->r, c, msg, len);
@@ -643,7 +613,7 @@ static void g_on_stream_end(void *ud, void *call_ud, int st, const char *gmsg)
     qk_rconn *k = ud;
     qk_rcall *c = call_ud;
     table_take(k, c->id);
-    if (c->op == RC_OP_WATCH) {
+    if (c->kind == RC_OP_WATCH) {
         watch_ended(k, c);
         return;
     }
@@ -740,7 +710,7 @@ static void mark_queued(qk_rconn *k, qk_rcall *c)
 
 static const char *grpc_path(const qk_rcall *c)
 {
-    switch (c->op) {
+    switch (c->kind) {
     case RC_OP_SUB: return "/quark.ActorService/StreamActorEvents";
     case RC_OP_WATCH: return "/quark.ActorService/WatchCluster";
     default: return "/quark.ActorService/InvokeActor";
@@ -749,10 +719,10 @@ static const char *grpc_path(const qk_rcall *c)
 
 static void fail_unsendable(qk_remote *r, qk_rcall *c, quark_err err, const char *why)
 {
-    if (c->op == RC_OP_SUB) {
+    if (c->kind == RC_OP_SUB) {
         sub_end(c->rsub, err, why);
         rcall_free(c);
-    } else if (c->op == RC_OP_WATCH) {
+    } else if (c->kind == RC_OP_WATCH) {
         if (c->conn && c->conn->watch == c)
             c->conn->watch = NULL;
         if (r->source == c->conn)
@@ -775,7 +745,7 @@ static void send_on(qk_rconn *k, qk_rcall *c)
          * format and an unindexable HPACK literal each time. */
         int32_t sid = qk_grpc_client_call(k->grpc, grpc_path(c), 0, r->meta,
                                           c->frame + QK_FRAME_HEADER, c->len - QK_FRAME_HEADER,
-                                          c->op == RC_OP_SUB || c->op == RC_OP_WATCH, c);
+                                          c->kind == RC_OP_SUB || c->kind == RC_OP_WATCH, c);
         if (sid < 0) {
             fail_unsendable(r, c, (quark_err)sid, "the call could not be sent");
             return;
@@ -842,11 +812,11 @@ static void resend(qk_remote *r, qk_rcall *list, const char *gone)
         qk_rcall *c = list;
         list = c->next;
         c->conn = NULL;
-        if (gone && c->op == RC_OP_GOSSIP) {
+        if (gone && c->kind == RC_OP_GOSSIP) {
             complete(r, c, QUARK_EUNAVAILABLE, gone, NULL, 0);
             continue;
         }
-        if (gone && c->target && c->op == RC_OP_FWD && !c->attempts)
+        if (gone && c->target && c->kind == RC_OP_FWD && !c->attempts)
             c->attempts = 1; /* route by hash now */
         send_call(r, c);
     }
@@ -948,7 +918,7 @@ static void start_watch(qk_remote *r, qk_rconn *k)
         return;
     qk_frame_header(c->frame, QK_FRAME_WATCH, 0, 0);
     c->len = QK_FRAME_HEADER;
-    c->op = RC_OP_WATCH;
+    c->kind = RC_OP_WATCH;
     c->conn = k;
     c->method = "WatchCluster";
     k->watch = c;
@@ -1064,18 +1034,18 @@ static void conn_lost(qk_rconn *k, const char *why)
     /* Every call in the table was sent on this connection. */
     qk_rcall *c, *again = NULL;
     while ((c = table_take_any(k)) != NULL) {
-        if (c->op == RC_OP_WATCH) {
+        if (c->kind == RC_OP_WATCH) {
             rcall_free(c);
             continue;
         }
-        if (c->op == RC_OP_SUB) {
+        if (c->kind == RC_OP_SUB) {
             snprintf(msg, sizeof msg, "connection to %s lost (%s): the subscription ended; "
                      "subscribe again to continue", k->addr, why);
             sub_end(c->rsub, QUARK_EUNAVAILABLE, msg);
             rcall_free(c);
             continue;
         }
-        if (c->op == RC_OP_GOSSIP) {
+        if (c->kind == RC_OP_GOSSIP) {
             complete(r, c, QUARK_EUNAVAILABLE, why, NULL, 0);
             continue;
         }
@@ -1148,19 +1118,8 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_err
 {
     unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
     if (err == QUARK_EUNAVAILABLE && !actor_error && c->attempts < max &&
-        (c->op == RC_OP_CALL || c->op == RC_OP_FWD)) {
+        (c->kind == RC_OP_CALL || c->kind == RC_OP_FWD)) {
         retry_later(r, c); /* the silo says it did not run it */
-        return;
-    }
-    if (c->op == RC_OP_CALL && c->rk == QK_RK_CALLBACK && err == QUARK_OK) {
-        ProtobufCMessage *msg =
-            qk_msg_unpack_reply(c->md, c->reply_desc, &r->arena.pb, result, len);
-        qk_dlheap_remove(&r->heap, &c->dl);
-        if (msg)
-            c->tramp(c->fn, QUARK_OK, NULL, msg, c->arg);
-        else
-            c->tramp(c->fn, QUARK_EPROTO, "the reply could not be decoded", NULL, c->arg);
-        rcall_free(c);
         return;
     }
     char errbuf[512];
@@ -1196,7 +1155,7 @@ static void handle_response(qk_rconn *k, const qk_frame *f)
     qk_rcall *c = table_take(k, f->id);
     if (!c) /* already completed (deadline) */
         return;
-    if (c->op == RC_OP_GOSSIP)
+    if (c->kind == RC_OP_GOSSIP)
         complete(k->r, c, QUARK_OK, NULL, f->payload, f->len);
     else
         finish_encoded(k, c, f->payload, f->len);
@@ -1208,7 +1167,7 @@ static void handle_stream(qk_rconn *k, const qk_frame *f)
     qk_rcall *c = table_find(k, f->id);
     if (!c)
         return;
-    if (c->op == RC_OP_WATCH) {
+    if (c->kind == RC_OP_WATCH) {
         if (f->type == QK_FRAME_VIEW)
             handle_view(k, c, f->payload, f->len);
         else if (f->type == QK_FRAME_STREAM_END) {
@@ -1217,7 +1176,7 @@ static void handle_stream(qk_rconn *k, const qk_frame *f)
         }
         return;
     }
-    if (c->op != RC_OP_SUB)
+    if (c->kind != RC_OP_SUB)
         return;
     if (f->type == QK_FRAME_STREAM_END) {
         table_take(k, f->id);
@@ -1490,12 +1449,12 @@ static bool drain_inbox(qk_remote *r)
     while ((n = qk_mpsc_pop(&r->inbox)) != NULL) {
         any = true;
         qk_rcall *c = QK_CONTAINER_OF(n, qk_rcall, qnode);
-        if (c->op == RC_OP_UNSUB) {
+        if (c->kind == RC_OP_UNSUB) {
             unsub_op(r, c->rsub);
             rcall_free(c);
             continue;
         }
-        if (c->op == RC_OP_SUB) {
+        if (c->kind == RC_OP_SUB) {
             c->rsub->all_next = r->all_subs;
             r->all_subs = c->rsub;
             if (atomic_load(&r->stopping)) {
@@ -1602,10 +1561,10 @@ static void on_tick(uv_timer_t *t)
 /* The client is disconnecting: end c (a subscription ends, a watch goes). */
 static void fail_closed(qk_remote *r, qk_rcall *c, quark_err err, const char *why)
 {
-    if (c->op == RC_OP_SUB) {
+    if (c->kind == RC_OP_SUB) {
         sub_end(c->rsub, QUARK_ECLOSED, "the client disconnected");
         rcall_free(c);
-    } else if (c->op == RC_OP_WATCH) {
+    } else if (c->kind == RC_OP_WATCH) {
         rcall_free(c);
     } else {
         complete(r, c, err, why, NULL, 0);
@@ -2045,8 +2004,7 @@ quark_err qk_remote_call(qk_remote *r, quark_ref *ref, const quark_interface *if
         free(c);
         return qk_error(QUARK_ENOMEM, "out of memory making a call");
     }
-    c->rk = QK_RK_WAITER;
-    c->waiter = wt;
+    c->answer = &wt->op;
     uint64_t at = c->dl.at_ms;
     submit(r, c);
     return qk_waiter_finish(wt, at + 50, true, iface->methods[method].output, reply, ref->type_name,
@@ -2061,7 +2019,8 @@ quark_err qk_remote_call_async(qk_remote *r, quark_ref *ref, const quark_interfa
     qk_rcall *c = make_call(r, ref, iface, method, req, deadline_ms, &err);
     if (!c)
         return err;
-    c->rk = QK_RK_CALLBACK;
+    qk_op_init(&c->own, callback_done, NULL, QK_OP_LEND, NULL, 0);
+    c->answer = &c->own;
     c->tramp = tramp;
     c->fn = fn;
     c->arg = arg;
@@ -2089,7 +2048,7 @@ quark_err qk_remote_subscribe(qk_remote *r, const char *type, const char *id, qu
     qk_frame_header(c->frame, QK_FRAME_SUBSCRIBE, 0, len);
     protobuf_c_message_pack(&sr.base, c->frame + QK_FRAME_HEADER);
     c->len = QK_FRAME_HEADER + len;
-    c->op = RC_OP_SUB;
+    c->kind = RC_OP_SUB;
     c->rsub = rs;
     c->method = "StreamActorEvents";
     /* Events are published where the actor lives: subscribe at its owner. */
@@ -2109,7 +2068,7 @@ void qk_remote_unsubscribe(qk_rsub *rs)
     qk_rcall *c = calloc(1, sizeof *c);
     if (!c)
         return; /* the subscription keeps running until the client is freed */
-    c->op = RC_OP_UNSUB;
+    c->kind = RC_OP_UNSUB;
     c->rsub = rs;
     submit(rs->owner, c);
 }
@@ -2130,15 +2089,17 @@ void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n
     qk_frame_header(c->frame, QK_FRAME_GOSSIP, 0, n);
     memcpy(c->frame + QK_FRAME_HEADER, p, n);
     c->len = QK_FRAME_HEADER + n;
-    c->op = RC_OP_GOSSIP;
+    c->kind = RC_OP_GOSSIP;
     c->method = "gossip";
+    qk_op_init(&c->own, gossip_done, NULL, QK_OP_LEND, NULL, 0);
+    c->answer = &c->own;
     c->dl.at_ms = qk_now_ms_coarse() + timeout_ms;
     qk_dlheap_insert(&r->heap, &c->dl);
     send_call(r, c);
 }
 
-void qk_remote_forward(qk_remote *r, qk_worker *w, qk_msg *m, const char *owner,
-                       uint32_t deadline_ms)
+quark_err qk_remote_forward(qk_remote *r, qk_op *answer, const qk_msg *m, const char *owner,
+                            uint32_t deadline_ms)
 {
     const qk_type_entry *e = m->type;
     const char *method = e->iface->methods[m->method].name;
@@ -2147,13 +2108,10 @@ void qk_remote_forward(qk_remote *r, qk_worker *w, qk_msg *m, const char *owner,
                                       m->chain, m->chain_len, m->hops + 1u);
     qk_rcall *c = malloc(sizeof *c + QK_FRAME_HEADER + len);
     char *target = c ? strdup(owner) : NULL;
-    atomic_fetch_add_explicit(&r->forwards, 1, memory_order_relaxed);
     if (!c || !target) {
         free(c);
         free(target);
-        qk_rcall tmp = {.op = RC_OP_FWD, .fwd = m, .fwd_w = w};
-        fwd_complete(r, &tmp, QUARK_ENOMEM, false, "out of memory forwarding a call", NULL, 0);
-        return;
+        return qk_error(QUARK_ENOMEM, "out of memory forwarding a call");
     }
     memset(c, 0, sizeof *c);
     qk_frame_header(c->frame, QK_FRAME_REQUEST, 0, len);
@@ -2161,19 +2119,14 @@ void qk_remote_forward(qk_remote *r, qk_worker *w, qk_msg *m, const char *owner,
                            method, mlen, m->args, m->args_len, deadline_ms, m->chain,
                            m->chain_len, m->hops + 1u);
     c->len = QK_FRAME_HEADER + len;
-    c->op = RC_OP_FWD;
+    c->kind = RC_OP_FWD;
     c->target = target;
-    c->fwd = m;
-    c->fwd_w = w;
+    c->answer = answer;
     c->idempotent = (e->iface->methods[m->method].flags & QUARK_METHOD_IDEMPOTENT) != 0;
     c->method = method;
     c->hash = m->hash;
     c->has_hash = true;
     c->dl.at_ms = qk_now_ms_coarse() + deadline_ms;
     submit(r, c);
-}
-
-size_t qk_remote_forwards_pending(const qk_remote *r)
-{
-    return atomic_load_explicit(&((qk_remote *)r)->forwards, memory_order_relaxed);
+    return QUARK_OK;
 }

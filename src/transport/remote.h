@@ -10,6 +10,7 @@
 
 #include "quark/quark.h"
 #include "cluster/view.h"
+#include "runtime/op.h"
 
 typedef struct qk_remote qk_remote;
 struct qk_worker;
@@ -51,11 +52,10 @@ void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n
                       uint32_t timeout_ms);
 /* I/O thread only: route by this view from now on (takes the reference). */
 void qk_remote_install_view(qk_remote *r, qk_view *v);
-/* Any thread: forward CALL `m` (held by worker w) to the silo `owner`. Its
- * answer comes back to w as a QK_MSG_FWDANS message. */
-void qk_remote_forward(qk_remote *r, struct qk_worker *w, struct qk_msg *m, const char *owner,
-                       uint32_t deadline_ms);
-/* Forwarded calls not answered yet. */
-size_t qk_remote_forwards_pending(const qk_remote *r);
+/* A worker: forward CALL `m` (which stays the caller's) to the silo `owner`;
+ * `answer` is finished with the owner's answer (op.c), from the link's
+ * thread. On an error nothing was started and `answer` is not finished. */
+quark_err qk_remote_forward(qk_remote *r, qk_op *answer, const struct qk_msg *m,
+                            const char *owner, uint32_t deadline_ms);
 
 #endif /* QK_REMOTE_H */

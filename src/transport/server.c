@@ -63,6 +63,7 @@ typedef struct qk_conn {
     size_t wbuf_cap;
     uv_write_t wreq;
     qk_sub *subs;                  /* its event subscriptions */
+    struct qk_srv_call *free_calls;/* call records to reuse (they hold no reference) */
     qk_grpc_server *grpc;          /* the HTTP/2 session of a gRPC connection */
     bool in_recv;                  /* inside qk_grpc_server_recv: no flushing */
     bool watching;                 /* wants the cluster's views (WATCH / WatchCluster) */
@@ -146,19 +147,31 @@ int quark_silo_port(const quark_silo *s)
 
 /* ---- connection lifetime ---- */
 
+/* The state of one call read from a connection, until its answer is
+ * written: the call's op (home: the connection's worker; answers made there
+ * are written at once, lent), the request id to answer, room for a small
+ * answer. Recycled by the connection. */
+typedef struct qk_srv_call {
+    qk_op op;
+    struct qk_conn *conn;
+    uint64_t id;
+    struct qk_srv_call *next_free;
+    uint8_t space[QK_ANSWER_SPACE];
+} qk_srv_call;
+
 static void conn_unref(qk_conn *c)
 {
     if (--c->refs == 0) {
+        while (c->free_calls) {
+            qk_srv_call *sc = c->free_calls;
+            c->free_calls = sc->next_free;
+            free(sc);
+        }
         free(c->in);
         free(c->out);
         free(c->wbuf);
         free(c);
     }
-}
-
-void qk_conn_ref(qk_conn *c)
-{
-    c->refs++;
 }
 
 qk_worker *qk_conn_worker(const qk_conn *c)
@@ -381,65 +394,43 @@ void qk_net_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
     grpc_pump(c);
 }
 
-void qk_net_answer(qk_worker *w, qk_msg *m, quark_err err, const char *errmsg,
-                   const ProtobufCMessage *reply)
+/* A call's answer, on its connection's worker (op.c): write it. */
+static void srv_call_done(qk_op *op)
 {
-    qk_conn *c = m->r.net.conn;
-    bool app = w->app_error;
+    qk_srv_call *sc = QK_CONTAINER_OF(op, qk_srv_call, op);
+    qk_conn *c = sc->conn;
+    const qk_outcome *o = op->out;
+    quark_err err = o->err;
+    bool app = o->by == QK_BY_ACTOR && err != QUARK_OK;
     if (err == QUARK_ECLOSED) {
         /* For a remote caller: did it run? Never started -> it may go
          * elsewhere; started (deferred) -> nobody can say. */
-        bool started = (m->flags & QK_MF_DEFERRED) != 0;
-        err = started ? QUARK_EUNKNOWN : QUARK_EUNAVAILABLE;
+        err = o->started ? QUARK_EUNKNOWN : QUARK_EUNAVAILABLE;
         app = false;
     }
-    const quark_method_desc *md = qk_msg_method(m);
-    size_t len = (err == QUARK_OK && reply) ? qk_msg_size(md, QK_OUT, reply) : 0;
-    if (w == c->w) {
-        /* Same worker: pack straight into the connection's frame. */
-        uint8_t small[512];
-        uint8_t *buf = len <= sizeof small ? small : malloc(len);
-        if (buf) {
-            if (len)
-                qk_msg_pack(md, QK_OUT, reply, buf);
-            if (!c->closing)
-                qk_net_respond(c, m->r.net.id, err, errmsg, buf, len, app);
-            if (buf != small)
-                free(buf);
+    if (!c->closing) {
+        if (o->reply && err == QUARK_OK) { /* lent as a message: encode it here */
+            size_t len = qk_outcome_size(o);
+            uint8_t small[512];
+            uint8_t *buf = len <= sizeof small ? small : malloc(len);
+            if (buf) {
+                qk_outcome_pack(o, buf);
+                qk_net_respond(c, sc->id, QUARK_OK, NULL, buf, len, false);
+                if (buf != small)
+                    free(buf);
+            } else {
+                qk_net_respond(c, sc->id, QUARK_ENOMEM, "out of memory encoding the reply",
+                               NULL, 0, false);
+            }
+        } else {
+            qk_net_respond(c, sc->id, err, err == QUARK_OK ? NULL : qk_outcome_text(o), o->data,
+                           o->len, app);
         }
-        conn_unref(c);
-        return;
     }
-    size_t mlen = err == QUARK_OK ? 0 : strlen(errmsg ? errmsg : quark_strerror(err)) + 1;
-    qk_msg *o = qk_msg_new(len + mlen);
-    if (!o)
-        return; /* the connection keeps a reference until it closes: a leak under OOM only */
-    o->kind = QK_MSG_NETOUT;
-    o->err = err;
-    if (app)
-        o->flags |= QK_MF_APP_ERROR;
-    o->r.net.conn = c;
-    o->r.net.id = m->r.net.id;
-    o->args = o->data;
-    o->args_len = (uint32_t)len;
-    if (len)
-        qk_msg_pack(md, QK_OUT, reply, o->args);
-    if (mlen) {
-        o->id = (char *)o->data + len;
-        memcpy(o->id, errmsg ? errmsg : quark_strerror(err), mlen);
-    }
-    qk_send(c->w, o);
-}
-
-void qk_net_deliver(qk_worker *w, qk_msg *m)
-{
-    (void)w;
-    qk_conn *c = m->r.net.conn;
-    if (!c->closing)
-        qk_net_respond(c, m->r.net.id, (quark_err)m->err, m->id, m->args, m->args_len,
-                       (m->flags & QK_MF_APP_ERROR) != 0);
+    qk_op_release(op);
+    sc->next_free = c->free_calls;
+    c->free_calls = sc;
     conn_unref(c);
-    qk_msg_free(m);
 }
 
 /* ---- events ---- */
@@ -644,7 +635,7 @@ static bool move_conn(qk_conn *c, unsigned to, const uint8_t *rest, size_t n)
     ad->n = n;
     if (n)
         memcpy(ad->data, rest, n);
-    m->kind = QK_MSG_TASK;
+    m->node.kind = QK_MSG_TASK;
     m->r.task.fn = adopt_task;
     m->r.task.arg = ad;
     conn_close(c); /* closes our descriptor; the socket lives on in nfd */
@@ -676,10 +667,33 @@ static void invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_t
         dl = timeout_ms;
     if (dl > UINT32_MAX)
         dl = UINT32_MAX;
-    /* A chain as deep as we carry is refused by qk_net_invoke (ECYCLE). */
-    qk_net_invoke(c->w, c, id, rq.actor_type.p, rq.actor_type.n, rq.actor_id.p, rq.actor_id.n,
-                  rq.method.p, rq.method.n, rq.args, rq.args_len, (uint32_t)dl, chain,
-                  rq.n_chain > QK_CHAIN_MAX ? QK_CHAIN_MAX : rq.n_chain, rq.hops);
+    qk_srv_call *sc = c->free_calls;
+    if (sc)
+        c->free_calls = sc->next_free;
+    else if (!(sc = malloc(sizeof *sc))) {
+        qk_net_respond(c, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false);
+        return;
+    }
+    qk_op_init(&sc->op, srv_call_done, c->w, QK_OP_INLINE | QK_OP_LEND, sc->space,
+               sizeof sc->space);
+    sc->conn = c;
+    sc->id = id;
+    /* A chain as deep as we carry is refused by qk_invoke (ECYCLE). */
+    qk_invoke_req ir = {.type = rq.actor_type.p, .type_len = rq.actor_type.n,
+                        .actor_id = rq.actor_id.p, .id_len = rq.actor_id.n,
+                        .method = rq.method.p, .method_len = rq.method.n,
+                        .args = rq.args, .args_len = rq.args_len, .deadline_ms = (uint32_t)dl,
+                        .chain = chain,
+                        .chain_len = rq.n_chain > QK_CHAIN_MAX ? QK_CHAIN_MAX : rq.n_chain,
+                        .hops = rq.hops};
+    quark_err rc = qk_invoke(c->w, &ir, &sc->op);
+    if (rc != QUARK_OK) {
+        sc->next_free = c->free_calls;
+        c->free_calls = sc;
+        qk_net_respond(c, id, rc, quark_last_error(), NULL, 0, false);
+        return;
+    }
+    c->refs++; /* the call's: released when its answer is written */
 }
 
 static void tcp_request(qk_conn *c, const qk_frame *f)
