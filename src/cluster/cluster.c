@@ -42,7 +42,7 @@ struct qk_cluster {
     qk_view *view;                /* last published (under mu) */
     uint64_t incarnation;         /* under mu */
     _Atomic int dirty;            /* the server's gossip changed the live set */
-    quark_client *peer_client;
+    qk_server *server;            /* the silo's (views go to its watchers) */
     qk_remote *peer;
     uint32_t heartbeat_ms, failure_timeout_ms;
     uint64_t next_gossip_ms;
@@ -54,33 +54,24 @@ struct qk_cluster {
     _Atomic unsigned leave_sent, leave_acks;
     _Atomic int stopped;
     _Atomic size_t forwards;      /* forwarded calls whose answer was not handled yet */
+    qk_cl_worker *pw;             /* [silo->nworkers] */
 };
 
 /* ---- publishing views ---- */
 
-typedef struct view_task {
-    qk_view *v;
-} view_task;
-
+/* On each worker: route by the new view from now on, let go of what this
+ * silo no longer owns, tell the watching connections. */
 static void worker_view_task(qk_worker *w, void *arg)
 {
     qk_view *v = arg;
-    qk_view *old = w->view;
-    w->view = v;
+    qk_cluster *cl = w->silo->route_self;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    qk_view *old = pw->view;
+    pw->view = v;
     qk_view_unref(old);
     qk_rebalance(w);
-    qk_server_push_view(w);
-}
-
-static void post_task(qk_worker *w, qk_task_fn fn, void *arg)
-{
-    qk_msg *m = qk_msg_new(0);
-    if (!m)
-        return; /* out of memory: this worker keeps its old view until the next change */
-    m->node.kind = QK_MSG_TASK;
-    m->r.task.fn = fn;
-    m->r.task.arg = arg;
-    qk_send(w, m);
+    if (cl->server)
+        qk_server_push_view(cl->server, w);
 }
 
 static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t inc);
@@ -112,7 +103,8 @@ static void publish(qk_cluster *cl)
     quark_silo *s = cl->silo;
     for (unsigned i = 0; i < s->nworkers; i++) {
         qk_view_ref(v);
-        post_task(&s->workers[i], worker_view_task, v);
+        if (!qk_post_task(&s->workers[i], worker_view_task, v))
+            qk_view_unref(v); /* out of memory: it keeps its old view until the next change */
     }
     if (s->opts.on_view) {
         quark_silo_status *st = status_of(cl, v, inc);
@@ -181,14 +173,10 @@ static void on_gossip_ack(void *arg, const uint8_t *p, size_t n)
         publish(cl);
 }
 
-uint8_t *qk_cluster_gossip_in(quark_silo *s, const uint8_t *p, size_t n, size_t *len,
-                              const char **why)
+/* The server's control table: a peer's gossip (any worker). */
+static uint8_t *ctl_gossip(void *arg, const uint8_t *p, size_t n, size_t *len, const char **why)
 {
-    qk_cluster *cl = s->cluster;
-    if (!cl) {
-        *why = "this silo is not a cluster member";
-        return NULL;
-    }
+    qk_cluster *cl = arg;
     uv_mutex_lock(&cl->mu);
     int rc = cl->mops->receive(cl->mstate, p, n, qk_now_ms_coarse(), why);
     uint8_t *out = rc < 0 ? NULL : cl->mops->encode(cl->mstate, len);
@@ -232,12 +220,13 @@ static int add_seed(void *arg, const char *item, size_t len)
     return 0;
 }
 
-const char *qk_cluster_self(const quark_silo *s)
+static const char *ctl_self_name(void *arg)
 {
-    return s->cluster ? s->cluster->self : "";
+    qk_cluster *cl = arg;
+    return cl->self;
 }
 
-static void advertise_addr(quark_silo *s, char *out, size_t cap)
+static void advertise_addr(quark_silo *s, int port, char *out, size_t cap)
 {
     if (s->opts.advertise && *s->opts.advertise) {
         snprintf(out, cap, "%s", s->opts.advertise);
@@ -250,22 +239,24 @@ static void advertise_addr(quark_silo *s, char *out, size_t cap)
     if (!host[0] || !strcmp(host, "0.0.0.0") || !strcmp(host, "::"))
         if (gethostname(host, sizeof host) != 0 || !host[0])
             snprintf(host, sizeof host, "127.0.0.1");
-    snprintf(out, cap, "%s:%d", host, s->port);
+    snprintf(out, cap, "%s:%d", host, port);
 }
 
-quark_err qk_cluster_create(quark_silo *s)
+quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
 {
-    if (!s->opts.listen)
-        return QUARK_OK; /* in-process only: no cluster */
     qk_cluster *cl = calloc(1, sizeof *cl);
-    if (!cl)
+    if (!cl || !(cl->pw = calloc(s->nworkers, sizeof *cl->pw))) {
+        free(cl);
         return qk_error(QUARK_ENOMEM, "out of memory creating the cluster state");
+    }
     cl->silo = s;
-    advertise_addr(s, cl->self, sizeof cl->self);
+    cl->server = server;
+    advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
     cl->heartbeat_ms = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
     cl->failure_timeout_ms = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000;
     if (cl->failure_timeout_ms < 2 * cl->heartbeat_ms) {
         uint32_t hb = cl->heartbeat_ms, ft = cl->failure_timeout_ms;
+        free(cl->pw);
         free(cl);
         return qk_error(QUARK_EINVAL, "failure_timeout_ms (%u) must be at least two heartbeats "
                         "(heartbeat_ms %u): a single late heartbeat would kill a live silo",
@@ -279,6 +270,7 @@ quark_err qk_cluster_create(quark_silo *s)
         for (size_t j = 0; j < sl.n; j++)
             free(sl.v[j]);
         free(sl.v);
+        free(cl->pw);
         free(cl);
         return rc;
     }
@@ -301,52 +293,43 @@ quark_err qk_cluster_create(quark_silo *s)
     cl->mstate = cl->mops->create(&cfg, cl->started_ms);
     cl->incarnation = cfg.incarnation;
     uv_mutex_init(&cl->mu);
-    quark_client *pc = calloc(1, sizeof *pc);
     quark_err rc = QUARK_OK;
-    if (!cl->mstate || !pc) {
+    if (!cl->mstate) {
         rc = qk_error(QUARK_ENOMEM, "out of memory creating the cluster state");
     } else {
-        quark_client_opts_init(&pc->opts);
-        pc->opts.transport = QUARK_TRANSPORT_TCP;
-        pc->opts.cluster_id = s->cluster_id;
-        pc->opts.service_id = cl->self;
-        pc->opts.retry.max_attempts = 2;
-        pc->opts.retry.initial_backoff_ms = 20;
-        pc->opts.retry.max_backoff_ms = cl->heartbeat_ms;
-        pc->default_deadline_ms = s->opts.default_deadline_ms;
+        /* The peer link: TCP, at most one resend (a silo that did not run a
+         * call), backoffs shorter than a heartbeat. */
+        qk_remote_cfg pcfg = {.cluster_id = s->cluster_id, .client_name = cl->self,
+                              .transport = QUARK_TRANSPORT_TCP,
+                              .retry = {.max_attempts = 2, .initial_backoff_ms = 20,
+                                        .max_backoff_ms = cl->heartbeat_ms}};
         qk_remote_hooks hooks = {.arg = cl, .tick = on_tick, .gossip_ack = on_gossip_ack};
-        rc = qk_remote_new_peer(pc, &hooks, &pc->remote);
+        rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     }
     if (rc != QUARK_OK) {
         if (cl->mstate)
             cl->mops->destroy(cl->mstate);
-        free(pc);
         uv_mutex_destroy(&cl->mu);
         for (size_t j = 0; j < cl->nseeds; j++)
             free(cl->seeds[j]);
         free(cl->seeds);
+        free(cl->pw);
         free(cl);
         return rc;
     }
-    cl->peer_client = pc;
-    cl->peer = pc->remote;
-    s->cluster = cl;
+    *out = cl;
     return QUARK_OK;
 }
 
-quark_err qk_cluster_start(quark_silo *s)
+quark_err qk_cluster_start(qk_cluster *cl)
 {
-    qk_cluster *cl = s->cluster;
-    if (!cl)
-        return QUARK_OK;
     atomic_store(&cl->dirty, 1); /* the first view (this silo alone) at the first tick */
     return qk_remote_connect(cl->peer);
 }
 
-void qk_cluster_leave(quark_silo *s)
+void qk_cluster_leave(qk_cluster *cl)
 {
-    qk_cluster *cl = s->cluster;
-    if (!cl || atomic_load(&cl->stopped))
+    if (atomic_load(&cl->stopped))
         return;
     uv_mutex_lock(&cl->mu);
     cl->mops->leave(cl->mstate);
@@ -366,10 +349,9 @@ void qk_cluster_leave(quark_silo *s)
         usleep(100000);
 }
 
-void qk_cluster_stop(quark_silo *s)
+void qk_cluster_stop(qk_cluster *cl)
 {
-    qk_cluster *cl = s->cluster;
-    if (!cl || atomic_exchange(&cl->stopped, 1))
+    if (atomic_exchange(&cl->stopped, 1))
         return;
     uint64_t until = qk_now_ms_coarse() + 2000;
     while (atomic_load_explicit(&cl->forwards, memory_order_relaxed) && qk_now_ms_coarse() < until)
@@ -377,22 +359,22 @@ void qk_cluster_stop(quark_silo *s)
     qk_remote_disconnect(cl->peer);
 }
 
-void qk_cluster_free(quark_silo *s)
+void qk_cluster_free(qk_cluster *cl)
 {
-    qk_cluster *cl = s->cluster;
     if (!cl)
         return;
-    qk_cluster_stop(s);
+    qk_cluster_stop(cl);
     qk_remote_free(cl->peer);
-    free(cl->peer_client);
     cl->mops->destroy(cl->mstate);
     qk_view_unref(cl->view);
+    for (unsigned i = 0; i < cl->silo->nworkers; i++)
+        qk_view_unref(cl->pw[i].view);
     uv_mutex_destroy(&cl->mu);
     for (size_t j = 0; j < cl->nseeds; j++)
         free(cl->seeds[j]);
     free(cl->seeds);
+    free(cl->pw);
     free(cl);
-    s->cluster = NULL;
 }
 
 /* ---- forwarding ---- */
@@ -419,13 +401,15 @@ static void fwd_done(qk_op *op)
     free(f);
 }
 
-void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
+/* Send CALL m on worker w to its owner, member `owner` of the worker's view;
+ * the answer comes back to w (fwd_done). */
+static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
 {
-    qk_cluster *cl = w->silo->cluster;
+    const qk_view *view = cl->pw[w->index].view;
     char msg[400];
-    if (m->hops >= QK_HOPS_MAX || !cl || atomic_load(&cl->stopped)) {
+    if (m->hops >= QK_HOPS_MAX || atomic_load(&cl->stopped)) {
         snprintf(msg, sizeof msg, "%s '%s' belongs to %s, but %s; the call did not run (retry)",
-                 m->type->name, m->id, w->view->members[owner].addr,
+                 m->type->name, m->id, view->members[owner].addr,
                  m->hops >= QK_HOPS_MAX ? "the call was already forwarded too many times "
                                           "(the silos' views disagree for a moment)"
                                         : "this silo is stopping");
@@ -451,7 +435,7 @@ void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
     f->m = m;
     f->cl = cl;
     atomic_fetch_add_explicit(&cl->forwards, 1, memory_order_relaxed);
-    if (qk_remote_forward(cl->peer, &f->op, m, w->view->members[owner].addr,
+    if (qk_remote_forward(cl->peer, &f->op, m, view->members[owner].addr,
                           (uint32_t)(left > UINT32_MAX ? UINT32_MAX : left)) != QUARK_OK) {
         atomic_fetch_sub_explicit(&cl->forwards, 1, memory_order_relaxed);
         free(f);
@@ -459,20 +443,44 @@ void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner)
         qk_msg_free(m);
         return;
     }
-    atomic_fetch_add_explicit(&w->forwarded, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cl->pw[w->index].forwarded, 1, memory_order_relaxed);
 }
+
+/* ---- the route port (runtime/ports.h) ---- */
+
+static int route_place(void *self, qk_worker *w, qk_msg *m)
+{
+    qk_cluster *cl = self;
+    const qk_view *v = cl->pw[w->index].view;
+    int owner = qk_view_owner(v, m->hash);
+    if (owner < 0 || owner == v->self)
+        return QK_ROUTE_HERE;
+    forward(cl, w, m, owner);
+    return QK_ROUTE_TAKEN;
+}
+
+static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
+{
+    qk_cluster *cl = self;
+    const qk_view *v = cl->pw[w->index].view;
+    int owner = qk_view_owner(v, hash);
+    return owner < 0 || owner == v->self;
+}
+
+const qk_route_ops qk_cluster_route = {.place = route_place, .keeps = route_keeps};
 
 /* ---- views for clients, status ---- */
 
-uint8_t *qk_cluster_view_for_clients(qk_worker *w, size_t *len)
+static uint8_t *ctl_view(void *arg, qk_worker *w, size_t *len)
 {
-    qk_cluster *cl = w->silo->cluster;
-    if (!cl || !w->view)
+    qk_cluster *cl = arg;
+    const qk_view *v = cl->pw[w->index].view;
+    if (!v)
         return NULL;
     uv_mutex_lock(&cl->mu);
     uint64_t inc = cl->incarnation;
     uv_mutex_unlock(&cl->mu);
-    return qk_view_encode(w->view, w->silo->cluster_id, cl->self, inc, len);
+    return qk_view_encode(v, w->silo->cluster_id, cl->self, inc, len);
 }
 
 static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t inc)
@@ -500,23 +508,16 @@ static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t i
     }
     for (unsigned i = 0; s->workers && i < s->nworkers; i++) {
         st->activations += atomic_load_explicit(&s->workers[i].live, memory_order_relaxed);
-        st->forwarded += atomic_load_explicit(&s->workers[i].forwarded, memory_order_relaxed);
+        st->forwarded += atomic_load_explicit(&cl->pw[i].forwarded, memory_order_relaxed);
         st->handoffs += atomic_load_explicit(&s->workers[i].handoffs, memory_order_relaxed);
     }
     st->uptime_ms = qk_now_ms_coarse() - cl->started_ms;
     return st;
 }
 
-quark_err quark_silo_get_status(quark_silo *s, quark_silo_status **out)
+quark_err qk_cluster_status(qk_cluster *cl, quark_silo_status **out)
 {
-    if (!s || !out)
-        return qk_error(QUARK_EINVAL, "quark_silo_get_status: %s is NULL", !s ? "silo" : "out");
-    *out = NULL;
-    qk_cluster *cl = s->cluster;
-    if (!cl)
-        return qk_error(QUARK_ENOTCONNECTED, "this silo does not listen, so it is in no "
-                        "cluster (set quark_silo_opts.listen)");
-    if (atomic_load(&s->state) != 1)
+    if (atomic_load(&cl->silo->state) != 1)
         return qk_error(QUARK_ECLOSED, "the silo is not running");
     uv_mutex_lock(&cl->mu);
     qk_view *v = cl->view;
@@ -529,10 +530,12 @@ quark_err quark_silo_get_status(quark_silo *s, quark_silo_status **out)
     return *out ? QUARK_OK : qk_error(QUARK_ENOMEM, "out of memory building the status");
 }
 
-uint8_t *qk_cluster_status_pack(quark_silo *s, size_t *len)
+static uint8_t *ctl_status(void *arg, size_t *len)
 {
+    qk_cluster *cl = arg;
+    quark_silo *s = cl->silo;
     quark_silo_status *st = NULL;
-    if (quark_silo_get_status(s, &st) != QUARK_OK)
+    if (qk_cluster_status(cl, &st) != QUARK_OK)
         return NULL;
     Quark__ClusterView cv = QUARK__CLUSTER_VIEW__INIT;
     cv.cluster_id = s->cluster_id;
@@ -567,4 +570,11 @@ uint8_t *qk_cluster_status_pack(quark_silo *s, size_t *len)
     free(mp);
     quark_status_free(st);
     return buf;
+}
+
+qk_server_control qk_cluster_control(qk_cluster *cl)
+{
+    qk_server_control c = {.arg = cl, .gossip = ctl_gossip, .view = ctl_view,
+                           .status = ctl_status, .self_name = ctl_self_name};
+    return c;
 }

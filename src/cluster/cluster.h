@@ -6,35 +6,35 @@
 
 #include "runtime/runtime.h"
 #include "cluster/view.h"
+#include "transport/server.h"
 
 #define QK_HOPS_MAX 2 /* a call is forwarded at most this many times */
 
 typedef struct qk_cluster qk_cluster;
 
-/* In quark_silo_start, after binding (the port is known), before workers. */
-quark_err qk_cluster_create(quark_silo *s);
+/* What a worker holds of the cluster (touched by that worker, read for
+ * status). */
+typedef struct qk_cl_worker {
+    qk_view *view;                /* the cluster as this worker routes by (NULL: none yet) */
+    _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
+} qk_cl_worker;
+
+/* In quark_silo_start, after the server bound (its port is known), before
+ * the workers start. */
+quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out);
+/* The route port (runtime/ports.h) to plug in with the cluster as self. */
+extern const qk_route_ops qk_cluster_route;
+/* The server's control table (transport/server.h) over this cluster. */
+qk_server_control qk_cluster_control(qk_cluster *cl);
 /* After the workers started: the peer link runs, gossip begins. */
-quark_err qk_cluster_start(quark_silo *s);
+quark_err qk_cluster_start(qk_cluster *cl);
 /* Graceful leave: tell the others (bounded wait for their acks). */
-void qk_cluster_leave(quark_silo *s);
+void qk_cluster_leave(qk_cluster *cl);
 /* Between the workers' stop phases: let forwarded calls finish (bounded),
  * then stop the peer link (what is left fails clearly). */
-void qk_cluster_stop(quark_silo *s);
-void qk_cluster_free(quark_silo *s);
-
-/* A worker delivering CALL m owned by member `owner` of w->view. */
-void qk_cluster_forward(qk_worker *w, qk_msg *m, int owner);
-
-/* Server side (any worker): a peer's gossip; returns this silo's answer
- * (malloc'd ClusterView) or NULL with *why. */
-uint8_t *qk_cluster_gossip_in(quark_silo *s, const uint8_t *p, size_t n, size_t *len,
-                              const char **why);
-/* The view for clients (WatchCluster), encoded from w->view (NULL if none). */
-uint8_t *qk_cluster_view_for_clients(qk_worker *w, size_t *len);
-/* The address this silo goes by in views (its advertised address; "" when
- * it has no cluster). Clients match connections to view members by it. */
-const char *qk_cluster_self(const quark_silo *s);
-/* SiloStatus, encoded (malloc'd). */
-uint8_t *qk_cluster_status_pack(quark_silo *s, size_t *len);
+void qk_cluster_stop(qk_cluster *cl);
+void qk_cluster_free(qk_cluster *cl);
+/* quark_silo_get_status: this silo's view and counters. */
+quark_err qk_cluster_status(qk_cluster *cl, quark_silo_status **out);
 
 #endif /* QK_CLUSTER_H */

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 
 #include "runtime.h"
-#include "cluster/cluster.h"
 
 static inline void *act_state(quark_actor *a)
 {
@@ -408,13 +407,9 @@ static void deliver_call(qk_worker *w, qk_msg *m)
         qk_msg_free(m);
         return;
     }
-    if (QK_UNLIKELY(w->view != NULL)) { /* one of several silos: is it ours? */
-        int owner = qk_view_owner(w->view, m->hash);
-        if (owner >= 0 && owner != w->view->self) {
-            qk_cluster_forward(w, m, owner);
-            return;
-        }
-    }
+    const quark_silo *s = w->silo;
+    if (s->route && s->route->place(s->route_self, w, m) == QK_ROUTE_TAKEN)
+        return; /* it runs elsewhere (or the route answered it) */
     quark_actor *a = dir_find(w, m->type, m->hash, m->id, m->id_len);
     if (!a) {
         a = activate(w, m);
@@ -527,14 +522,13 @@ void qk_collect_idle(qk_worker *w, uint64_t now)
 
 void qk_rebalance(qk_worker *w)
 {
-    qk_view *v = w->view;
-    if (!v || w->stopping)
+    const quark_silo *s = w->silo;
+    if (!s->route || w->stopping)
         return;
     quark_actor *a = w->lru_head;
     while (a) {
         quark_actor *next = a->lru_next;
-        int owner = qk_view_owner(v, a->hash);
-        if (owner < 0 || owner == v->self) {
+        if (s->route->keeps(s->route_self, w, a->hash)) {
             a = next;
             continue;
         }

@@ -1,5 +1,6 @@
 /*
- * call.c - making calls and delivering their answers.
+ * call.c - making calls in this process and delivering their answers: the
+ * embedded client backend, calls from the network (qk_invoke), answering.
  *
  * A call is one allocation (qk_msg + chain + id + packed request) sent to the
  * worker that owns (type, id). Its answer goes back through the call's op
@@ -22,7 +23,6 @@
 #include <unistd.h>
 
 #include "runtime.h"
-#include "transport/remote.h"
 
 /* How long a blocking caller polls before it sleeps on the futex: long
  * enough for an in-process answer (a few us), pointless for a network one,
@@ -216,35 +216,14 @@ typedef struct qk_prep {
     uint64_t deadline_ms;
 } qk_prep;
 
-static quark_err prepare(quark_ref *ref, const quark_interface *iface, unsigned method,
-                         const ProtobufCMessage *req, qk_prep *p)
+/* The embedded backend's part of preparing a call (client.c checked the
+ * arguments): the type and method on this silo, the absolute deadline. */
+static quark_err prepare(quark_silo *s, quark_ref *ref, const quark_interface *iface,
+                         unsigned method, uint32_t dl, qk_prep *p)
 {
-    if (QK_UNLIKELY(!ref || !iface || !req))
-        return qk_error(QUARK_EINVAL, "call: %s is NULL",
-                        !ref ? "the actor reference" : !iface ? "the interface" : "the request");
-    quark_client *c = ref->client;
-    if (QK_UNLIKELY(!atomic_load_explicit(&c->connected, memory_order_acquire)))
-        return qk_error(QUARK_ENOTCONNECTED, "the client is not connected: call "
-                        "quark_client_connect() first");
-    if (QK_UNLIKELY(ref->iface != iface && strcmp(ref->iface->name, iface->name) != 0))
-        return qk_error(QUARK_EINVAL, "the reference to '%s' speaks %s, not %s",
-                        ref->id_len ? ref->data : "", ref->iface->name, iface->name);
-    if (QK_UNLIKELY(method >= iface->n_methods))
-        return qk_error(QUARK_ENOMETHOD, "interface %s has no method number %u", iface->name,
-                        method);
-    const quark_method_desc *md = &iface->methods[method];
-    if (QK_UNLIKELY(req->descriptor != md->input))
-        return qk_error(QUARK_EINVAL, "%s.%s takes a %s, not a %s", iface->name, md->name,
-                        md->input->name, req->descriptor ? req->descriptor->name : "?");
-    uint32_t dl = ref->deadline_ms ? ref->deadline_ms : c->default_deadline_ms;
-    if (c->remote) {
-        p->silo = NULL; /* the silo resolves type and method */
-        p->deadline_ms = dl;
-        return QUARK_OK;
-    }
-    quark_silo *s = c->silo;
     if (QK_UNLIKELY(atomic_load_explicit(&s->state, memory_order_acquire) != 1))
         return qk_error(QUARK_ECLOSED, "the silo is not running");
+    const quark_method_desc *md = &iface->methods[method];
     const qk_type_entry *e = atomic_load_explicit(&ref->entry, memory_order_acquire);
     if (QK_UNLIKELY(!e)) {
         e = qk_registry_lookup(ref->type_name, ref->type_len);
@@ -305,21 +284,14 @@ static inline qk_worker *target(const qk_prep *p, const quark_ref *ref)
     return &p->silo->workers[qk_worker_of(p->silo, ref->hash)];
 }
 
-quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned method,
-                     const ProtobufCMessage *req, ProtobufCMessage **reply)
+static quark_err embedded_call(void *impl, quark_ref *ref, const quark_interface *iface,
+                               unsigned method, const ProtobufCMessage *req, uint32_t dl,
+                               ProtobufCMessage **reply)
 {
-    if (reply)
-        *reply = NULL;
-    if (QK_UNLIKELY(qk_tls_worker != NULL))
-        return qk_error(QUARK_EWOULDBLOCK, "blocking call on a Quark worker thread (inside "
-                        "an actor or a callback) would stall it: use the _async form");
     qk_prep p;
-    quark_err rc = prepare(ref, iface, method, req, &p);
+    quark_err rc = prepare(impl, ref, iface, method, dl, &p);
     if (rc != QUARK_OK)
         return rc;
-    if (ref->client->remote)
-        return qk_remote_call(ref->client->remote, ref, iface, method, req,
-                              (uint32_t)p.deadline_ms, reply);
     qk_waiter *wt = qk_waiter_new();
     if (!wt)
         return qk_error(QUARK_ENOMEM, "out of memory making a call");
@@ -382,19 +354,14 @@ answered:;
     return rc;
 }
 
-quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsigned method,
-                            const ProtobufCMessage *req, quark__trampoline_fn tramp,
-                            void (*fn)(void), void *arg)
+static quark_err embedded_call_async(void *impl, quark_ref *ref, const quark_interface *iface,
+                                     unsigned method, const ProtobufCMessage *req, uint32_t dl,
+                                     quark__trampoline_fn tramp, void (*fn)(void), void *arg)
 {
-    if (QK_UNLIKELY(!tramp || !fn))
-        return qk_error(QUARK_EINVAL, "async call: the callback is NULL");
     qk_prep p;
-    quark_err rc = prepare(ref, iface, method, req, &p);
+    quark_err rc = prepare(impl, ref, iface, method, dl, &p);
     if (rc != QUARK_OK)
         return rc;
-    if (ref->client->remote)
-        return qk_remote_call_async(ref->client->remote, ref, iface, method, req,
-                                    (uint32_t)p.deadline_ms, tramp, fn, arg);
     qk_worker *w = qk_tls_worker;
     qk_msg *m;
     if (w && w->cur.act && w->silo == p.silo) {
@@ -504,167 +471,48 @@ quark_err qk_invoke(qk_worker *w, const qk_invoke_req *rq, qk_op *op)
     return QUARK_OK;
 }
 
-static void generic_tramp(void (*fn)(void), quark_err err, const char *errmsg,
-                          const ProtobufCMessage *reply, void *arg)
-{
-    ((quark_reply_fn)fn)(err, errmsg, reply, arg);
-}
+/* ---- the embedded client backend (ports.h) ---- */
 
-quark_err quark_call_async(quark_ref *ref, const quark_interface *iface, unsigned method,
-                           const ProtobufCMessage *req, quark_reply_fn cb, void *arg)
+static quark_err embedded_connect(void *impl)
 {
-    return quark__call_async(ref, iface, method, req, generic_tramp, (void (*)(void))cb, arg);
-}
-
-void quark_msg_free(void *msg)
-{
-    if (msg)
-        protobuf_c_message_free_unpacked((ProtobufCMessage *)msg, NULL);
-}
-
-/* ---- clients and references ---- */
-
-void quark_client_opts_init(quark_client_opts *o)
-{
-    if (!o)
-        return;
-    memset(o, 0, sizeof *o);
-    o->connection_string = "localhost:7000";
-    o->cluster_id = "default";
-    o->service_id = "awesome-pizza";
-    o->transport = QUARK_TRANSPORT_GRPC;
-    o->retry.max_attempts = 3;
-    o->retry.initial_backoff_ms = 50;
-    o->retry.max_backoff_ms = 2000;
-    o->default_deadline_ms = 30000;
-    o->direct_sockets = 4;
-    o->poll_us = 50;
-}
-
-quark_err quark_client_create(const quark_client_opts *opts, quark_client **out)
-{
-    if (!opts || !out)
-        return qk_error(QUARK_EINVAL, "quark_client_create: %s is NULL", !opts ? "opts" : "out");
-    *out = NULL;
-    if (!opts->embedded && opts->transport != QUARK_TRANSPORT_TCP &&
-        opts->transport != QUARK_TRANSPORT_GRPC)
-        return qk_error(QUARK_EINVAL, "unknown transport %d: use QUARK_TRANSPORT_GRPC or "
-                        "QUARK_TRANSPORT_TCP", (int)opts->transport);
-    quark_client *c = calloc(1, sizeof *c);
-    if (!c)
-        return qk_error(QUARK_ENOMEM, "out of memory creating a client");
-    c->opts = *opts;
-    c->silo = opts->embedded;
-    c->default_deadline_ms = opts->default_deadline_ms ? opts->default_deadline_ms : 30000;
-    if (!c->silo) {
-        quark_err rc = qk_remote_new(c, &c->remote);
-        if (rc != QUARK_OK) {
-            free(c);
-            return rc;
-        }
-    }
-    *out = c;
-    return QUARK_OK;
-}
-
-quark_err quark_client_connect(quark_client *c)
-{
-    if (!c)
-        return qk_error(QUARK_EINVAL, "quark_client_connect: client is NULL");
-    if (c->remote) {
-        quark_err rc = qk_remote_connect(c->remote);
-        if (rc == QUARK_OK)
-            atomic_store(&c->connected, 1);
-        return rc;
-    }
-    if (atomic_load(&c->silo->state) != 1)
+    quark_silo *s = impl;
+    if (atomic_load(&s->state) != 1)
         return qk_error(QUARK_EUNAVAILABLE, "the embedded silo is not running: call "
                         "quark_silo_start() first");
-    atomic_store(&c->connected, 1);
     return QUARK_OK;
 }
 
-quark_err quark_client_disconnect(quark_client *c)
+static void embedded_disconnect(void *impl)
 {
-    if (!c)
-        return qk_error(QUARK_EINVAL, "quark_client_disconnect: client is NULL");
-    atomic_store(&c->connected, 0);
-    if (c->remote)
-        qk_remote_disconnect(c->remote);
-    return QUARK_OK;
+    (void)impl;
 }
 
-int quark_client_is_connected(const quark_client *c)
+static int embedded_connected(void *impl)
 {
-    if (!c || !atomic_load(&((quark_client *)c)->connected))
-        return 0;
-    return c->remote ? qk_remote_connected(c->remote) : atomic_load(&c->silo->state) == 1;
+    quark_silo *s = impl;
+    return atomic_load(&s->state) == 1;
 }
 
-void quark_client_free(quark_client *c)
+static void embedded_free(void *impl)
 {
-    if (!c)
-        return;
-    if (c->remote)
-        qk_remote_free(c->remote);
-    free(c);
+    (void)impl; /* the silo is the application's */
 }
 
-quark_err quark_ref_new(quark_client *c, const quark_interface *iface, const char *type_name,
-                        const char *id, quark_ref **out)
+static quark_err embedded_subscribe(void *impl, const char *type, const char *id,
+                                    quark_event_fn fn, void *arg, void **sub)
 {
-    if (!out)
-        return qk_error(QUARK_EINVAL, "quark_ref_new: out is NULL");
-    *out = NULL;
-    if (!c || !iface || !id)
-        return qk_error(QUARK_EINVAL, "quark_ref_new: %s is NULL",
-                        !c ? "client" : !iface ? "interface" : "id");
-    size_t id_len = strlen(id);
-    if (id_len == 0 || id_len > QUARK_ID_MAX)
-        return qk_error(QUARK_EINVAL, "actor id must be 1..%d bytes (got %zu)", QUARK_ID_MAX,
-                        id_len);
-    size_t tn_len = type_name ? strlen(type_name) : 0;
-    if (type_name && !qk_type_name_valid(type_name, tn_len))
-        return qk_error(QUARK_EINVAL, "type name '%s' is invalid (1..%d printable ASCII "
-                        "characters, no spaces)", type_name, QUARK_TYPE_NAME_MAX);
-    quark_ref *r = calloc(1, sizeof *r + id_len + 1 + (type_name ? tn_len + 1 : 0));
-    if (!r)
-        return qk_error(QUARK_ENOMEM, "out of memory creating an actor reference");
-    r->client = c;
-    r->iface = iface;
-    r->id_len = (uint16_t)id_len;
-    memcpy(r->data, id, id_len + 1);
-    if (type_name) {
-        char *tn = r->data + id_len + 1;
-        memcpy(tn, type_name, tn_len + 1);
-        r->type_name = tn;
-        r->type_len = (uint32_t)tn_len;
-    } else {
-        r->type_name = iface->name;
-        r->type_len = (uint32_t)strlen(iface->name);
-    }
-    r->hash = qk_key_hash(qk_type_name_hash(r->type_name, r->type_len), id, id_len);
-    *out = r;
-    return QUARK_OK;
+    return qk_embedded_subscribe(impl, type, id, fn, arg, sub);
 }
 
-void quark_ref_free(quark_ref *r)
-{
-    free(r);
-}
 
-const char *quark_ref_id(const quark_ref *r)
-{
-    return r ? r->data : NULL;
-}
-
-const char *quark_ref_type_name(const quark_ref *r)
-{
-    return r ? r->type_name : NULL;
-}
-
-void quark_ref_set_deadline(quark_ref *r, uint32_t ms)
-{
-    if (r)
-        r->deadline_ms = ms;
-}
+const qk_client_ops qk_client_embedded = {
+    .name = "embedded",
+    .connect = embedded_connect,
+    .disconnect = embedded_disconnect,
+    .connected = embedded_connected,
+    .free = embedded_free,
+    .call = embedded_call,
+    .call_async = embedded_call_async,
+    .subscribe = embedded_subscribe,
+    .unsubscribe = qk_embedded_unsubscribe,
+};

@@ -7,15 +7,15 @@
  * nothing. A topic outlives activations: subscribing to an idle actor works.
  *
  * Local subscribers (an embedded client) get their callback right there.
- * Network subscribers belong to their connection's worker: the owner sends
- * them EVENT messages and, when they leave, a SUBFREE. Both travel the same
- * FIFO path, so a subscriber is freed only after its last event arrived.
+ * Remote subscribers (a connection's, through the subscriber port of
+ * ports.h) belong to their home worker: the owner sends them EVENT messages
+ * and, when they leave, a SUBFREE. Both travel the same FIFO path, so a
+ * subscriber is freed only after its last event arrived.
  */
 #include <stdlib.h>
 
 #include "quark/actor_service.pb-c.h"
 #include "runtime.h"
-#include "transport/remote.h"
 
 typedef struct qk_topic {
     const qk_type_entry *type;
@@ -25,11 +25,11 @@ typedef struct qk_topic {
     char id[];
 } qk_topic;
 
-struct quark_subscription {
-    qk_sub *sub;                  /* local: the subscriber itself */
+/* An embedded client's subscription: the subscriber and its silo. */
+typedef struct qk_esub {
+    qk_sub *sub;
     quark_silo *silo;
-    struct qk_rsub *remote;       /* remote clients (transport/remote.c) */
-};
+} qk_esub;
 
 /* ---- local subscriber lifetime ---- */
 
@@ -171,7 +171,7 @@ quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event)
     ae.sequence = self->event_seq;
     size_t wlen = 0;
     for (qk_sub *s = tp->subs; s; s = s->next) {
-        if (!s->conn) {
+        if (!s->ops) {
             deliver_local(w, s, &ev);
             continue;
         }
@@ -184,7 +184,7 @@ quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event)
         m->r.sub = s;
         m->args = m->data;
         m->args_len = (uint32_t)protobuf_c_message_pack(&ae.base, m->args);
-        qk_send(qk_conn_worker(s->conn), m);
+        qk_send(s->home, m);
     }
     if (payload != small)
         free(payload);
@@ -197,7 +197,7 @@ static void add_sub(qk_worker *w, qk_sub *s)
 {
     qk_topic *tp = topic_get(w, s->type, s->hash, s->actor_id, s->id_len, true);
     if (!tp) {
-        if (!s->conn)
+        if (!s->ops)
             local_end(s, QUARK_ENOMEM, "out of memory subscribing");
         return;
     }
@@ -219,13 +219,13 @@ static void remove_sub(qk_worker *w, qk_sub *s)
         }
         topic_drop_if_empty(w, tp);
     }
-    if (s->conn) {
+    if (s->ops) {
         qk_msg *m = qk_msg_new(0);
         if (!m)
             return; /* leaks one subscriber record under OOM, never a use after free */
         m->node.kind = QK_MSG_SUBFREE;
         m->r.sub = s;
-        qk_send(qk_conn_worker(s->conn), m);
+        qk_send(s->home, m);
     } else {
         if (member)
             local_end(s, QUARK_ECLOSED, "unsubscribed"); /* the topic's reference */
@@ -244,10 +244,10 @@ void qk_events_deliver(qk_worker *w, qk_msg *m)
         remove_sub(w, s);
         break;
     case QK_MSG_EVENT:
-        qk_net_event(s->conn, s->id, m->args, m->args_len);
+        s->ops->event(s, m->args, m->args_len);
         break;
     case QK_MSG_SUBFREE:
-        qk_net_sub_freed(s->conn, s);
+        s->ops->ended(s);
         break;
     default:
         break;
@@ -264,12 +264,12 @@ void qk_events_stop(qk_worker *w)
         while (tp->subs) {
             qk_sub *s = tp->subs;
             tp->subs = s->next;
-            if (s->conn) {
+            if (s->ops) {
                 qk_msg *m = qk_msg_new(0);
                 if (m) {
                     m->node.kind = QK_MSG_SUBFREE;
                     m->r.sub = s;
-                    qk_send(qk_conn_worker(s->conn), m);
+                    qk_send(s->home, m);
                 }
             } else {
                 local_end(s, QUARK_ECLOSED, "the silo is stopping");
@@ -318,15 +318,18 @@ static quark_err post(qk_worker *owner, qk_sub *s, uint8_t kind)
     return QUARK_OK;
 }
 
-quark_err qk_net_subscribe(qk_worker *w, struct qk_conn *conn, uint64_t sub_id, const char *type,
-                           size_t type_len, const char *id, size_t id_len, qk_sub **out)
+quark_err qk_subscribe_remote(qk_worker *w, const qk_sub_ops *ops, void *ctx, uint64_t sub_id,
+                              const char *type, size_t type_len, const char *id, size_t id_len,
+                              qk_sub **out)
 {
     qk_worker *owner = NULL;
     qk_sub *s = NULL;
     quark_err rc = make_sub(w->silo, type, type_len, id, id_len, &s, &owner);
     if (rc != QUARK_OK)
         return rc;
-    s->conn = conn;
+    s->ops = ops;
+    s->home = w;
+    s->ctx = ctx;
     s->id = sub_id;
     if ((rc = post(owner, s, QK_MSG_SUB)) != QUARK_OK) {
         free(s);
@@ -336,50 +339,39 @@ quark_err qk_net_subscribe(qk_worker *w, struct qk_conn *conn, uint64_t sub_id, 
     return QUARK_OK;
 }
 
-void qk_net_unsubscribe(qk_worker *w, qk_sub *s)
+void qk_unsubscribe_remote(qk_sub *s)
 {
     if (s->removed)
         return;
     s->removed = true;
-    post(&w->silo->workers[qk_worker_of(w->silo, s->hash)], s, QK_MSG_UNSUB);
+    quark_silo *silo = s->home->silo;
+    post(&silo->workers[qk_worker_of(silo, s->hash)], s, QK_MSG_UNSUB);
 }
 
-
-quark_err quark_subscribe(quark_client *c, const char *type_name, const char *id,
-                          quark_event_fn fn, void *arg, quark_subscription **out)
+void qk_sub_free(qk_sub *s)
 {
-    if (!out)
-        return qk_error(QUARK_EINVAL, "quark_subscribe: out is NULL");
-    *out = NULL;
-    if (!c || !type_name || !id || !fn)
-        return qk_error(QUARK_EINVAL, "quark_subscribe: %s is NULL",
-                        !c ? "client" : !type_name ? "type_name" : !id ? "id" : "fn");
-    if (!atomic_load(&c->connected))
-        return qk_error(QUARK_ENOTCONNECTED, "the client is not connected: call "
-                        "quark_client_connect() first");
-    quark_subscription *h = calloc(1, sizeof *h);
+    free(s);
+}
+
+quark_err qk_embedded_subscribe(quark_silo *silo, const char *type_name, const char *id,
+                                quark_event_fn fn, void *arg, void **out)
+{
+    if (atomic_load(&silo->state) != 1)
+        return qk_error(QUARK_ECLOSED, "the silo is not running");
+    qk_esub *h = calloc(1, sizeof *h);
     if (!h)
         return qk_error(QUARK_ENOMEM, "out of memory subscribing");
-    quark_err rc;
-    if (c->remote) {
-        rc = qk_remote_subscribe(c->remote, type_name, id, fn, arg, &h->remote);
-    } else {
-        if (atomic_load(&c->silo->state) != 1) {
-            free(h);
-            return qk_error(QUARK_ECLOSED, "the silo is not running");
-        }
-        qk_worker *owner = NULL;
-        rc = make_sub(c->silo, type_name, strlen(type_name), id, strlen(id), &h->sub, &owner);
-        if (rc == QUARK_OK) {
-            h->sub->fn = fn;
-            h->sub->arg = arg;
-            atomic_init(&h->sub->refs, 2); /* the handle and the topic */
-            atomic_init(&h->sub->ended, false);
-            h->silo = c->silo;
-            rc = post(owner, h->sub, QK_MSG_SUB);
-            if (rc != QUARK_OK)
-                free(h->sub);
-        }
+    qk_worker *owner = NULL;
+    quark_err rc = make_sub(silo, type_name, strlen(type_name), id, strlen(id), &h->sub, &owner);
+    if (rc == QUARK_OK) {
+        h->sub->fn = fn;
+        h->sub->arg = arg;
+        atomic_init(&h->sub->refs, 2); /* the handle and the topic */
+        atomic_init(&h->sub->ended, false);
+        h->silo = silo;
+        rc = post(owner, h->sub, QK_MSG_SUB);
+        if (rc != QUARK_OK)
+            free(h->sub);
     }
     if (rc != QUARK_OK) {
         free(h);
@@ -389,23 +381,17 @@ quark_err quark_subscribe(quark_client *c, const char *type_name, const char *id
     return QUARK_OK;
 }
 
-void quark_unsubscribe(quark_subscription *h)
+void qk_embedded_unsubscribe(void *sub)
 {
-    if (!h)
-        return;
-    if (h->remote) {
-        qk_remote_unsubscribe(h->remote);
-    } else if (h->sub) {
-        qk_sub *s = h->sub;
-        /* Once ended (unsubscribed, or the silo stopped) the silo may be
-         * gone: touch nothing but the subscriber's own reference. */
-        if (!atomic_load(&s->ended)) {
-            atomic_fetch_add(&s->refs, 1); /* for the UNSUB in flight */
-            if (post(&h->silo->workers[qk_worker_of(h->silo, s->hash)], s, QK_MSG_UNSUB) !=
-                QUARK_OK)
-                local_unref(s);
-        }
-        local_unref(s);
+    qk_esub *h = sub;
+    qk_sub *s = h->sub;
+    /* Once ended (unsubscribed, or the silo stopped) the silo may be gone:
+     * touch nothing but the subscriber's own reference. */
+    if (!atomic_load(&s->ended)) {
+        atomic_fetch_add(&s->refs, 1); /* for the UNSUB in flight */
+        if (post(&h->silo->workers[qk_worker_of(h->silo, s->hash)], s, QK_MSG_UNSUB) != QUARK_OK)
+            local_unref(s);
     }
+    local_unref(s);
     free(h);
 }

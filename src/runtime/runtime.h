@@ -30,6 +30,7 @@
 #include "core/registry_internal.h"
 #include "runtime/codec.h"
 #include "runtime/op.h"
+#include "runtime/ports.h"
 
 typedef struct qk_worker qk_worker;
 typedef struct qk_msg qk_msg;
@@ -203,9 +204,7 @@ struct qk_worker {
     uv_timer_t idle_timer;
     qk_node *lq_head, *lq_tail;   /* local queue: same-thread sends */
     struct qk_outq *out;          /* per target worker: sends not yet published */
-    struct qk_conn *dirty_conns;  /* connections with output to write */
-    uv_tcp_t *listener;           /* this worker's listening socket, or NULL */
-    struct qk_conn *conns;        /* all connections of this worker */
+    bool io_pending;              /* the listener has output to write (qk_flush) */
     struct qk_topic **topics;     /* actor key -> subscribers (events.c) */
     size_t topic_mask, topic_count;
     unsigned *dirty;              /* targets with a pending chain */
@@ -226,8 +225,6 @@ struct qk_worker {
     bool flip;                    /* next_msg: which queue to try first */
     qk_spin spin;                 /* polling before sleeping (network silos) */
     uint64_t exit_by_ms;          /* after exit: give connections until then */
-    struct qk_view *view;         /* the cluster as this worker routes by (NULL: alone) */
-    _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
     _Atomic uint64_t handoffs;    /* network calls it read for another worker's actors
                                    * (written by this worker only) */
     _Atomic size_t live;          /* activations (a copy of count for other threads) */
@@ -237,24 +234,32 @@ struct quark_silo {
     quark_silo_opts opts;
     char *listen_host;            /* copies of opts strings */
     char *cluster_id;
-    int port;                     /* bound port, 0 if not listening */
-    int *listen_fds;              /* one SO_REUSEPORT socket per worker */
+    char *seeds;
+    char *advertise;
     unsigned nworkers;
     qk_worker *workers;
     quark_client *self_client;    /* what quark_actor_client returns */
     _Atomic int state;            /* 0 created, 1 running, 2 stopping, 3 stopped */
-    uv_mutex_t lock;              /* start/stop only */
-    struct qk_cluster *cluster;   /* membership and forwarding (cluster/cluster.c) */
-    char *seeds;                  /* copies of opts strings */
-    char *advertise;
+    uv_mutex_t lock;              /* start/stop only (root/silo.c) */
+    /* The ports (ports.h), plugged in before the workers start. */
+    const qk_listener_ops *listener;
+    void *listener_self;
+    const qk_route_ops *route;
+    void *route_self;
+    void *root;                   /* the composition root's parts (root/silo.c) */
 };
 
 struct quark_client {
-    quark_silo *silo;             /* embedded: the silo it calls */
-    struct qk_remote *remote;     /* otherwise: the network side (transport/remote.c) */
+    const qk_client_ops *ops;     /* embedded (call.c) or remote (transport/client.c) */
+    void *impl;
     _Atomic int connected;
     uint32_t default_deadline_ms;
     quark_client_opts opts;
+};
+
+struct quark_subscription {
+    const qk_client_ops *ops;     /* its client's backend (the client may be gone) */
+    void *sub;                    /* the backend's */
 };
 
 struct quark_ref {
@@ -269,10 +274,32 @@ struct quark_ref {
     char data[];                  /* id NUL, then explicit type name NUL */
 };
 
+/* ---- silo.c: the runtime's half of a silo (root/silo.c wires the rest) ---- */
+/* A silo with its workers not started (opts validated, strings copied). */
+quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out);
+void qk_silo_set_listener(quark_silo *s, const qk_listener_ops *ops, void *self);
+void qk_silo_set_route(quark_silo *s, const qk_route_ops *ops, void *self);
+/* Start the workers; the silo runs (state 1) when it returns QUARK_OK. */
+quark_err qk_silo_run(quark_silo *s);
+/* Stopping, in three phases the root sequences (between them it stops the
+ * parts that need workers alive, e.g. forwarded calls finishing):
+ *   1. qk_silo_stop_calls: new calls are refused (state 2); every worker
+ *      quiesces its listener, deactivates its activations (on_deactivate
+ *      runs), answers what it holds (ECLOSED) and ends local subscriptions;
+ *   2. qk_silo_close_io: listeners write what is pending and close;
+ *   3. qk_silo_join: the workers leave their loops, are joined, and what
+ *      is still queued is answered; the silo is stopped (state 3). */
+void qk_silo_stop_calls(quark_silo *s);
+void qk_silo_close_io(quark_silo *s);
+void qk_silo_join(quark_silo *s);
+void qk_silo_free(quark_silo *s);     /* stopped or never started */
+
 /* ---- worker.c ---- */
 extern QK_TLS qk_worker *qk_tls_worker;
 quark_err qk_workers_start(quark_silo *s);
-void qk_workers_stop(quark_silo *s);
+void qk_workers_stop_calls(quark_silo *s);
+void qk_workers_close_io(quark_silo *s);
+void qk_workers_join(quark_silo *s);
 /* Queue a message or a finished op for worker w (from any thread). */
 void qk_send_node(qk_worker *w, qk_node *n);
 static inline void qk_send(qk_worker *w, qk_msg *m)
@@ -283,6 +310,8 @@ static inline void qk_send(qk_worker *w, qk_msg *m)
 void qk_flush(qk_worker *self);
 /* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker). */
 void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg);
+/* Run `fn(w, arg)` on worker `w` later (any thread); false if no memory. */
+bool qk_post_task(qk_worker *w, qk_task_fn fn, void *arg);
 void qk_heap_insert(qk_worker *w, qk_deadline *d);
 void qk_heap_remove(qk_worker *w, qk_deadline *d);
 /* The worker's idea of now (ms): refreshed before every batch of messages,
@@ -291,50 +320,35 @@ static inline uint64_t qk_worker_now_ms(const qk_worker *w)
 {
     return w->now_ms;
 }
+static inline void qk_worker_set_now(qk_worker *w)
+{
+    w->now_ms = qk_now_ms_coarse();
+}
 static inline unsigned qk_worker_of(const quark_silo *s, uint64_t hash)
 {
     return (unsigned)(((hash >> 32) * (uint64_t)s->nworkers) >> 32);
 }
-
-/* ---- transport/server.c ---- */
-quark_err qk_server_bind(quark_silo *s);                 /* in quark_silo_start */
-void qk_server_worker_start(qk_worker *w);              /* on each worker */
-void qk_server_worker_quiesce(qk_worker *w);            /* stop accepting and reading */
-void qk_server_worker_stop(qk_worker *w);               /* write what is left, close */
-int qk_server_worker_busy(const qk_worker *w);          /* connections still open */
-void qk_server_flush(qk_worker *w);                     /* write dirty conns */
-qk_worker *qk_conn_worker(const struct qk_conn *c);      /* the worker that owns it */
-/* A call decoded from the network (transport/server.c). */
-typedef struct qk_invoke_req {
-    const char *type, *actor_id, *method; /* not NUL-terminated */
-    size_t type_len, id_len, method_len;
-    const uint8_t *args;
-    size_t args_len;
-    uint32_t deadline_ms;                 /* 0: the silo's default */
-    const qk_chain_link *chain;
-    size_t chain_len;
-    uint32_t hops;
-} qk_invoke_req;
-/* call.c: start call `rq` on worker w (the one that read it), to be
- * finished through `op` (op.c's rules). On an error (unknown type or
- * method, a bad id, a chain too deep, the silo stopping) the call is not
- * started and the error is returned (quark_last_error() says more). */
-quark_err qk_invoke(qk_worker *w, const qk_invoke_req *rq, qk_op *op);
-/* Send the current view to this worker's watching connections. */
-void qk_server_push_view(qk_worker *w);
+/* ports.h: the listener has output for the end of w's batch (on w). */
+static inline void qk_worker_io_pending(qk_worker *w)
+{
+    w->io_pending = true;
+}
 
 /* ---- events.c ---- */
 
-/* A subscriber. Network ones (conn != NULL) belong to their connection's
- * worker, which frees them only after the owner of the topic said SUBFREE;
- * local ones (an embedded client's callback) belong to the topic's owner. */
+/* A subscriber. Remote ones (ops != NULL, ports.h) belong to their home
+ * worker, which frees them only after the owner of the topic said SUBFREE
+ * (their ended()); local ones (an embedded client's callback) belong to the
+ * topic's owner. */
 typedef struct qk_sub {
     struct qk_sub *next;          /* in its topic */
-    struct qk_sub *conn_next;     /* in its connection's list */
     const qk_type_entry *type;
     uint64_t hash;                /* actor key */
-    struct qk_conn *conn;         /* network subscriber, or NULL */
-    uint64_t id;                  /* subscription id on that connection */
+    const qk_sub_ops *ops;        /* remote subscriber, or NULL */
+    qk_worker *home;              /* remote: the worker its ops run on */
+    void *ctx;                    /* remote: its owner's (a connection) */
+    struct qk_sub *ctx_next;      /* remote: its owner's list */
+    uint64_t id;                  /* remote: its owner's id for it */
     quark_event_fn fn;            /* local subscriber */
     void *arg;
     bool removed;                 /* UNSUB sent */
@@ -346,15 +360,12 @@ typedef struct qk_sub {
     char actor_id[];
 } qk_sub;
 
-/* Subscribe / unsubscribe on behalf of a connection (conn worker only). */
-quark_err qk_net_subscribe(qk_worker *w, struct qk_conn *conn, uint64_t sub_id, const char *type,
-                           size_t type_len, const char *id, size_t id_len, qk_sub **out);
-void qk_net_unsubscribe(qk_worker *w, qk_sub *sub);
 void qk_events_deliver(qk_worker *w, qk_msg *m);  /* SUB, UNSUB, EVENT, SUBFREE */
 void qk_events_stop(qk_worker *w);                /* end every local subscription */
-/* transport/server.c: an event for a network subscriber, on its conn's worker */
-void qk_net_event(struct qk_conn *conn, uint64_t sub_id, const uint8_t *ev, size_t len);
-void qk_net_sub_freed(struct qk_conn *conn, qk_sub *sub);
+/* The embedded backend's subscriptions (call.c's client table). */
+quark_err qk_embedded_subscribe(quark_silo *s, const char *type, const char *id,
+                                quark_event_fn fn, void *arg, void **out);
+void qk_embedded_unsubscribe(void *sub);
 
 /* ---- activation.c ---- */
 void qk_deliver(qk_worker *w, qk_msg *m);
@@ -373,11 +384,17 @@ void qk_deactivate_all(qk_worker *w);
 void qk_collect_idle(qk_worker *w, uint64_t now_ms);
 void qk_deadline_fire(qk_worker *w, qk_deadline *d);
 void qk_timer_fire(qk_worker *w, quark_timer *t);
-/* The view changed: deactivate what this silo no longer owns and send the
- * calls queued for it to their new owner. */
+/* On w, when the route's idea of ownership changed (the cluster's view):
+ * deactivate what the route no longer keeps here, and route again the
+ * calls queued for it. */
 void qk_rebalance(qk_worker *w);
 
 /* ---- call.c ---- */
+/* The embedded client backend: calls a silo of this process. */
+extern const qk_client_ops qk_client_embedded;
+/* A client of the given backend (root/client.c, silo.c). */
+quark_err qk_client_new(const quark_client_opts *opts, const qk_client_ops *ops, void *impl,
+                        quark_client **out);
 qk_msg *qk_msg_new(size_t extra);
 void qk_msg_free(qk_msg *m);
 /* Answer CALL m exactly once: finish its op with `o` (a reply that came

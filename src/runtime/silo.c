@@ -1,16 +1,19 @@
 /*
- * silo.c - silo lifecycle (create, start, stop) and diagnostics.
+ * silo.c - the runtime's half of a silo: its state, workers and own client,
+ * the stop phases, and diagnostics.
  *
- * Start launches the workers and connects the silo's own client (the one
- * actors use to call others). Stop flips the state so new calls fail fast
- * with QUARK_ECLOSED, then lets every worker deactivate its activations and
- * answer what it still holds (see qk_workers_stop).
+ * Running launches the workers and connects the silo's own client (the one
+ * actors use to call others). Stopping flips the state so new calls fail
+ * fast with QUARK_ECLOSED, then lets every worker deactivate its
+ * activations and answer what it still holds (runtime.h lists the phases).
+ * What else a silo is made of (its listener, its cluster) is plugged in by
+ * the composition root, root/silo.c, which also holds the public
+ * quark_silo_create/start/stop.
  */
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "runtime.h"
-#include "cluster/cluster.h"
 
 void quark_silo_opts_init(quark_silo_opts *o)
 {
@@ -27,14 +30,8 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->poll_us = 50;
 }
 
-quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
+quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
 {
-    if (!out)
-        return qk_error(QUARK_EINVAL, "quark_silo_create: out is NULL");
-    *out = NULL;
-    quark_err rc = quark_registry_check();
-    if (rc != QUARK_OK)
-        return rc;
     quark_silo *s = calloc(1, sizeof *s);
     if (!s)
         return qk_error(QUARK_ENOMEM, "out of memory creating a silo");
@@ -50,6 +47,13 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         s->opts.max_message_size = 4u << 20;
     if (s->opts.max_output_buffer == 0)
         s->opts.max_output_buffer = 16u << 20;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
+    if (s->nworkers > 1024) {
+        unsigned n = s->nworkers;
+        free(s);
+        return qk_error(QUARK_EINVAL, "quark_silo_create: %u workers is too many (max 1024)", n);
+    }
     s->cluster_id = strdup(s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default");
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
@@ -58,84 +62,66 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
     s->opts.listen = s->listen_host;
     s->opts.seeds = s->seeds;
     s->opts.advertise = s->advertise;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
-    if (s->nworkers > 1024) {
-        unsigned n = s->nworkers;
-        free(s);
-        return qk_error(QUARK_EINVAL, "quark_silo_create: %u workers is too many (max 1024)", n);
-    }
     uv_mutex_init(&s->lock);
     quark_client_opts co;
     quark_client_opts_init(&co);
     co.embedded = s;
     co.default_deadline_ms = s->opts.default_deadline_ms;
-    rc = quark_client_create(&co, &s->self_client);
-    if (rc != QUARK_OK) {
-        uv_mutex_destroy(&s->lock);
-        free(s);
-        return rc;
+    quark_err rc = qk_client_new(&co, &qk_client_embedded, s, &s->self_client);
+    if (rc != QUARK_OK || !s->cluster_id || (s->opts.listen && !s->listen_host) ||
+        (s->opts.seeds && !s->seeds) || (s->opts.advertise && !s->advertise)) {
+        qk_silo_free(s);
+        return rc != QUARK_OK ? rc : qk_error(QUARK_ENOMEM, "out of memory creating a silo");
     }
     *out = s;
     return QUARK_OK;
 }
 
-quark_err quark_silo_start(quark_silo *s)
+void qk_silo_set_listener(quark_silo *s, const qk_listener_ops *ops, void *self)
 {
-    if (!s)
-        return qk_error(QUARK_EINVAL, "quark_silo_start: silo is NULL");
-    uv_mutex_lock(&s->lock);
-    int st = atomic_load(&s->state);
-    if (st != 0) {
-        uv_mutex_unlock(&s->lock);
-        return qk_error(QUARK_EBUSY, "the silo was already %s", st == 1 ? "started" : "stopped");
-    }
-    quark_err rc = qk_server_bind(s);
-    if (rc == QUARK_OK)
-        rc = qk_cluster_create(s);
-    if (rc == QUARK_OK)
-        rc = qk_workers_start(s);
-    if (rc == QUARK_OK) {
-        atomic_store(&s->state, 1);
-        atomic_store(&s->self_client->connected, 1);
-        rc = qk_cluster_start(s);
-    }
-    uv_mutex_unlock(&s->lock);
-    return rc;
+    s->listener = ops;
+    s->listener_self = self;
 }
 
-quark_err quark_silo_stop(quark_silo *s)
+void qk_silo_set_route(quark_silo *s, const qk_route_ops *ops, void *self)
 {
-    if (!s)
-        return qk_error(QUARK_EINVAL, "quark_silo_stop: silo is NULL");
-    if (qk_tls_worker)
-        return qk_error(QUARK_EWOULDBLOCK, "quark_silo_stop must not be called from a "
-                        "worker thread (an actor or a callback)");
-    uv_mutex_lock(&s->lock);
-    if (atomic_load(&s->state) == 1) {
-        /* Leave the cluster first: the others take over this silo's actors
-         * and route there, while it still forwards what reaches it. */
-        qk_cluster_leave(s);
-        atomic_store(&s->state, 2);
-        qk_workers_stop(s);
-    }
-    atomic_store(&s->state, 3);
-    uv_mutex_unlock(&s->lock);
+    s->route = ops;
+    s->route_self = self;
+}
+
+quark_err qk_silo_run(quark_silo *s)
+{
+    quark_err rc = qk_workers_start(s);
+    if (rc != QUARK_OK)
+        return rc;
+    atomic_store(&s->state, 1);
+    atomic_store(&s->self_client->connected, 1);
     return QUARK_OK;
 }
 
-void quark_silo_free(quark_silo *s)
+void qk_silo_stop_calls(quark_silo *s)
+{
+    atomic_store(&s->state, 2);
+    qk_workers_stop_calls(s);
+}
+
+void qk_silo_close_io(quark_silo *s)
+{
+    qk_workers_close_io(s);
+}
+
+void qk_silo_join(quark_silo *s)
+{
+    qk_workers_join(s);
+    atomic_store(&s->state, 3);
+}
+
+void qk_silo_free(quark_silo *s)
 {
     if (!s)
         return;
-    quark_silo_stop(s);
-    qk_cluster_free(s);
     quark_client_free(s->self_client);
     uv_mutex_destroy(&s->lock);
-    if (s->listen_fds) {
-        /* libuv closed the sockets it adopted; close any it never took. */
-        free(s->listen_fds);
-    }
     free(s->cluster_id);
     free(s->listen_host);
     free(s->seeds);

@@ -1,9 +1,10 @@
 /*
  * worker.c - worker threads: the loop, message passing, the deadline heap.
  *
- * Each worker runs a libuv loop (timers now, sockets later). Messages from
- * other threads arrive on a lock-free MPSC inbox; messages a worker sends to
- * itself go on a plain local queue. Before blocking in the loop a worker spins
+ * Each worker runs a libuv loop: its timers and, in a silo that serves the
+ * network, its sockets (the listener port, ports.h). Messages and finished
+ * ops from other threads arrive on a lock-free MPSC inbox; what a worker
+ * sends itself goes on a plain local queue. Before blocking in the loop a worker spins
  * briefly, then announces `sleeping` and re-checks its inbox; a sender pushes
  * and then reads `sleeping`, waking the loop through uv_async only when the
  * worker really sleeps (both sides seq_cst: one of them sees the other).
@@ -17,7 +18,6 @@
 #include <stdlib.h>
 
 #include "runtime.h"
-#include "cluster/cluster.h"
 
 QK_TLS qk_worker *qk_tls_worker;
 
@@ -54,8 +54,10 @@ void qk_flush(qk_worker *self)
         self->out[self->dirty[i]].dirty = false;
     }
     self->ndirty = 0;
-    if (self->dirty_conns)
-        qk_server_flush(self);
+    if (self->io_pending) {
+        self->io_pending = false;
+        self->silo->listener->flush(self->silo->listener_self, self);
+    }
 }
 
 void qk_send_node(qk_worker *w, qk_node *m)
@@ -127,7 +129,7 @@ static qk_node *next_msg(qk_worker *w)
 /* Handle up to a batch of messages and ready activations; returns how many. */
 static int run_batch(qk_worker *w)
 {
-    int n = 0, max = w->silo->listen_fds ? QK_NET_BATCH : QK_BATCH;
+    int n = 0, max = w->silo->listener ? QK_NET_BATCH : QK_BATCH;
     w->now_ms = qk_now_ms_coarse();
     while (n < max) {
         qk_node *m = next_msg(w);
@@ -203,17 +205,25 @@ static void on_idle_timer(uv_timer_t *t)
 
 /* ---- the thread ---- */
 
+/* After the exit task, a worker stays a little longer while its listener
+ * still writes the last answers. */
+static bool io_busy(const qk_worker *w)
+{
+    const quark_silo *s = w->silo;
+    return s->listener && s->listener->worker_busy(s->listener_self, w);
+}
+
 static void worker_main(void *arg)
 {
     qk_worker *w = arg;
+    quark_silo *s = w->silo;
     qk_tls_worker = w;
     w->now_ms = qk_now_ms_coarse();
-    qk_spin_init(&w->spin, w->silo->listen_fds ? w->silo->opts.poll_us : 0);
-    qk_server_worker_start(w);
+    qk_spin_init(&w->spin, s->listener ? s->opts.poll_us : 0);
+    if (s->listener)
+        s->listener->worker_start(s->listener_self, w);
     bool worked = false; /* since it last slept: a timer alone is no reason to poll */
-    /* After the exit task, stay a little longer while connections still
-     * write their last answers. */
-    while (!w->exit_loop || (qk_server_worker_busy(w) && qk_now_ms_coarse() < w->exit_by_ms)) {
+    while (!w->exit_loop || (io_busy(w) && qk_now_ms_coarse() < w->exit_by_ms)) {
         int n = run_batch(w);
         qk_flush(w);
         if (n > 0) {
@@ -227,14 +237,14 @@ static void worker_main(void *arg)
          * that serves the network, the sockets too, and only while this
          * worker has its core to itself (spin.h): a polling worker on a
          * contended machine takes the core from the thread about to send. */
-        if (!w->silo->listen_fds && w->silo->opts.poll_us) {
-            uint64_t spin_until = qk_now_ns() + (uint64_t)w->silo->opts.poll_us * 1000u;
+        if (!s->listener && s->opts.poll_us) {
+            uint64_t spin_until = qk_now_ns() + (uint64_t)s->opts.poll_us * 1000u;
             while (!has_work(w) && qk_now_ns() < spin_until)
                 for (int i = 0; i < 64; i++)
                     qk_cpu_relax();
             if (has_work(w))
                 continue;
-        } else if (w->silo->listen_fds && worked) {
+        } else if (s->listener && worked) {
             uint64_t spin_until = qk_spin_until(&w->spin);
             while (spin_until && !has_work(w) && !w->exit_loop && qk_now_ns() < spin_until) {
                 uv_run(&w->loop, UV_RUN_NOWAIT);
@@ -280,8 +290,6 @@ static void worker_destroy(qk_worker *w)
         free(m);
     }
     qk_arena_destroy(&w->arena);
-    qk_view_unref(w->view);
-    w->view = NULL;
 }
 
 static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
@@ -394,22 +402,40 @@ void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg)
     uv_cond_destroy(&ts.cv);
 }
 
+/* ---- running a task later ---- */
+
+bool qk_post_task(qk_worker *w, qk_task_fn fn, void *arg)
+{
+    qk_msg *m = qk_msg_new(0);
+    if (!m)
+        return false;
+    m->node.kind = QK_MSG_TASK;
+    m->r.task.fn = fn;
+    m->r.task.arg = arg;
+    qk_send(w, m);
+    return true;
+}
+
 /* ---- stopping ---- */
 
 static void stop_task(qk_worker *w, void *arg)
 {
     (void)arg;
-    qk_server_worker_quiesce(w);
+    quark_silo *s = w->silo;
+    if (s->listener)
+        s->listener->worker_quiesce(s->listener_self, w);
     w->stopping = true;
     qk_deactivate_all(w);
     qk_events_stop(w);
     qk_flush(w); /* answers for other workers' connections leave now */
 }
 
-static void close_conns_task(qk_worker *w, void *arg)
+static void close_io_task(qk_worker *w, void *arg)
 {
     (void)arg;
-    qk_server_worker_stop(w);
+    quark_silo *s = w->silo;
+    if (s->listener)
+        s->listener->worker_stop(s->listener_self, w);
 }
 
 /* Answer whatever is still queued once all threads are gone. Answers may
@@ -435,21 +461,26 @@ static void drain_after_join(quark_silo *s)
     }
 }
 
-void qk_workers_stop(quark_silo *s)
+/* Phase 1: every worker deactivates its activations (hooks run there)
+ * and from then on answers calls with QUARK_ECLOSED. */
+void qk_workers_stop_calls(quark_silo *s)
+{
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], stop_task, NULL);
+}
+
+/* Phase 2: the listener writes the answers it got and closes. */
+void qk_workers_close_io(quark_silo *s)
+{
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], close_io_task, NULL);
+}
+
+/* Phase 3: leave the loops, join, answer what is left, free the workers. */
+void qk_workers_join(quark_silo *s)
 {
     if (!s->workers)
         return;
-    /* Phase 1: every worker deactivates its activations (hooks run there)
-     * and from then on answers calls with QUARK_ECLOSED. */
-    for (unsigned i = 0; i < s->nworkers; i++)
-        qk_run_on(&s->workers[i], stop_task, NULL);
-    /* Calls this silo forwarded get their answers (bounded), then the link
-     * to the other silos closes. */
-    qk_cluster_stop(s);
-    /* Phase 2: connections write the answers they got and close. */
-    for (unsigned i = 0; i < s->nworkers; i++)
-        qk_run_on(&s->workers[i], close_conns_task, NULL);
-    /* Phase 3: leave the loops and join. */
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], NULL, NULL);
     for (unsigned i = 0; i < s->nworkers; i++)

@@ -147,7 +147,7 @@ struct qk_rconn {
 };
 
 struct qk_remote {
-    quark_client *client;
+    qk_remote_cfg cfg;            /* its strings are copies (owned) */
     uv_thread_t thread;
     uv_loop_t loop;
     uv_async_t wake;
@@ -184,7 +184,7 @@ struct qk_remote {
     qk_spin spin;                 /* the I/O thread's polling before it sleeps */
     bool io_event;                /* calls or answers moved since the flag was cleared */
     qk_rsub *all_subs;            /* every subscription not yet freed */
-    const char *meta[3];          /* quark-cluster-id metadata */
+    const char *meta[3];          /* gRPC metadata: quark-cluster-id, cfg.cluster_id */
     /* Direct blocking calls (TCP, direct.h): the pool, and the routing facts
      * application threads read (the I/O thread publishes them). */
     qk_direct *direct;
@@ -374,7 +374,7 @@ static void list_remove(qk_rcall **head, qk_rcall **tail, qk_rcall *c)
 
 static uint64_t backoff_of(const qk_remote *r, unsigned failures)
 {
-    const quark_retry_policy *p = &r->client->opts.retry;
+    const quark_retry_policy *p = &r->cfg.retry;
     uint64_t max = p->max_backoff_ms ? p->max_backoff_ms : 2000;
     uint64_t b = p->initial_backoff_ms ? p->initial_backoff_ms : 50;
     for (unsigned i = 1; i < failures && b < max; i++)
@@ -930,7 +930,7 @@ static void start_watch(qk_remote *r, qk_rconn *k)
 /* A READY connection to watch, preferring members. */
 static void pick_source(qk_remote *r)
 {
-    if (r->peer || r->client->opts.routing == QUARK_ROUTE_PINNED || r->source)
+    if (r->peer || r->cfg.routing == QUARK_ROUTE_PINNED || r->source)
         return;
     qk_rconn *best = NULL;
     for (size_t i = 0; i < r->nconns; i++) {
@@ -956,7 +956,7 @@ static void handle_view(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
         return;
     char *from = NULL;
     const char *why = NULL;
-    qk_view *v = qk_view_decode(p, n, r->meta[1], &from, &why);
+    qk_view *v = qk_view_decode(p, n, r->cfg.cluster_id, &from, &why);
     if (!v) {
         free(from);
         return; /* keep the old view */
@@ -1049,7 +1049,7 @@ static void conn_lost(qk_rconn *k, const char *why)
             complete(r, c, QUARK_EUNAVAILABLE, why, NULL, 0);
             continue;
         }
-        unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
+        unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
         if (!c->written || (c->idempotent && c->attempts < max)) {
             c->next = again; /* did not run, or safe to run again */
             again = c;
@@ -1116,7 +1116,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_error,
                         const char *errmsg, size_t errlen, const uint8_t *result, size_t len)
 {
-    unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
+    unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
     if (err == QUARK_EUNAVAILABLE && !actor_error && c->attempts < max &&
         (c->kind == RC_OP_CALL || c->kind == RC_OP_FWD)) {
         retry_later(r, c); /* the silo says it did not run it */
@@ -1344,7 +1344,7 @@ static void on_connect(uv_connect_t *req, int status)
     k->state = RC_HELLO;
     uv_tcp_nodelay(k->tcp, 1);
     uv_read_start((uv_stream_t *)k->tcp, on_alloc, on_read);
-    if (!r->peer && r->client->opts.transport == QUARK_TRANSPORT_GRPC) {
+    if (!r->peer && r->cfg.transport == QUARK_TRANSPORT_GRPC) {
         k->grpc = qk_grpc_client_new(&g_cbs, k, k->addr, r->max_msg + 4096,
                                      k->lane ? k->shard + 1 : 0);
         if (!k->grpc) {
@@ -1355,8 +1355,8 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     Quark__TcpHello h = QUARK__TCP_HELLO__INIT;
-    h.cluster_id = (char *)r->meta[1];
-    h.client_name = (char *)(r->client->opts.service_id ? r->client->opts.service_id : "");
+    h.cluster_id = (char *)r->cfg.cluster_id;
+    h.client_name = (char *)r->cfg.client_name;
     h.version = 1;
     h.worker = k->lane ? k->shard + 1 : 0;
     size_t len = protobuf_c_message_get_packed_size(&h.base);
@@ -1607,7 +1607,7 @@ static void io_main(void *arg)
 {
     qk_remote *r = arg;
     tls_remote = r;
-    qk_spin_init(&r->spin, r->peer ? 0 : r->client->opts.poll_us);
+    qk_spin_init(&r->spin, r->peer ? 0 : r->cfg.poll_us);
     if (r->primary)
         start_connect(r->primary);
     /* Drain, run the loop, then sleep in epoll, announcing it so that
@@ -1686,51 +1686,73 @@ static void remote_free_conns(qk_remote *r)
     r->nconns = r->conns_cap = r->nseeds = 0;
 }
 
-static qk_remote *remote_alloc(quark_client *c)
+static void remote_free(qk_remote *r)
+{
+    remote_free_conns(r);
+    qk_direct_free(r->direct);
+    uv_mutex_destroy(&r->mu);
+    uv_cond_destroy(&r->cv);
+    uv_mutex_destroy(&r->route_mu);
+    free((char *)r->cfg.connection_string);
+    free((char *)r->cfg.cluster_id);
+    free((char *)r->cfg.client_name);
+    free(r);
+}
+
+static qk_remote *remote_alloc(const qk_remote_cfg *cfg)
 {
     qk_remote *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->client = c;
-    r->max_msg = 4u << 20;
-    r->meta[0] = "quark-cluster-id";
-    r->meta[1] = c->opts.cluster_id && *c->opts.cluster_id ? c->opts.cluster_id : "default";
-    r->meta[2] = NULL;
     uv_mutex_init(&r->mu);
     uv_cond_init(&r->cv);
     uv_mutex_init(&r->route_mu);
+    r->cfg = *cfg;
+    r->cfg.connection_string = cfg->connection_string ? strdup(cfg->connection_string) : NULL;
+    r->cfg.cluster_id = strdup(cfg->cluster_id && *cfg->cluster_id ? cfg->cluster_id : "default");
+    r->cfg.client_name = strdup(cfg->client_name ? cfg->client_name : "");
+    if ((cfg->connection_string && !r->cfg.connection_string) || !r->cfg.cluster_id ||
+        !r->cfg.client_name) {
+        remote_free(r);
+        return NULL;
+    }
+    r->max_msg = 4u << 20;
+    r->meta[0] = "quark-cluster-id";
+    r->meta[1] = r->cfg.cluster_id;
+    r->meta[2] = NULL;
     return r;
 }
 
-quark_err qk_remote_new(quark_client *c, qk_remote **out)
+quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out)
 {
-    qk_remote *r = remote_alloc(c);
+    const char *cs = cfg->connection_string ? cfg->connection_string : "localhost:7000";
+    qk_remote_cfg c = *cfg;
+    c.connection_string = cs;
+    qk_remote *r = remote_alloc(&c);
     if (!r)
         return qk_error(QUARK_ENOMEM, "out of memory creating a client");
-    const char *cs = c->opts.connection_string ? c->opts.connection_string : "localhost:7000";
     if (parse_endpoints(r, cs) != 0) {
-        remote_free_conns(r);
-        uv_mutex_destroy(&r->mu);
-        uv_cond_destroy(&r->cv);
-        uv_mutex_destroy(&r->route_mu);
-        free(r);
+        remote_free(r);
         return qk_error(QUARK_EINVAL, "connection string '%s' is not a comma-separated list "
                         "of HOST:PORT", cs);
     }
     r->primary = r->conns[0];
-    if (c->opts.transport == QUARK_TRANSPORT_TCP && c->opts.direct_sockets > 0)
-        r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
-                                  c->opts.direct_sockets, false, c->opts.poll_us); /* NULL: none */
-    else if (c->opts.direct_sockets > 0)
-        r->direct = qk_direct_new(r->meta[1], c->opts.service_id, r->max_msg,
-                                  c->opts.direct_sockets, true, c->opts.poll_us);
+    if (c.direct_sockets > 0) /* NULL: none */
+        r->direct = qk_direct_new(r->cfg.cluster_id, r->cfg.client_name, r->max_msg,
+                                  c.direct_sockets, c.transport == QUARK_TRANSPORT_GRPC,
+                                  c.poll_us);
     *out = r;
     return QUARK_OK;
 }
 
-quark_err qk_remote_new_peer(quark_client *c, const qk_remote_hooks *hooks, qk_remote **out)
+quark_err qk_remote_new_peer(const qk_remote_cfg *cfg, const qk_remote_hooks *hooks,
+                             qk_remote **out)
 {
-    qk_remote *r = remote_alloc(c);
+    qk_remote_cfg c = *cfg;
+    c.connection_string = NULL;
+    c.transport = QUARK_TRANSPORT_TCP;
+    c.direct_sockets = 0;
+    qk_remote *r = remote_alloc(&c);
     if (!r)
         return qk_error(QUARK_ENOMEM, "out of memory creating a silo's peer link");
     r->peer = true;
@@ -1757,7 +1779,7 @@ quark_err qk_remote_connect(qk_remote *r)
     uv_timer_start(&r->tick, on_tick, QK_TICK_MS, QK_TICK_MS);
     r->first_done = 0;
     r->seed_failures = 0;
-    r->want_watch = !r->peer && r->client->opts.routing != QUARK_ROUTE_PINNED;
+    r->want_watch = !r->peer && r->cfg.routing != QUARK_ROUTE_PINNED;
     atomic_store(&r->stopping, 0);
     if (r->nseeds) {
         r->cur_seed = 0;
@@ -1779,7 +1801,7 @@ quark_err qk_remote_connect(qk_remote *r)
         quark_err rc = qk_error(r->first_code == QUARK_ECLUSTER ? QUARK_ECLUSTER
                                                                 : QUARK_EUNAVAILABLE,
                                 "no silo answered at %s (last error: %s)",
-                                r->client->opts.connection_string, r->first_error);
+                                r->cfg.connection_string, r->first_error);
         qk_remote_disconnect(r);
         return rc;
     }
@@ -1834,12 +1856,7 @@ void qk_remote_free(qk_remote *r)
     qk_remote_disconnect(r);
     while (r->all_subs)
         rsub_free(r, r->all_subs);
-    remote_free_conns(r);
-    qk_direct_free(r->direct);
-    uv_mutex_destroy(&r->mu);
-    uv_cond_destroy(&r->cv);
-    uv_mutex_destroy(&r->route_mu);
-    free(r);
+    remote_free(r);
 }
 
 int qk_remote_connected(const qk_remote *r)
@@ -1901,7 +1918,7 @@ static bool direct_route(qk_remote *r, uint64_t hash, char *addr, size_t cap)
     bool ok = false;
     uv_mutex_lock(&r->route_mu);
     qk_view *v = r->pub_view;
-    if (r->client->opts.routing != QUARK_ROUTE_PINNED && v) {
+    if (r->cfg.routing != QUARK_ROUTE_PINNED && v) {
         int o = qk_view_owner(v, hash);
         if (o >= 0 && o != v->self && strlen(v->members[o].addr) < cap) {
             strcpy(addr, v->members[o].addr);
@@ -1928,7 +1945,7 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
     qk_dc_result res;
     qk_dc_status st = qk_direct_call(r->direct, addr, c->hash, c->frame, c->len, c->dl.at_ms,
                                      &held, &res);
-    unsigned max = r->client->opts.retry.max_attempts ? r->client->opts.retry.max_attempts : 1;
+    unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
     switch (st) {
     case QK_DC_NOT_SENT:
         return false;

@@ -16,7 +16,19 @@ typedef struct qk_remote qk_remote;
 struct qk_worker;
 struct qk_msg;
 
-quark_err qk_remote_new(quark_client *c, qk_remote **out);
+/* How a remote behaves (a client's options, or the peer link's). */
+typedef struct qk_remote_cfg {
+    const char *connection_string;  /* client: the silos to try first */
+    const char *cluster_id;         /* NULL or "": "default" */
+    const char *client_name;        /* TCP HELLO client_name */
+    quark_transport transport;
+    quark_routing routing;
+    quark_retry_policy retry;
+    unsigned direct_sockets;        /* per silo worker (0: none) */
+    uint32_t poll_us;               /* the I/O thread's polling before it sleeps */
+} qk_remote_cfg;
+
+quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out);
 quark_err qk_remote_connect(qk_remote *r);      /* blocks until a silo said hello, or all failed */
 void qk_remote_disconnect(qk_remote *r);        /* fails what is in flight, joins the thread */
 void qk_remote_free(qk_remote *r);
@@ -45,7 +57,8 @@ typedef struct qk_remote_hooks {
 
 /* A peer link for `c` (TCP, no seeds: it connects to whom it sends to).
  * qk_remote_connect starts its thread and returns at once. */
-quark_err qk_remote_new_peer(quark_client *c, const qk_remote_hooks *hooks, qk_remote **out);
+quark_err qk_remote_new_peer(const qk_remote_cfg *cfg, const qk_remote_hooks *hooks,
+                             qk_remote **out);
 /* I/O thread only (from a hook): send a GOSSIP to addr; its ACK comes to
  * hooks.gossip_ack; dropped silently if addr does not answer in timeout_ms. */
 void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
