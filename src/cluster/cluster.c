@@ -421,7 +421,8 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
     uint64_t left = m->dl.at_ms ? (m->dl.at_ms > now ? m->dl.at_ms - now : 0)
                                 : w->silo->opts.default_deadline_ms;
     if (left == 0) {
-        qk_answer_error(w, m, QUARK_ETIMEDOUT, "deadline exceeded before the call reached its silo");
+        qk_answer_error(w, m, QUARK_ETIMEDOUT,
+                        "deadline exceeded before the call reached its silo");
         qk_msg_free(m);
         return;
     }

@@ -54,7 +54,8 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
         free(s);
         return qk_error(QUARK_EINVAL, "quark_silo_create: %u workers is too many (max 1024)", n);
     }
-    s->cluster_id = strdup(s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default");
+    const char *cid = s->opts.cluster_id && *s->opts.cluster_id ? s->opts.cluster_id : "default";
+    s->cluster_id = strdup(cid);
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
     s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;

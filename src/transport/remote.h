@@ -2,8 +2,9 @@
  * remote.h - the cluster client's network side (see remote.c).
  *
  * Two users: a remote quark_client (application threads call actors of a
- * cluster), and a silo's peer link (peer mode: the silo's cluster module
- * gossips membership and forwards calls it does not own through it).
+ * cluster; client.c), and a silo's peer link (peer mode, peer.c: the silo's
+ * cluster module gossips membership and forwards calls it does not own
+ * through it).
  */
 #ifndef QK_REMOTE_H
 #define QK_REMOTE_H
