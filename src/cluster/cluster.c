@@ -1,27 +1,27 @@
 /*
- * cluster.c - a silo's membership in a cluster: gossip, views, forwarding.
+ * cluster.c - a silo's membership in a cluster: views, routing, forwarding.
  *
  * Every listening silo is a member of a cluster (alone, without seeds). The
  * pieces:
- *   - a membership provider (membership.h; static-seed gossip for now) owns
- *     the member table, behind one mutex: it is touched once per heartbeat
- *     per peer, never on the call path;
- *   - the peer link (transport/remote.c in peer mode): its I/O thread runs
- *     the heartbeat (gossip to every target, failure detection) and carries
- *     forwarded calls;
- *   - views: when the live set changes, the new view (cluster/view.h) is
+ *   - a membership provider (runtime/providers.h; gossip over static seeds,
+ *     gossip.c) learns the live members and hands over a view whenever they
+ *     change;
+ *   - a directory provider (the hash directory, directory_hash.c) says
+ *     where an actor lives; each worker asks its own per-worker state;
+ *   - the peer link (transport/peer.c): its I/O thread is the cluster's
+ *     thread (it ticks the membership provider) and carries forwarded calls;
+ *   - views: when the live set changes, the new view (runtime/view.h) is
  *     published: to the peer link, to every worker by a task (each worker
  *     keeps its own reference, so routing a call reads no shared state), to
  *     the watching clients of each worker, and to the application's
  *     on_view callback;
- *   - forwarding: a worker about to deliver a call whose owner under its
- *     view is another silo hands it to the peer link instead; the answer
- *     comes back to that worker (QK_MSG_FWDANS) and goes to the caller as
- *     any answer does.
+ *   - forwarding (the route port, runtime/ports.h): a worker about to
+ *     deliver a call that the directory places on another silo hands it to
+ *     the peer link instead; the answer comes back to that worker through
+ *     the forward's op and goes to the caller as any answer does.
  *
- * Publishing happens on the peer link's thread only (changes found by the
- * server's workers raise a flag the next tick looks at), so views are
- * published in order.
+ * Views are published on the cluster's thread only, so they are published
+ * in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,28 +30,25 @@
 #include "quark/actor_service.pb-c.h"
 #include "core/addr.h"
 #include "cluster/cluster.h"
-#include "cluster/membership.h"
+#include "cluster/directory_hash.h"
+#include "cluster/gossip.h"
 #include "transport/remote.h"
+#include "transport/view_codec.h"
 
 struct qk_cluster {
     quark_silo *silo;
     char self[QK_ADDR_MAX];
-    const qk_membership_ops *mops;
-    void *mstate;                 /* under mu */
+    /* The providers (runtime/providers.h). */
+    const qk_membership_ops *mp;
+    void *mstate;
+    bool mstarted;                /* mp->start ran (on the cluster's thread) */
+    const qk_directory_ops *dir;
+    void *dstate;
     uv_mutex_t mu;
     qk_view *view;                /* last published (under mu) */
-    uint64_t incarnation;         /* under mu */
-    _Atomic int dirty;            /* the server's gossip changed the live set */
     qk_server *server;            /* the silo's (views go to its watchers) */
     qk_remote *peer;
-    uint32_t heartbeat_ms, failure_timeout_ms;
-    uint64_t next_gossip_ms;
     uint64_t started_ms;
-    char **seeds;
-    size_t nseeds;
-    /* graceful leave */
-    _Atomic int leave_req;        /* 1 asked, 2 LEFT gossip sent */
-    _Atomic unsigned leave_sent, leave_acks;
     _Atomic int stopped;
     _Atomic size_t forwards;      /* forwarded calls whose answer was not handled yet */
     qk_cl_worker *pw;             /* [silo->nworkers] */
@@ -69,6 +66,8 @@ static void worker_view_task(qk_worker *w, void *arg)
     qk_view *old = pw->view;
     pw->view = v;
     qk_view_unref(old);
+    qk_view_ref(v);
+    cl->dir->set_view(pw->dir, v);
     qk_rebalance(w);
     if (cl->server)
         qk_server_push_view(cl->server, w);
@@ -76,25 +75,15 @@ static void worker_view_task(qk_worker *w, void *arg)
 
 static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t inc);
 
-static void publish(qk_cluster *cl)
+/* The membership provider's news (on the cluster's thread): the new view
+ * goes to the peer link, to every worker by a task (each keeps its own
+ * reference, so routing reads no shared state), and to on_view. */
+static void membership_changed(void *arg, qk_view *v)
 {
+    qk_cluster *cl = arg;
     uv_mutex_lock(&cl->mu);
-    qk_view *v = cl->mops->view(cl->mstate);
-    if (!v) {
-        uv_mutex_unlock(&cl->mu);
-        atomic_store(&cl->dirty, 1); /* try again next tick */
-        return;
-    }
-    bool same = cl->view && qk_view_same_members(cl->view, v);
-    if (same) {
-        uv_mutex_unlock(&cl->mu);
-        qk_view_unref(v);
-        return;
-    }
     qk_view *old = cl->view;
     cl->view = v;
-    cl->incarnation = cl->mops->incarnation(cl->mstate);
-    uint64_t inc = cl->incarnation;
     uv_mutex_unlock(&cl->mu);
     qk_view_unref(old);
 
@@ -107,7 +96,7 @@ static void publish(qk_cluster *cl)
             qk_view_unref(v); /* out of memory: it keeps its old view until the next change */
     }
     if (s->opts.on_view) {
-        quark_silo_status *st = status_of(cl, v, inc);
+        quark_silo_status *st = status_of(cl, v, cl->mp->incarnation(cl->mstate));
         if (st) {
             s->opts.on_view(st, s->opts.on_view_arg);
             quark_status_free(st);
@@ -115,109 +104,33 @@ static void publish(qk_cluster *cl)
     }
 }
 
-/* ---- the heartbeat (peer link thread) ---- */
-
-static void gossip_round(qk_cluster *cl, uint64_t now)
-{
-    uv_mutex_lock(&cl->mu);
-    int changed = cl->mops->tick(cl->mstate, now);
-    size_t len = 0;
-    uint8_t *buf = cl->mops->encode(cl->mstate, &len);
-    const char *tp[256];
-    size_t n = cl->mops->targets(cl->mstate, tp, 256);
-    char (*targets)[QK_ADDR_MAX] = n ? malloc(n * sizeof *targets) : NULL;
-    for (size_t i = 0; targets && i < n; i++)
-        snprintf(targets[i], QK_ADDR_MAX, "%s", tp[i]);
-    uv_mutex_unlock(&cl->mu);
-    if (changed)
-        publish(cl);
-    if (buf && targets) {
-        for (size_t i = 0; i < n; i++)
-            qk_remote_gossip(cl->peer, targets[i], buf, len, cl->heartbeat_ms * 2);
-        if (atomic_load(&cl->leave_req) == 1) {
-            atomic_store(&cl->leave_sent, (unsigned)n);
-            atomic_store(&cl->leave_req, 2);
-        }
-    } else if (atomic_load(&cl->leave_req) == 1 && buf && n == 0) {
-        atomic_store(&cl->leave_req, 2); /* nobody to tell */
-    }
-    free(targets);
-    free(buf);
-}
-
+/* Every tick of the peer link's I/O thread: the membership provider's. */
 static void on_tick(void *arg, uint64_t now)
 {
     qk_cluster *cl = arg;
-    if (atomic_exchange(&cl->dirty, 0))
-        publish(cl);
-    if (atomic_load(&cl->leave_req) == 1) {
-        publish(cl); /* without this silo: its own watchers move on at once */
-        cl->next_gossip_ms = 0;
+    if (!cl->mstarted) {
+        qk_membership_env env = {.arg = cl, .changed = membership_changed,
+                                 .loop = qk_remote_loop(cl->peer)};
+        if (cl->mp->start(cl->mstate, &env) != QUARK_OK) {
+            fprintf(stderr, "quark: membership provider %s did not start: %s (retrying)\n",
+                    cl->mp->name, quark_last_error());
+            return;
+        }
+        cl->mstarted = true;
     }
-    if (now < cl->next_gossip_ms)
-        return;
-    cl->next_gossip_ms = now + cl->heartbeat_ms;
-    gossip_round(cl, now);
+    cl->mp->tick(cl->mstate, now);
 }
 
-static void on_gossip_ack(void *arg, const uint8_t *p, size_t n)
-{
-    qk_cluster *cl = arg;
-    const char *why = NULL;
-    uv_mutex_lock(&cl->mu);
-    int rc = cl->mops->receive(cl->mstate, p, n, qk_now_ms_coarse(), &why);
-    uv_mutex_unlock(&cl->mu);
-    if (atomic_load(&cl->leave_req) == 2)
-        atomic_fetch_add(&cl->leave_acks, 1);
-    if (rc == 1)
-        publish(cl);
-}
-
-/* The server's control table: a peer's gossip (any worker). */
+/* The server's control table: a peer's message for the membership
+ * provider (gossip), on any worker. */
 static uint8_t *ctl_gossip(void *arg, const uint8_t *p, size_t n, size_t *len, const char **why)
 {
     qk_cluster *cl = arg;
-    uv_mutex_lock(&cl->mu);
-    int rc = cl->mops->receive(cl->mstate, p, n, qk_now_ms_coarse(), why);
-    uint8_t *out = rc < 0 ? NULL : cl->mops->encode(cl->mstate, len);
-    uv_mutex_unlock(&cl->mu);
-    if (rc == 1)
-        atomic_store(&cl->dirty, 1);
-    if (rc >= 0 && !out)
-        *why = "out of memory answering gossip";
-    return out;
-}
-
-/* ---- lifecycle ---- */
-
-typedef struct seed_list {
-    char **v;
-    size_t n, cap;
-    const char *bad;      /* the first seed that is not HOST:PORT */
-    size_t bad_len;
-} seed_list;
-
-static int add_seed(void *arg, const char *item, size_t len)
-{
-    seed_list *l = arg;
-    qk_addr a;
-    if (len >= QK_ADDR_MAX || qk_addr_parse(item, len, &a) != 0) {
-        l->bad = item;
-        l->bad_len = len;
-        return -1;
+    if (!cl->mp->peer_message) {
+        *why = "this silo's membership provider takes no gossip";
+        return NULL;
     }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 8;
-        char **v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        l->v = v;
-        l->cap = cap;
-    }
-    if (!(l->v[l->n] = strndup(item, len)))
-        return -1;
-    l->n++;
-    return 0;
+    return cl->mp->peer_message(cl->mstate, p, n, len, why);
 }
 
 static const char *ctl_self_name(void *arg)
@@ -225,6 +138,8 @@ static const char *ctl_self_name(void *arg)
     qk_cluster *cl = arg;
     return cl->self;
 }
+
+/* ---- lifecycle ---- */
 
 static void advertise_addr(quark_silo *s, int port, char *out, size_t cap)
 {
@@ -249,72 +164,29 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
         free(cl);
         return qk_error(QUARK_ENOMEM, "out of memory creating the cluster state");
     }
+    uv_mutex_init(&cl->mu);
     cl->silo = s;
     cl->server = server;
-    advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
-    cl->heartbeat_ms = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
-    cl->failure_timeout_ms = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000;
-    if (cl->failure_timeout_ms < 2 * cl->heartbeat_ms) {
-        uint32_t hb = cl->heartbeat_ms, ft = cl->failure_timeout_ms;
-        free(cl->pw);
-        free(cl);
-        return qk_error(QUARK_EINVAL, "failure_timeout_ms (%u) must be at least two heartbeats "
-                        "(heartbeat_ms %u): a single late heartbeat would kill a live silo",
-                        ft, hb);
-    }
-    seed_list sl = {0};
-    if (s->opts.seeds && qk_addr_list_each(s->opts.seeds, add_seed, &sl) != 0) {
-        quark_err rc = sl.bad ? qk_error(QUARK_EINVAL, "seed '%.*s' is not HOST:PORT",
-                                         (int)(sl.bad_len > 300 ? 300 : sl.bad_len), sl.bad)
-                              : qk_error(QUARK_ENOMEM, "out of memory reading the seed list");
-        for (size_t j = 0; j < sl.n; j++)
-            free(sl.v[j]);
-        free(sl.v);
-        free(cl->pw);
-        free(cl);
-        return rc;
-    }
-    cl->seeds = sl.v;
-    cl->nseeds = sl.n;
     cl->started_ms = qk_now_ms_coarse();
-    qk_membership_cfg cfg = {
-        .cluster_id = s->cluster_id,
-        .self_addr = cl->self,
-        .seeds = (const char *const *)cl->seeds,
-        .nseeds = cl->nseeds,
-        .heartbeat_ms = cl->heartbeat_ms,
-        .failure_timeout_ms = cl->failure_timeout_ms,
-        .vnodes = s->opts.vnodes ? s->opts.vnodes : QK_VNODES_DEFAULT,
-    };
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* wall clock: survives a reboot */
-    cfg.incarnation = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    cl->mops = &qk_membership_gossip;
-    cl->mstate = cl->mops->create(&cfg, cl->started_ms);
-    cl->incarnation = cfg.incarnation;
-    uv_mutex_init(&cl->mu);
-    quark_err rc = QUARK_OK;
-    if (!cl->mstate) {
-        rc = qk_error(QUARK_ENOMEM, "out of memory creating the cluster state");
-    } else {
-        /* The peer link: TCP, at most one resend (a silo that did not run a
-         * call), backoffs shorter than a heartbeat. */
-        qk_remote_cfg pcfg = {.cluster_id = s->cluster_id, .client_name = cl->self,
-                              .transport = QUARK_TRANSPORT_TCP,
-                              .retry = {.max_attempts = 2, .initial_backoff_ms = 20,
-                                        .max_backoff_ms = cl->heartbeat_ms}};
-        qk_remote_hooks hooks = {.arg = cl, .tick = on_tick, .gossip_ack = on_gossip_ack};
-        rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
-    }
+    cl->mp = &qk_membership_gossip;
+    cl->dir = &qk_directory_hash;
+    advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
+    uint32_t hb = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
+    /* The peer link: TCP, at most one resend (a silo that did not run a
+     * call), backoffs shorter than a heartbeat. */
+    qk_remote_cfg pcfg = {.cluster_id = s->cluster_id, .client_name = cl->self,
+                          .transport = QUARK_TRANSPORT_TCP,
+                          .retry = {.max_attempts = 2, .initial_backoff_ms = 20,
+                                    .max_backoff_ms = hb}};
+    qk_remote_hooks hooks = {.arg = cl, .tick = on_tick};
+    quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
+    if (rc == QUARK_OK)
+        rc = qk_gossip_new(&s->opts, cl->self, cl->peer, &cl->mstate);
+    for (unsigned i = 0; rc == QUARK_OK && i < s->nworkers; i++)
+        if (!(cl->pw[i].dir = cl->dir->attach(cl->dstate, &s->workers[i])))
+            rc = qk_error(QUARK_ENOMEM, "out of memory creating the actor directory");
     if (rc != QUARK_OK) {
-        if (cl->mstate)
-            cl->mops->destroy(cl->mstate);
-        uv_mutex_destroy(&cl->mu);
-        for (size_t j = 0; j < cl->nseeds; j++)
-            free(cl->seeds[j]);
-        free(cl->seeds);
-        free(cl->pw);
-        free(cl);
+        qk_cluster_free(cl);
         return rc;
     }
     *out = cl;
@@ -323,30 +195,13 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
 
 quark_err qk_cluster_start(qk_cluster *cl)
 {
-    atomic_store(&cl->dirty, 1); /* the first view (this silo alone) at the first tick */
     return qk_remote_connect(cl->peer);
 }
 
 void qk_cluster_leave(qk_cluster *cl)
 {
-    if (atomic_load(&cl->stopped))
-        return;
-    uv_mutex_lock(&cl->mu);
-    cl->mops->leave(cl->mstate);
-    uv_mutex_unlock(&cl->mu);
-    atomic_store(&cl->leave_req, 1);
-    /* Wait until everyone we told answered (or a bound), so that they route
-     * elsewhere before this silo refuses calls. */
-    uint64_t until = qk_now_ms_coarse() + 2 * cl->heartbeat_ms + 1000;
-    while (qk_now_ms_coarse() < until) {
-        if (atomic_load(&cl->leave_req) == 2 &&
-            atomic_load(&cl->leave_acks) >= atomic_load(&cl->leave_sent))
-            break;
-        usleep(2000);
-    }
-    /* Their clients learn it from their watch streams: a moment for that. */
-    if (atomic_load(&cl->leave_sent))
-        usleep(100000);
+    if (!atomic_load(&cl->stopped))
+        cl->mp->leave(cl->mstate);
 }
 
 void qk_cluster_stop(qk_cluster *cl)
@@ -364,15 +219,16 @@ void qk_cluster_free(qk_cluster *cl)
     if (!cl)
         return;
     qk_cluster_stop(cl);
+    if (cl->mstate)
+        cl->mp->destroy(cl->mstate);
     qk_remote_free(cl->peer);
-    cl->mops->destroy(cl->mstate);
     qk_view_unref(cl->view);
-    for (unsigned i = 0; i < cl->silo->nworkers; i++)
+    for (unsigned i = 0; i < cl->silo->nworkers; i++) {
         qk_view_unref(cl->pw[i].view);
+        if (cl->pw[i].dir)
+            cl->dir->detach(cl->dstate, cl->pw[i].dir);
+    }
     uv_mutex_destroy(&cl->mu);
-    for (size_t j = 0; j < cl->nseeds; j++)
-        free(cl->seeds[j]);
-    free(cl->seeds);
     free(cl->pw);
     free(cl);
 }
@@ -449,11 +305,32 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
 
 /* ---- the route port (runtime/ports.h) ---- */
 
+/* Where the actor of CALL m lives, by the directory: its member index in
+ * the worker's view (-1: nowhere, an empty view). */
+static int owner_of(qk_cluster *cl, qk_worker *w, const qk_msg *m, qk_dir_entry *e)
+{
+    qk_actor_key key = {.type = m->type->name, .type_len = m->type->name_len, .id = m->id,
+                        .id_len = m->id_len, .hash = m->hash};
+    quark_err rc = cl->dir->lookup(cl->pw[w->index].dir, &key, e, NULL);
+    return rc == QUARK_OK ? e->member : -2;
+}
+
 static int route_place(void *self, qk_worker *w, qk_msg *m)
 {
     qk_cluster *cl = self;
     const qk_view *v = cl->pw[w->index].view;
-    int owner = qk_view_owner(v, m->hash);
+    if (!v)
+        return QK_ROUTE_HERE; /* no view yet: a cluster of one */
+    qk_dir_entry e;
+    int owner = owner_of(cl, w, m, &e);
+    if (owner == -2) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the %s directory could not say where %s '%s' lives: %s",
+                 cl->dir->name, m->type->name, m->id, quark_last_error());
+        qk_answer_error(w, m, QUARK_EUNAVAILABLE, msg);
+        qk_msg_free(m);
+        return QK_ROUTE_TAKEN;
+    }
     if (owner < 0 || owner == v->self)
         return QK_ROUTE_HERE;
     forward(cl, w, m, owner);
@@ -464,8 +341,11 @@ static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
 {
     qk_cluster *cl = self;
     const qk_view *v = cl->pw[w->index].view;
-    int owner = qk_view_owner(v, hash);
-    return owner < 0 || owner == v->self;
+    qk_actor_key key = {.hash = hash};
+    qk_dir_entry e;
+    if (!v || cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL) != QUARK_OK)
+        return true; /* nothing says otherwise: it stays */
+    return e.member < 0 || e.member == v->self;
 }
 
 const qk_route_ops qk_cluster_route = {.place = route_place, .keeps = route_keeps};
@@ -478,10 +358,8 @@ static uint8_t *ctl_view(void *arg, qk_worker *w, size_t *len)
     const qk_view *v = cl->pw[w->index].view;
     if (!v)
         return NULL;
-    uv_mutex_lock(&cl->mu);
-    uint64_t inc = cl->incarnation;
-    uv_mutex_unlock(&cl->mu);
-    return qk_view_encode(v, w->silo->cluster_id, cl->self, inc, len);
+    return qk_view_encode(v, w->silo->cluster_id, cl->self, cl->mp->incarnation(cl->mstate),
+                          len);
 }
 
 static quark_silo_status *status_of(qk_cluster *cl, const qk_view *v, uint64_t inc)
@@ -524,9 +402,8 @@ quark_err qk_cluster_status(qk_cluster *cl, quark_silo_status **out)
     qk_view *v = cl->view;
     if (v)
         qk_view_ref(v);
-    uint64_t inc = cl->incarnation;
     uv_mutex_unlock(&cl->mu);
-    *out = status_of(cl, v, inc);
+    *out = status_of(cl, v, cl->mp->incarnation(cl->mstate));
     qk_view_unref(v);
     return *out ? QUARK_OK : qk_error(QUARK_ENOMEM, "out of memory building the status");
 }

@@ -5,7 +5,7 @@
 #define QK_CLUSTER_H
 
 #include "runtime/runtime.h"
-#include "cluster/view.h"
+#include "runtime/view.h"
 #include "transport/server.h"
 
 #define QK_HOPS_MAX 2 /* a call is forwarded at most this many times */
@@ -16,6 +16,7 @@ typedef struct qk_cluster qk_cluster;
  * status). */
 typedef struct qk_cl_worker {
     qk_view *view;                /* the cluster as this worker routes by (NULL: none yet) */
+    void *dir;                    /* the directory's state for this worker */
     _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
 } qk_cl_worker;
 

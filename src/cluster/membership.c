@@ -148,7 +148,7 @@ static void g_destroy(void *self)
     free(g);
 }
 
-static void *g_create(const qk_membership_cfg *cfg, uint64_t now_ms)
+static void *g_create(const qk_gossip_cfg *cfg, uint64_t now_ms)
 {
     if (!cfg || !addr_ok(cfg->self_addr) || cfg->incarnation == 0 || cfg->failure_timeout_ms == 0 ||
         (cfg->nseeds && !cfg->seeds))
@@ -423,7 +423,7 @@ static uint64_t g_incarnation(void *self)
     return self_entry(self)->incarnation;
 }
 
-const qk_membership_ops qk_membership_gossip = {
+const qk_gossip_ops qk_gossip_table = {
     .name = "gossip",
     .create = g_create,
     .destroy = g_destroy,

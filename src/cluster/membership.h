@@ -1,13 +1,13 @@
 /*
- * membership.h - who is in the cluster: the membership provider interface
- * and the static-seed gossip provider.
+ * membership.h - the static-seed gossip protocol's state machine: the member
+ * table and who is alive (the gossip membership provider, gossip.c, runs it
+ * behind the membership table of runtime/providers.h).
  *
- * A provider keeps the silo's list of members and decides who is alive.
- * It does no I/O itself: the silo's cluster module (cluster.c) sends what
- * `encode` produces to the addresses `targets` lists every heartbeat, feeds
- * what it receives to `receive`, calls `tick` every heartbeat, and reads the
- * live set with `view` when `receive` or `tick` report a change. Not
- * thread-safe: the caller serializes every call (one mutex).
+ * It does no I/O itself: gossip.c sends what `encode` produces to the
+ * addresses `targets` lists every heartbeat, feeds what it receives to
+ * `receive`, calls `tick` every heartbeat, and reads the live set with
+ * `view` when `receive` or `tick` report a change. Not thread-safe: the
+ * caller serializes every call (one mutex).
  *
  * The gossip provider (static seeds):
  *   - every member has an entry: address, incarnation, status (ALIVE, DEAD,
@@ -35,11 +35,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/view.h"
+#include "runtime/view.h"
 
 #define QK_TOMBSTONE_MS 60000
 
-typedef struct qk_membership_cfg {
+typedef struct qk_gossip_cfg {
     const char *cluster_id;
     const char *self_addr;        /* "host:port" as advertised */
     uint64_t incarnation;         /* > 0 */
@@ -48,12 +48,12 @@ typedef struct qk_membership_cfg {
     uint32_t heartbeat_ms;        /* gossip period */
     uint32_t failure_timeout_ms;  /* silence that makes a member DEAD */
     unsigned vnodes;              /* carried in every view */
-} qk_membership_cfg;
+} qk_gossip_cfg;
 
-typedef struct qk_membership_ops {
+typedef struct qk_gossip_ops {
     const char *name;
     /* A new provider state, self ALIVE. NULL on out of memory or bad cfg. */
-    void *(*create)(const qk_membership_cfg *cfg, uint64_t now_ms);
+    void *(*create)(const qk_gossip_cfg *cfg, uint64_t now_ms);
     void (*destroy)(void *self);
     /* Merge a ClusterView received from a peer (its gossip, or its answer to
      * ours). 1 if the live set changed, 0 if not, -1 if the bytes are not a
@@ -73,8 +73,8 @@ typedef struct qk_membership_ops {
     qk_view *(*view)(void *self);
     /* This silo's current incarnation (it grows when it refutes a death). */
     uint64_t (*incarnation)(void *self);
-} qk_membership_ops;
+} qk_gossip_ops;
 
-extern const qk_membership_ops qk_membership_gossip;
+extern const qk_gossip_ops qk_gossip_table;
 
 #endif /* QK_MEMBERSHIP_H */

@@ -1,8 +1,9 @@
 /*
  * peer.c - a silo's peer link (remote.h, peer mode): gossip to another
  * silo, forward a call to the silo that owns its actor, route by the
- * cluster's view. The cluster module (cluster/cluster.c) drives it from the
- * link's I/O thread (its hooks) and from the workers (forwards).
+ * cluster's view. The cluster module (cluster/cluster.c) and the gossip
+ * membership provider (cluster/gossip.c) drive it from the link's I/O thread
+ * (its tick hook) and from the workers (forwards).
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -11,35 +12,29 @@
 
 #include "transport/remote_internal.h"
 
-/* A peer's answer to our gossip, on the I/O thread. */
-static void gossip_done(qk_op *op)
-{
-    qk_remote *r = qk_rm_tls;
-    if (op->out->err == QUARK_OK && r->hooks.gossip_ack)
-        r->hooks.gossip_ack(r->hooks.arg, op->out->data, op->out->len);
-}
-
-void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
-                      uint32_t timeout_ms)
+quark_err qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
+                           uint32_t timeout_ms, qk_op *answer)
 {
     qk_rcall *c = calloc(1, sizeof *c + QK_FRAME_HEADER + n);
-    if (!c)
-        return;
-    c->target = strdup(addr);
-    if (!c->target) {
+    if (!c || !(c->target = strdup(addr))) {
         free(c);
-        return;
+        return qk_error(QUARK_ENOMEM, "out of memory sending gossip");
     }
     qk_frame_header(c->frame, QK_FRAME_GOSSIP, 0, n);
     memcpy(c->frame + QK_FRAME_HEADER, p, n);
     c->len = QK_FRAME_HEADER + n;
     c->kind = RC_OP_GOSSIP;
     c->method = "gossip";
-    qk_op_init(&c->own, gossip_done, NULL, QK_OP_LEND, NULL, 0);
-    c->answer = &c->own;
+    c->answer = answer;
     c->dl.at_ms = qk_now_ms_coarse() + timeout_ms;
     qk_dlheap_insert(&r->heap, &c->dl);
     qk_rm_send_call(r, c);
+    return QUARK_OK;
+}
+
+uv_loop_t *qk_remote_loop(qk_remote *r)
+{
+    return &r->loop;
 }
 
 quark_err qk_remote_forward(qk_remote *r, qk_op *answer, const qk_msg *m, const char *owner,

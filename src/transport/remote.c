@@ -17,7 +17,7 @@
  * Once connected it watches the cluster (WATCH frame, or gRPC WatchCluster):
  * the silo sends its view of the live members at once and at every change.
  * With a view, each call goes straight to the silo that owns its actor
- * (consistent hashing over the members, cluster/view.h); a connection per
+ * (consistent hashing over the members, runtime/view.h); a connection per
  * member is opened as needed. Calls whose owner is unreachable wait on that
  * connection until it answers again, the view drops the silo (they then go
  * to the new owner), or their deadline. If the watched silo goes away, the

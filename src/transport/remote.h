@@ -9,8 +9,10 @@
 #ifndef QK_REMOTE_H
 #define QK_REMOTE_H
 
+#include <uv.h>
+
 #include "quark/quark.h"
-#include "cluster/view.h"
+#include "runtime/view.h"
 #include "runtime/op.h"
 
 typedef struct qk_remote qk_remote;
@@ -52,18 +54,19 @@ typedef struct qk_remote_hooks {
     void *arg;
     /* Every loop tick (a few ms), on the I/O thread. */
     void (*tick)(void *arg, uint64_t now_ms);
-    /* A GOSSIP_ACK arrived (the peer's ClusterView), on the I/O thread. */
-    void (*gossip_ack)(void *arg, const uint8_t *p, size_t n);
 } qk_remote_hooks;
 
 /* A peer link for `c` (TCP, no seeds: it connects to whom it sends to).
  * qk_remote_connect starts its thread and returns at once. */
 quark_err qk_remote_new_peer(const qk_remote_cfg *cfg, const qk_remote_hooks *hooks,
                              qk_remote **out);
-/* I/O thread only (from a hook): send a GOSSIP to addr; its ACK comes to
- * hooks.gossip_ack; dropped silently if addr does not answer in timeout_ms. */
-void qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
-                      uint32_t timeout_ms);
+/* I/O thread only (from a hook): send a GOSSIP to addr; `answer` is
+ * finished with its GOSSIP_ACK (the peer's ClusterView), or with an error if
+ * addr does not answer within timeout_ms. Error: nothing was sent. */
+quark_err qk_remote_gossip(qk_remote *r, const char *addr, const uint8_t *p, size_t n,
+                           uint32_t timeout_ms, qk_op *answer);
+/* The link's loop (its I/O thread runs it once connected). */
+uv_loop_t *qk_remote_loop(qk_remote *r);
 /* I/O thread only: route by this view from now on (takes the reference). */
 void qk_remote_install_view(qk_remote *r, qk_view *v);
 /* A worker: forward CALL `m` (which stays the caller's) to the silo `owner`;

@@ -30,6 +30,7 @@
 #include "transport/wire.h"
 #include "transport/remote.h"
 #include "transport/direct.h"
+#include "transport/view_codec.h"
 
 #define QK_TICK_MS 5
 #define QK_CONNECT_TIMEOUT_MS 3000

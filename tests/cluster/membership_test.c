@@ -21,7 +21,7 @@
 #define TIMEOUT 1000
 #define CLUSTER "test-cluster"
 
-static const qk_membership_ops *G = &qk_membership_gossip;
+static const qk_gossip_ops *G = &qk_gossip_table;
 
 typedef struct node {
     const char *addr;
@@ -32,7 +32,7 @@ typedef struct node {
 static void *mk(const char *addr, uint64_t inc, const char *const *seeds, size_t nseeds,
                 uint64_t now)
 {
-    qk_membership_cfg cfg = {
+    qk_gossip_cfg cfg = {
         .cluster_id = CLUSTER,
         .self_addr = addr,
         .incarnation = inc,
@@ -572,7 +572,7 @@ static void test_targets(void **state)
 static void test_create_rejects_bad_config(void **state)
 {
     (void)state;
-    qk_membership_cfg cfg = {.cluster_id = CLUSTER, .self_addr = "a:1", .incarnation = 1,
+    qk_gossip_cfg cfg = {.cluster_id = CLUSTER, .self_addr = "a:1", .incarnation = 1,
                              .failure_timeout_ms = TIMEOUT};
     void *m = G->create(&cfg, 0);
     assert_non_null(m);

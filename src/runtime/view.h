@@ -8,13 +8,14 @@
  * the cluster client's I/O thread holds one. Nothing in a view changes
  * after qk_view_new, so readers take no lock.
  *
- * Placement and directory are ops tables so that other implementations
- * (Redis-backed directory, later) slot in behind the same calls:
- *   - placement: which live member should host a key (consistent hashing
- *     with virtual nodes over the members' addresses: adding or removing a
- *     silo moves only the keys of its arcs);
- *   - directory: where an actor lives now. With the hash directory, the
- *     owner under the view is where it lives: no table to keep.
+ * Placement is an ops table: which live member should host a key
+ * (consistent hashing with virtual nodes over the members' addresses:
+ * adding or removing a silo moves only the keys of its arcs). Where an actor
+ * lives now is the directory's business (runtime/providers.h); with the hash
+ * directory it is the placement owner under the view. A view is plain data
+ * and does no I/O: the membership provider that learns the members, and the
+ * wire format that carries views to clients (transport/view_codec.h), are
+ * elsewhere.
  */
 #ifndef QK_VIEW_H
 #define QK_VIEW_H
@@ -84,28 +85,5 @@ static inline int qk_view_owner(const qk_view *v, uint64_t key)
 
 /* Do a and b list the same members with the same incarnations? */
 int qk_view_same_members(const qk_view *a, const qk_view *b);
-
-/* Encode v as a ClusterView with every member ALIVE (what clients get from
- * WatchCluster), into a malloc'd buffer. NULL on out of memory. */
-uint8_t *qk_view_encode(const qk_view *v, const char *cluster_id, const char *from,
-                        uint64_t from_incarnation, size_t *len);
-/* Decode a ClusterView sent to a client: its ALIVE members become a view
- * (self -1). NULL if the bytes are not a ClusterView; *why says why. If
- * `cluster_id` is not NULL it must match. *from (optional) receives a
- * malloc'd copy of the sender's address. */
-qk_view *qk_view_decode(const uint8_t *p, size_t n, const char *cluster_id, char **from,
-                        const char **why);
-
-/* ---- directory ---- */
-
-typedef struct qk_directory_ops {
-    const char *name;
-    /* Member index where the actor with `key` lives (or will be activated)
-     * under view v, or -1 if nowhere (empty view). */
-    int (*lookup)(void *self, const qk_view *v, uint64_t key);
-} qk_directory_ops;
-
-/* The hash directory: an actor lives on its placement owner. Stateless. */
-extern const qk_directory_ops qk_directory_hash;
 
 #endif /* QK_VIEW_H */

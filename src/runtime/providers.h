@@ -1,0 +1,171 @@
+/*
+ * providers.h - the tables of the providers a silo is made of: who is in the
+ * cluster (membership), where an actor lives (directory), where actor state
+ * is kept (storage), and durable reminders.
+ *
+ * Each provider is one ops table and a `self`; adding one means writing its
+ * table, and the code that uses it (the cluster module, the runtime) calls
+ * only through the table. Operations that may wait for I/O are asynchronous
+ * and complete through a qk_op (op.h) that the caller prepared:
+ *
+ *   QUARK_OK       done at once: the outputs are set, the op is NOT finished;
+ *   QUARK_PENDING  started: the outputs are set before the op is finished
+ *                  with the outcome (exactly once, op.c's rules);
+ *   anything else  not started (the op is not finished): the error, with
+ *                  quark_last_error() saying more.
+ *
+ * Which of these tables are filled today:
+ *   membership  gossip over static seeds (cluster/gossip.c); Redis comes
+ *               with the Redis clustering issue;
+ *   directory   hash: the placement owner under the view
+ *               (cluster/directory_hash.c); Redis likewise;
+ *   storage     declared for the durable-state issue (no provider yet: a
+ *               silo keeps actor state in memory only);
+ *   reminders   declared for the Redis clustering issue (no provider yet:
+ *               actors have timers, which do not survive a deactivation).
+ */
+#ifndef QK_PROVIDERS_H
+#define QK_PROVIDERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "quark/quark.h"
+#include "runtime/view.h"
+
+struct qk_worker;
+struct qk_op;
+
+/* An actor's identity as the providers see it. */
+typedef struct qk_actor_key {
+    const char *type;          /* the registered type name */
+    size_t type_len;
+    const char *id;
+    size_t id_len;
+    uint64_t hash;             /* qk_key_hash(type, id): placement and worker */
+} qk_actor_key;
+
+/* ---- membership: who is in the cluster ----
+ * A provider learns the live members and tells the cluster module
+ * (cluster/cluster.c) with a view whenever the set changes; the module
+ * publishes it to the workers, the peer link, the watching clients. It runs
+ * on the cluster's thread (the peer link's I/O thread): `tick` every few
+ * milliseconds, and providers that do I/O use that thread's loop. */
+typedef struct qk_membership_env {
+    void *arg;
+    /* The live set changed: v (with self set) is the cluster module's now;
+     * the provider's reference passes with it. On the cluster's thread. */
+    void (*changed)(void *arg, qk_view *v);
+    uv_loop_t *loop;           /* the cluster's thread's loop */
+} qk_membership_env;
+
+typedef struct qk_membership_ops {
+    const char *name;
+    /* Take part from now on (on the cluster's thread, before its first
+     * tick). The first view may come later. */
+    quark_err (*start)(void *self, const qk_membership_env *env);
+    /* Every tick of the cluster's thread: heartbeats, failure detection. */
+    void (*tick)(void *self, uint64_t now_ms);
+    /* Leave gracefully, from the thread that stops the silo: returns once
+     * the others were told this silo is leaving (or after a bound), so that
+     * they route elsewhere before it refuses calls. */
+    void (*leave)(void *self);
+    /* This silo's incarnation (it grows when the silo refutes its death). */
+    uint64_t (*incarnation)(void *self);
+    /* Providers that talk silo to silo (gossip): a peer's message, received
+     * by the server on any worker; returns the answer (malloc'd) or NULL
+     * with *why. NULL for providers that do not. */
+    uint8_t *(*peer_message)(void *self, const uint8_t *p, size_t n, size_t *len,
+                             const char **why);
+    /* After the cluster's thread stopped. */
+    void (*destroy)(void *self);
+} qk_membership_ops;
+
+/* ---- directory: where an actor lives ----
+ * Consulted by the route (cluster/cluster.c) for every call a silo of a
+ * cluster receives. Per worker: attach gives each worker its own state (no
+ * lock on the call path); view and lookup run on that worker. */
+typedef struct qk_dir_entry {
+    int member;                /* index in the view it was found under (-1: none) */
+    const char *silo;          /* that member's address (valid while the view is) */
+    uint64_t incarnation;      /* of that silo */
+} qk_dir_entry;
+
+typedef struct qk_directory_ops {
+    const char *name;
+    /* Worker w's state, before the workers start (from the thread that
+     * starts the silo); detach after they stopped. */
+    void *(*attach)(void *self, struct qk_worker *w);
+    void (*detach)(void *self, void *pw);
+    /* On w: the view calls are routed by from now on (a new reference
+     * for the provider, which drops the previous one). */
+    void (*set_view)(void *pw, qk_view *v);
+    /* On w: where the actor of `key` lives, or is to be activated (*out).
+     * The route handles a QUARK_OK answer; a QUARK_PENDING one (a directory
+     * that asks a server) comes with the Redis clustering issue. */
+    quark_err (*lookup)(void *pw, const qk_actor_key *key, qk_dir_entry *out,
+                        struct qk_op *op);
+    /* On w: register the activation of `key` on this silo, atomically: if
+     * no live activation is registered (or only one on a silo membership
+     * declared dead). *out: the entry that holds afterwards (this silo's,
+     * or the other one, which the call must go to). */
+    quark_err (*register_activation)(void *pw, const qk_actor_key *key, qk_dir_entry *out,
+                                     struct qk_op *op);
+    /* On w: unregister this silo's activation of `key`, only if it is still
+     * the registered one. */
+    quark_err (*unregister_activation)(void *pw, const qk_actor_key *key, struct qk_op *op);
+} qk_directory_ops;
+
+/* ---- storage: actor state ----
+ * Records are (key -> encoded state message, etag). A write is conditional
+ * on the etag the activation read ("" for "no record yet"), so state is
+ * never silently overwritten. Per worker, like the directory; writes a
+ * worker makes during one batch are committed together at flush (one
+ * transaction, one pipeline), before the answers of that batch go out. */
+typedef struct qk_state_rec {
+    char etag[64];             /* "" when there is no record */
+} qk_state_rec;
+
+typedef struct qk_storage_ops {
+    const char *name;
+    void *(*attach)(void *self, struct qk_worker *w);
+    void (*detach)(void *self, void *pw);
+    /* Read key's record: the op's result is the encoded state (empty when
+     * there is none), rec->etag its etag. */
+    quark_err (*read)(void *pw, const qk_actor_key *key, qk_state_rec *rec, struct qk_op *op);
+    /* Write data[0..len) if the stored etag is still rec->etag; on success
+     * rec->etag is the new one. A stale etag is an error naming both. */
+    quark_err (*write)(void *pw, const qk_actor_key *key, const uint8_t *data, size_t len,
+                       qk_state_rec *rec, struct qk_op *op);
+    /* Delete the record, on the same condition. */
+    quark_err (*clear)(void *pw, const qk_actor_key *key, qk_state_rec *rec, struct qk_op *op);
+    /* On w, at the end of each batch: commit what the batch queued. */
+    void (*flush)(void *pw);
+} qk_storage_ops;
+
+/* ---- reminders: durable timers ----
+ * A reminder (actor key, name) fires every period from its due time until
+ * unregistered, whichever silo owns the actor then; the owners load the
+ * reminders of the keys they own when the view changes. */
+typedef struct qk_reminder {
+    qk_actor_key key;
+    const char *name;
+    uint64_t due_ms;           /* wall clock (ms since the epoch) of the next tick */
+    uint64_t period_ms;
+} qk_reminder;
+
+typedef struct qk_reminders_ops {
+    const char *name;
+    quark_err (*register_reminder)(void *self, const qk_reminder *r, struct qk_op *op);
+    quark_err (*unregister_reminder)(void *self, const qk_actor_key *key, const char *name,
+                                     struct qk_op *op);
+    /* Call fn for every reminder whose key this silo owns under v, then
+     * finish op. */
+    quark_err (*load_owned)(void *self, const qk_view *v,
+                            void (*fn)(void *arg, const qk_reminder *r), void *arg,
+                            struct qk_op *op);
+} qk_reminders_ops;
+
+#endif /* QK_PROVIDERS_H */
