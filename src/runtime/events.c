@@ -14,7 +14,6 @@
  */
 #include <stdlib.h>
 
-#include "quark/actor_service.pb-c.h"
 #include "runtime.h"
 
 typedef struct qk_topic {
@@ -161,29 +160,27 @@ quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event)
     quark_event ev = {.actor_type = self->type->name, .actor_id = self->id,
                       .event_type = event->descriptor->name, .payload = payload,
                       .payload_len = plen, .sequence = self->event_seq};
-    /* The wire form, built once for every network subscriber. */
-    Quark__ActorEvent ae = QUARK__ACTOR_EVENT__INIT;
-    ae.actor_id = self->id;
-    ae.actor_type = (char *)self->type->name;
-    ae.event_type = (char *)event->descriptor->name;
-    ae.payload.data = payload;
-    ae.payload.len = plen;
-    ae.sequence = self->event_seq;
-    size_t wlen = 0;
     for (qk_sub *s = tp->subs; s; s = s->next) {
         if (!s->ops) {
             deliver_local(w, s, &ev);
             continue;
         }
-        if (!wlen)
-            wlen = protobuf_c_message_get_packed_size(&ae.base);
-        qk_msg *m = qk_msg_new(wlen);
+        /* A remote subscriber gets the event on its home worker: the
+         * payload and the actor id travel in the message. */
+        qk_msg *m = qk_msg_new(plen + self->id_len + 1u);
         if (!m)
             continue; /* a subscriber misses an event under OOM; its sequence shows the gap */
         m->node.kind = QK_MSG_EVENT;
-        m->r.sub = s;
+        m->r.ev.sub = s;
+        m->r.ev.event_type = event->descriptor->name;
+        m->type = self->type;
+        m->turn = self->event_seq;
         m->args = m->data;
-        m->args_len = (uint32_t)protobuf_c_message_pack(&ae.base, m->args);
+        m->args_len = (uint32_t)plen;
+        memcpy(m->args, payload, plen);
+        m->id = (char *)m->data + plen;
+        memcpy(m->id, self->id, self->id_len + 1u);
+        m->id_len = self->id_len;
         qk_send(s->home, m);
     }
     if (payload != small)
@@ -224,7 +221,7 @@ static void remove_sub(qk_worker *w, qk_sub *s)
         if (!m)
             return; /* leaks one subscriber record under OOM, never a use after free */
         m->node.kind = QK_MSG_SUBFREE;
-        m->r.sub = s;
+        m->r.ev.sub = s;
         qk_send(s->home, m);
     } else {
         if (member)
@@ -235,7 +232,7 @@ static void remove_sub(qk_worker *w, qk_sub *s)
 
 void qk_events_deliver(qk_worker *w, qk_msg *m)
 {
-    qk_sub *s = m->r.sub;
+    qk_sub *s = m->r.ev.sub;
     switch (m->node.kind) {
     case QK_MSG_SUB:
         add_sub(w, s);
@@ -243,9 +240,13 @@ void qk_events_deliver(qk_worker *w, qk_msg *m)
     case QK_MSG_UNSUB:
         remove_sub(w, s);
         break;
-    case QK_MSG_EVENT:
-        s->ops->event(s, m->args, m->args_len);
+    case QK_MSG_EVENT: {
+        quark_event ev = {.actor_type = m->type->name, .actor_id = m->id,
+                          .event_type = m->r.ev.event_type, .payload = m->args,
+                          .payload_len = m->args_len, .sequence = m->turn};
+        s->ops->event(s, &ev);
         break;
+    }
     case QK_MSG_SUBFREE:
         s->ops->ended(s);
         break;
@@ -268,7 +269,7 @@ void qk_events_stop(qk_worker *w)
                 qk_msg *m = qk_msg_new(0);
                 if (m) {
                     m->node.kind = QK_MSG_SUBFREE;
-                    m->r.sub = s;
+                    m->r.ev.sub = s;
                     qk_send(s->home, m);
                 }
             } else {
@@ -313,7 +314,7 @@ static quark_err post(qk_worker *owner, qk_sub *s, uint8_t kind)
     if (!m)
         return qk_error(QUARK_ENOMEM, "out of memory subscribing");
     m->node.kind = kind;
-    m->r.sub = s;
+    m->r.ev.sub = s;
     qk_send(owner, m);
     return QUARK_OK;
 }

@@ -64,8 +64,8 @@ typedef struct qk_route_ops {
  * connection's); the worker that owns the actor's key sends it events
  * there. Both functions run on the home worker, in the order sent. */
 typedef struct qk_sub_ops {
-    /* An event for subscriber s (the encoded ActorEvent, lent). */
-    void (*event)(struct qk_sub *s, const uint8_t *ev, size_t len);
+    /* An event for subscriber s (lent for the call). */
+    void (*event)(struct qk_sub *s, const quark_event *ev);
     /* The owner let go of s: after qk_unsubscribe_remote, or because the
      * silo is stopping (then s->removed is false). No event follows; free
      * s with qk_sub_free when done with it. */

@@ -114,7 +114,7 @@ struct qk_msg {
     uint16_t id_len;
     uint8_t hops;             /* CALL: times forwarded between silos */
     uint32_t args_len;
-    uint32_t turn;            /* CALL, deferred: the turn that deferred it */
+    uint32_t turn;            /* CALL, deferred: the turn that deferred it; EVENT: its sequence */
     uint64_t hash;            /* CALL: hash of (type, id) */
     const qk_type_entry *type;
     quark_actor *act;         /* CALL: the activation, once delivered */
@@ -126,11 +126,14 @@ struct qk_msg {
             qk_task_fn fn;
             void *arg;
         } task;
-        struct qk_sub *sub;       /* SUB, UNSUB, EVENT, SUBFREE */
+        struct {
+            struct qk_sub *sub;   /* SUB, UNSUB, EVENT, SUBFREE */
+            const char *event_type; /* EVENT: the message's full name */
+        } ev;
     } r;
     qk_chain_link *chain;     /* CALL: links (in data) */
-    char *id;                 /* CALL: NUL-terminated (in data) */
-    uint8_t *args;            /* CALL: the request; EVENT: the event */
+    char *id;                 /* CALL, EVENT: the actor id, NUL-terminated (in data) */
+    uint8_t *args;            /* CALL: the request; EVENT: the event's payload */
     _Alignas(16) unsigned char data[];
 };
 

@@ -260,11 +260,28 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
 
 /* ---- subscriptions: the subscriber port (runtime/ports.h) ---- */
 
-static void sub_event(qk_sub *s, const uint8_t *ev, size_t len)
+/* An event for one of the connection's subscriptions: an ActorEvent. */
+static void sub_event(qk_sub *s, const quark_event *ev)
 {
     qk_conn *c = s->ctx;
-    if (!c->closing)
-        c->proto->event(c, s->id, ev, len);
+    if (c->closing)
+        return;
+    Quark__ActorEvent ae = QUARK__ACTOR_EVENT__INIT;
+    ae.actor_id = (char *)ev->actor_id;
+    ae.actor_type = (char *)ev->actor_type;
+    ae.event_type = (char *)ev->event_type;
+    ae.payload.data = (uint8_t *)ev->payload;
+    ae.payload.len = ev->payload_len;
+    ae.sequence = ev->sequence;
+    size_t n = protobuf_c_message_get_packed_size(&ae.base);
+    uint8_t small[512];
+    uint8_t *buf = n <= sizeof small ? small : malloc(n);
+    if (!buf)
+        return; /* a subscriber misses an event under OOM; its sequence shows the gap */
+    protobuf_c_message_pack(&ae.base, buf);
+    c->proto->event(c, s->id, buf, n);
+    if (buf != small)
+        free(buf);
 }
 
 static void sub_ended(qk_sub *s)
