@@ -1,0 +1,93 @@
+# layering.cmake - the layers of src/ call in one direction only:
+#   core <- runtime <- transport <- cluster <- root (the composition root)
+# Checked twice:
+#   - objects: no object of a layer references a symbol that an object of a
+#     layer above it defines (nm: undefined symbols against defined ones);
+#   - sources: no file of a layer includes a header of a layer above it.
+# A call upward must go through the tables the lower layer declares
+# (runtime/ports.h, runtime/providers.h, transport/server.h's control).
+#   cmake -DNM=nm -DOBJECTS="a.o|b.o|..." -DSRC=<src dir> -P layering.cmake
+string(REPLACE "|" ";" OBJECTS "${OBJECTS}")
+set(LAYERS core runtime transport cluster root)
+
+function(layer_of path out)
+  set(l "")
+  foreach(name IN LISTS LAYERS)
+    if(path MATCHES "/${name}/")
+      set(l ${name})
+    endif()
+  endforeach()
+  set(${out} "${l}" PARENT_SCOPE)
+endfunction()
+
+# Defined and undefined symbols of every object, by layer.
+foreach(name IN LISTS LAYERS)
+  set(defined_${name} "")
+endforeach()
+set(checked 0)
+foreach(obj IN LISTS OBJECTS)
+  layer_of("${obj}" l)
+  if(NOT l)
+    continue() # generated code (the wire messages) belongs to no layer
+  endif()
+  execute_process(COMMAND ${NM} --defined-only -g ${obj} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "nm failed on ${obj}")
+  endif()
+  string(REGEX MATCHALL "[A-Za-z_][A-Za-z0-9_]*\n" syms "${out}")
+  string(REPLACE "\n" "" syms "${syms}")
+  list(APPEND defined_${l} ${syms})
+  math(EXPR checked "${checked} + 1")
+endforeach()
+if(checked LESS 10)
+  message(FATAL_ERROR "only ${checked} objects of src/ were given: nothing to check")
+endif()
+
+set(bad "")
+foreach(obj IN LISTS OBJECTS)
+  layer_of("${obj}" l)
+  if(NOT l)
+    continue()
+  endif()
+  list(FIND LAYERS ${l} idx)
+  execute_process(COMMAND ${NM} --undefined-only ${obj} OUTPUT_VARIABLE out)
+  string(REGEX MATCHALL "[A-Za-z_][A-Za-z0-9_]*\n" syms "${out}")
+  string(REPLACE "\n" "" syms "${syms}")
+  foreach(above IN LISTS LAYERS)
+    list(FIND LAYERS ${above} aidx)
+    if(aidx LESS_EQUAL idx)
+      continue()
+    endif()
+    foreach(sym IN LISTS syms)
+      list(FIND defined_${above} ${sym} found)
+      if(found GREATER -1)
+        get_filename_component(name "${obj}" NAME)
+        list(APPEND bad "${l}/${name} uses ${sym}, defined in ${above}/")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+
+# Includes: a file of a layer names no header of a layer above it.
+foreach(name IN LISTS LAYERS)
+  list(FIND LAYERS ${name} idx)
+  file(GLOB files ${SRC}/${name}/*.c ${SRC}/${name}/*.h)
+  foreach(f IN LISTS files)
+    file(STRINGS ${f} incs REGEX "^#include \"[a-z_]+/")
+    foreach(inc IN LISTS incs)
+      string(REGEX REPLACE "^#include \"([a-z_]+)/.*" "\\1" dir "${inc}")
+      list(FIND LAYERS ${dir} didx)
+      if(didx GREATER idx)
+        get_filename_component(fn "${f}" NAME)
+        list(APPEND bad "${name}/${fn}: ${inc}")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+
+if(bad)
+  string(REPLACE ";" "\n  " bad "${bad}")
+  message(FATAL_ERROR "a layer reaches up (core <- runtime <- transport <- cluster <- root; "
+                      "go through a table the lower layer declares instead):\n  ${bad}")
+endif()
+message(STATUS "layering: ${checked} objects and their includes call downward only")
