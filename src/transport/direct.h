@@ -10,8 +10,10 @@
  * the actor, so the silo does not cross threads either.
  *
  * With the gRPC transport a direct socket is an HTTP/2 connection of its own
- * (grpc_codec.h's client session, driven by the calling thread). It cannot
- * ask for a worker: only the client's hand-offs are saved.
+ * (grpc_codec.h's client session, driven by the calling thread). It asks
+ * for the actor's worker in its first SETTINGS frame (id 0xf051) once the
+ * silo's worker count is known (from an earlier answer), and learns which
+ * worker read it from its first answer.
  *
  * One call at a time per socket; at most `per_worker` sockets per silo
  * worker. When the pool has no socket to spare, or anything about the silo
