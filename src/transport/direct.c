@@ -547,6 +547,38 @@ static unsigned shard_of(uint64_t hash, unsigned workers)
     return (unsigned)(((hash >> 32) * (uint64_t)workers) >> 32);
 }
 
+/* Under d->mu: an idle socket of si served by worker `shard`, dropping the
+ * ones a restarted silo no longer has the worker for; NULL if none. */
+static qk_dsock *take_idle_locked(qk_direct *d, qk_dsilo *si, unsigned workers, unsigned shard)
+{
+    for (qk_dsock **pp = &si->idle; *pp;) {
+        qk_dsock *x = *pp;
+        if (workers && x->shard != UINT32_MAX && x->shard >= workers) {
+            *pp = x->next; /* the silo restarted with fewer workers */
+            sock_drop_locked(d, x);
+            continue;
+        }
+        if (workers && x->shard == shard) {
+            *pp = x->next;
+            return x;
+        }
+        pp = &x->next;
+    }
+    return NULL;
+}
+
+/* May an idle socket take a call? One the silo closed (stop, restart) or
+ * wrote to (GOAWAY) must not: it could not tell "never got there" from
+ * "ran, then the connection died". */
+static bool idle_usable(qk_dsock *s)
+{
+    if (s->g)
+        return g_idle_ok(s);
+    char b;
+    ssize_t p = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 /* An idle socket of `si` for the actor `hash`, or a new one; NULL if the
  * pool has none to spare. */
 static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t at_ms)
@@ -562,49 +594,18 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         }
         unsigned workers = si->workers;
         unsigned shard = workers ? shard_of(hash, workers) : UINT32_MAX;
-        qk_dsock *s = NULL;
-        for (qk_dsock **pp = &si->idle; *pp;) {
-            qk_dsock *x = *pp;
-            if (workers && x->shard != UINT32_MAX && x->shard >= workers) {
-                *pp = x->next; /* the silo restarted with fewer workers */
-                sock_drop_locked(d, x);
-                continue;
-            }
-            if (workers && x->shard == shard) {
-                s = x;
-                *pp = x->next;
-                break;
-            }
-            pp = &x->next;
-        }
-        if (s) {
-            s->busy = true;
-            uv_mutex_unlock(&d->mu);
-            /* An idle socket the silo closed (stop, restart) or wrote to
-             * (GOAWAY) must not take a call: it could not tell "never got
-             * there" from "ran, then the connection died". */
-            if (s->g) {
-                if (g_idle_ok(s))
-                    return s;
-                sock_drop(d, s);
-                continue;
-            }
-            char b;
-            ssize_t p = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return s;
-            sock_drop(d, s);
-            continue;
-        }
         unsigned cap = d->per_worker * (workers ? workers : 1);
-        if (si->total >= cap && d->grpc && si->idle) {
+        qk_dsock *s = take_idle_locked(d, si, workers, shard);
+        if (!s && si->total >= cap && d->grpc && si->idle) {
             /* gRPC: no socket on the actor's worker to spare; one on
              * another worker still saves the client's hand-offs. */
             s = si->idle;
             si->idle = s->next;
+        }
+        if (s) {
             s->busy = true;
             uv_mutex_unlock(&d->mu);
-            if (g_idle_ok(s))
+            if (idle_usable(s))
                 return s;
             sock_drop(d, s);
             continue;

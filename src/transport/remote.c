@@ -328,7 +328,7 @@ void qk_rm_resend(qk_remote *r, qk_rcall *list, const char *gone)
             continue;
         }
         if (gone && c->target && c->kind == RC_OP_FWD && !c->attempts)
-            c->attempts = 1; /* qk_rm_route by hash now */
+            c->attempts = 1; /* route by hash now */
         qk_rm_send_call(r, c);
     }
 }

@@ -189,7 +189,7 @@ int qk_rm_out_append(qk_rconn *k, const uint8_t *p, size_t n)
 
 static void g_write(void *wud, const uint8_t *data, size_t len)
 {
-    /* Out of memory drops output; the calls' deadlines qk_rm_complete them. */
+    /* Out of memory drops output; the calls' deadlines complete them. */
     (void)qk_rm_out_append(wud, data, len);
 }
 
@@ -271,12 +271,42 @@ static void next_primary(qk_remote *r)
     qk_rm_publish_primary(r);
 }
 
+/* The calls k had sent when it was lost: those that surely did not run (or
+ * may run again) come back in a list to route afresh; the others end here. */
+static qk_rcall *take_lost_calls(qk_rconn *k, const char *why)
+{
+    qk_remote *r = k->r;
+    char msg[600];
+    unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
+    qk_rcall *c, *again = NULL;
+    while ((c = qk_rm_table_take_any(k)) != NULL) {
+        if (c->kind == RC_OP_WATCH) {
+            qk_rm_rcall_free(c);
+        } else if (c->kind == RC_OP_SUB) {
+            snprintf(msg, sizeof msg, "connection to %s lost (%s): the subscription ended; "
+                     "subscribe again to continue", k->addr, why);
+            qk_rm_sub_end(c->rsub, QUARK_EUNAVAILABLE, msg);
+            qk_rm_rcall_free(c);
+        } else if (c->kind == RC_OP_GOSSIP) {
+            qk_rm_complete(r, c, QUARK_EUNAVAILABLE, why, NULL, 0);
+        } else if (!c->written || (c->idempotent && c->attempts < max)) {
+            c->next = again; /* did not run, or safe to run again */
+            again = c;
+        } else {
+            snprintf(msg, sizeof msg, "connection to %s lost (%s) after %s was sent: its "
+                     "outcome is unknown (not retried: the method is not @quark.idempotent)",
+                     k->addr, why, c->method);
+            qk_rm_complete(r, c, QUARK_EUNKNOWN, msg, NULL, 0);
+        }
+    }
+    return again;
+}
+
 void qk_rm_conn_lost(qk_rconn *k, const char *why)
 {
     qk_remote *r = k->r;
     if (k->state == RC_IDLE)
         return;
-    char msg[600];
     int was_ready = k->state == RC_READY;
     k->state = RC_IDLE;
     uv_close((uv_handle_t *)k->tcp, qk_rm_on_tcp_closed);
@@ -290,35 +320,7 @@ void qk_rm_conn_lost(qk_rconn *k, const char *why)
     bool source_lost = r->source == k;
     if (source_lost)
         r->source = NULL;
-    /* Every call in the table was sent on this connection. */
-    qk_rcall *c, *again = NULL;
-    while ((c = qk_rm_table_take_any(k)) != NULL) {
-        if (c->kind == RC_OP_WATCH) {
-            qk_rm_rcall_free(c);
-            continue;
-        }
-        if (c->kind == RC_OP_SUB) {
-            snprintf(msg, sizeof msg, "connection to %s lost (%s): the subscription ended; "
-                     "subscribe again to continue", k->addr, why);
-            qk_rm_sub_end(c->rsub, QUARK_EUNAVAILABLE, msg);
-            qk_rm_rcall_free(c);
-            continue;
-        }
-        if (c->kind == RC_OP_GOSSIP) {
-            qk_rm_complete(r, c, QUARK_EUNAVAILABLE, why, NULL, 0);
-            continue;
-        }
-        unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
-        if (!c->written || (c->idempotent && c->attempts < max)) {
-            c->next = again; /* did not run, or safe to run again */
-            again = c;
-        } else {
-            snprintf(msg, sizeof msg, "connection to %s lost (%s) after %s was sent: its "
-                     "outcome is unknown (not retried: the method is not @quark.idempotent)",
-                     k->addr, why, c->method);
-            qk_rm_complete(r, c, QUARK_EUNKNOWN, msg, NULL, 0);
-        }
-    }
+    qk_rcall *again = take_lost_calls(k, why); /* every call in the table was sent on k */
     if (k->grpc) {
         qk_grpc_client_free(k->grpc); /* runs no callback: every call was handled above */
         k->grpc = NULL;
@@ -327,6 +329,7 @@ void qk_rm_conn_lost(qk_rconn *k, const char *why)
     k->reconnect_at_ms = qk_now_ms_coarse() + (was_ready ? 0 : qk_rm_backoff_of(r, k->failures));
     if (k == r->primary && !was_ready) {
         r->seed_failures++;
+        char msg[600];
         snprintf(msg, sizeof msg, "%s: %s", k->addr, why);
         if (r->seed_failures >= r->nseeds)
             first_result(r, -1, k->refusal ? k->refusal : QUARK_EUNAVAILABLE, msg);
@@ -335,11 +338,11 @@ void qk_rm_conn_lost(qk_rconn *k, const char *why)
         next_primary(r);
     if (source_lost || (k == r->primary && !r->view))
         qk_rm_pick_source(r);
-    /* Calls that may go again: qk_rm_route them afresh (the owner may be another
+    /* Calls that may go again: route them afresh (the owner may be another
      * silo now, or this one once it answers). */
     qk_rm_resend(r, again, NULL);
     if (k->waiting && ((!k->member && k != r->primary) || (k == r->primary && !r->view))) {
-        /* Nobody will qk_rm_route here again, or the primary moved on: the waiting
+        /* Nobody will route here again, or the primary moved on: the waiting
          * calls go where they belong now. */
         qk_rcall *w = k->waiting;
         k->waiting = k->waiting_tail = NULL;

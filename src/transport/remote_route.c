@@ -78,7 +78,7 @@ static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why)
     if (r->peer) {
         if (c->target)
             return qk_rm_conn_get(r, c->target);
-        *why = "no qk_rm_route to the actor's silo";
+        *why = "no route to the actor's silo";
         return NULL;
     }
     return r->primary;
