@@ -59,8 +59,11 @@ static quark_err start_parts(quark_silo *s, qk_silo_parts *p)
         rc = qk_server_bind(p->server);
     if (rc == QUARK_OK)
         rc = qk_cluster_new(s, p->server, &p->cluster);
-    if (rc != QUARK_OK)
+    if (rc != QUARK_OK) { /* nothing stays behind: a later start begins afresh */
+        qk_server_free(p->server);
+        p->server = NULL;
         return rc;
+    }
     qk_server_control ctl = qk_cluster_control(p->cluster);
     qk_server_set_control(p->server, &ctl);
     qk_silo_set_listener(s, &qk_server_listener, p->server);
@@ -80,8 +83,14 @@ quark_err quark_silo_start(quark_silo *s)
         return qk_error(QUARK_EBUSY, "the silo was already %s", st == 1 ? "started" : "stopped");
     }
     quark_err rc = s->opts.listen ? start_parts(s, p) : QUARK_OK;
-    if (rc == QUARK_OK)
-        rc = qk_silo_run(s);
+    if (rc == QUARK_OK && (rc = qk_silo_run(s)) != QUARK_OK && p->server) {
+        qk_silo_set_listener(s, NULL, NULL); /* the workers never started: unplug */
+        qk_silo_set_route(s, NULL, NULL);
+        qk_cluster_free(p->cluster);
+        qk_server_free(p->server);
+        p->cluster = NULL;
+        p->server = NULL;
+    }
     if (rc == QUARK_OK && p->cluster)
         rc = qk_cluster_start(p->cluster);
     uv_mutex_unlock(&s->lock);
