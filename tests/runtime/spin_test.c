@@ -70,12 +70,17 @@ static void test_backs_off_when_cores_are_contended(void **state)
             while (qk_now_ns() < until)
                 qk_cpu_relax(); /* "poll" */
     }
+    uint64_t pause_end = s.off_until_ns;
     atomic_store(&hog_stop, 1);
     for (int i = 0; i < nhog; i++)
         pthread_join(th[i], NULL);
     assert_true(said_sleep);
-    /* And it keeps saying so during its pause (at least 2 ms from then). */
-    assert_int_equal(qk_spin_until(&s), 0);
+    /* And it keeps saying so during its pause (at least 2 ms from then). A
+     * slow machine may take longer than that to stop the hogs: then the
+     * pause is over and there is nothing to check. */
+    uint64_t t = qk_now_ns();
+    uint64_t u = qk_spin_until(&s);
+    assert_true(u == 0 || (pause_end && t >= pause_end));
     /* Once the pause is over it polls again, judging the next window by
      * that polling (the pause itself waited for no core). The first pause
      * is 2 ms; a later one could be longer, so wait until it ends. */
