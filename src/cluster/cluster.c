@@ -240,7 +240,7 @@ typedef struct qk_fwd {
     qk_op op;                 /* home: the forwarding worker */
     qk_msg *m;
     qk_cluster *cl;
-    uint8_t space[QK_ANSWER_SPACE];
+    qk_op_room room;
 } qk_fwd;
 
 /* The owner's answer (or the link's failure), on the forwarding worker: it
@@ -288,7 +288,7 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
         qk_msg_free(m);
         return;
     }
-    qk_op_init(&f->op, fwd_done, w, 0, f->space, sizeof f->space);
+    qk_op_init(&f->op, fwd_done, w, 0, &f->room);
     f->m = m;
     f->cl = cl;
     atomic_fetch_add_explicit(&cl->forwards, 1, memory_order_relaxed);

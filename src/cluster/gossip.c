@@ -100,7 +100,7 @@ static void send_to(qk_gossip *g, const char *addr, const uint8_t *buf, size_t l
     gossip_send *gs = malloc(sizeof *gs);
     if (!gs)
         return; /* this round misses one target; the next heartbeat tries again */
-    qk_op_init(&gs->op, send_done, NULL, QK_OP_LEND, NULL, 0);
+    qk_op_init(&gs->op, send_done, NULL, QK_OP_LEND, NULL);
     gs->g = g;
     if (qk_remote_gossip(g->peer, addr, buf, len, g->heartbeat_ms * 2, &gs->op) != QUARK_OK)
         free(gs);

@@ -34,8 +34,9 @@
 /* Messages up to QK_MSG_SMALL bytes (almost all calls and replies) are
  * recycled through the current worker's free list: allocated on one worker
  * and freed on another, they would overflow glibc's per-thread caches and
- * take its slow path on every call. */
-#define QK_MSG_SMALL 320
+ * take its slow path (and its arena lock) on every call. The header is 240
+ * bytes: a call fits when its chain, id and request take up to 144 bytes. */
+#define QK_MSG_SMALL 384
 #define QK_MSG_FREE_MAX 4096
 
 /* Zero a new message's header; `r` is its sender's to fill. */
@@ -99,17 +100,23 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t ns)
 void qk_waiter_unref(qk_waiter *wt)
 {
     if (atomic_fetch_sub_explicit(&wt->refs, 1, memory_order_acq_rel) == 1) {
-        qk_op_release(&wt->op);
+        free(wt->heap);
         free(wt);
     }
 }
+
+/* A waiter's state (the futex word): the caller says when it sleeps, so
+ * the answerer makes the wake-up system call only then, not for a caller
+ * that is still polling (most in-process calls). */
+enum { WT_PENDING = 0, WT_ANSWERED = 1, WT_SLEEPING = 2 };
 
 /* The waiter's op is done (on whichever thread answered): wake the caller. */
 static void waiter_done(qk_op *op)
 {
     qk_waiter *wt = QK_CONTAINER_OF(op, qk_waiter, op);
-    atomic_store_explicit(&wt->state, 1, memory_order_release);
-    futex_wake(&wt->state);
+    qk_outcome_copy(&wt->res, op->out, wt->space, sizeof wt->space, &wt->heap);
+    if (atomic_exchange_explicit(&wt->state, WT_ANSWERED, memory_order_acq_rel) == WT_SLEEPING)
+        futex_wake(&wt->state);
     qk_waiter_unref(wt);
 }
 
@@ -118,8 +125,9 @@ qk_waiter *qk_waiter_new(void)
     qk_waiter *wt = malloc(sizeof *wt);
     if (!wt)
         return NULL;
-    qk_op_init(&wt->op, waiter_done, NULL, 0, wt->space, sizeof wt->space);
-    atomic_init(&wt->state, 0);
+    qk_op_init(&wt->op, waiter_done, NULL, QK_OP_LEND, NULL);
+    wt->heap = NULL;
+    atomic_init(&wt->state, WT_PENDING);
     atomic_init(&wt->refs, 2);
     return wt;
 }
@@ -317,7 +325,7 @@ quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
         uint64_t until = qk_now_ns() + spin_ns;
         do {
             for (int i = 0; i < 32; i++) {
-                if (atomic_load_explicit(&wt->state, memory_order_acquire))
+                if (atomic_load_explicit(&wt->state, memory_order_acquire) == WT_ANSWERED)
                     goto answered;
                 qk_cpu_relax();
             }
@@ -325,18 +333,25 @@ quark_err qk_waiter_finish(qk_waiter *wt, uint64_t deadline_ms, bool remote,
     }
     uint64_t until = (deadline_ms + 5) * 1000000ull;
     for (;;) {
-        if (atomic_load_explicit(&wt->state, memory_order_acquire))
+        uint32_t st = atomic_load_explicit(&wt->state, memory_order_acquire);
+        if (st == WT_ANSWERED)
             goto answered;
         uint64_t now = qk_now_ns();
         if (now >= until)
             break;
-        futex_wait(&wt->state, 0, until - now);
+        /* Say we sleep; if the answer came meanwhile, the exchange fails. */
+        if (st == WT_PENDING &&
+            !atomic_compare_exchange_strong_explicit(&wt->state, &st, WT_SLEEPING,
+                                                     memory_order_acq_rel,
+                                                     memory_order_acquire))
+            continue;
+        futex_wait(&wt->state, WT_SLEEPING, until - now);
     }
     qk_waiter_unref(wt); /* the answer, when it comes, frees the rest */
     return qk_error(QUARK_ETIMEDOUT, "deadline exceeded: %s '%s' did not reply to %s in time",
                     type, id, method);
 answered:;
-    const qk_outcome *o = wt->op.out;
+    const qk_outcome *o = &wt->res;
     quark_err rc = o->err;
     if (rc != QUARK_OK) {
         qk_error_str(rc, qk_outcome_text(o));
@@ -379,7 +394,7 @@ static quark_err embedded_call_async(void *impl, quark_ref *ref, const quark_int
             free(oc);
             return qk_error(QUARK_ENOMEM, "out of memory making a call");
         }
-        qk_op_init(&oc->op, outcall_done, w, 0, oc->space, sizeof oc->space);
+        qk_op_init(&oc->op, outcall_done, w, 0, &oc->room);
         memset(&oc->dl, 0, sizeof oc->dl);
         oc->dl.kind = QK_DL_OUTCALL;
         oc->dl.at_ms = p.deadline_ms;
@@ -402,7 +417,7 @@ static quark_err embedded_call_async(void *impl, quark_ref *ref, const quark_int
         if (!m)
             return qk_error(QUARK_ENOMEM, "out of memory making a call");
         qk_cbcall *cb = &m->r.cb;
-        qk_op_init(&cb->op, cbcall_done, NULL, QK_OP_LEND, NULL, 0);
+        qk_op_init(&cb->op, cbcall_done, NULL, QK_OP_LEND, NULL);
         cb->tramp = tramp;
         cb->fn = fn;
         cb->arg = arg;

@@ -30,8 +30,8 @@
  *   4. Finishing never fails. The op is there already, so completing it
  *      needs no memory. The answer itself is lent when done runs right away
  *      and the op takes QK_OP_LEND (valid until done returns). Otherwise it
- *      is copied: into the room the starter lent (qk_op_init's space) when
- *      it fits, which covers the usual small reply, else to the heap. When
+ *      is copied: into the room the starter lent (qk_op_init's qk_op_room)
+ *      when it fits, which covers the usual small reply, else to the heap. When
  *      that heap copy cannot be had, the op finishes with QUARK_ENOMEM and a
  *      fixed text instead. This is the one out-of-memory rule for every kind
  *      of caller: a caller always hears back.
@@ -75,18 +75,16 @@ const ProtobufCMessage *qk_outcome_decode(const qk_outcome *o, const quark_metho
     return qk_msg_unpack_reply(md, desc, arena, o->data, o->len);
 }
 
-/* Copy o into op (rule 4): the encoded reply, or the error text. */
-static void copy_answer(qk_op *op, const qk_outcome *o)
+void qk_outcome_copy(qk_outcome *c, const qk_outcome *o, uint8_t *space, size_t cap,
+                     void **heap)
 {
-    qk_outcome *c = &op->copy;
     *c = *o;
     c->reply = NULL;
     c->data = NULL;
     c->len = 0;
     c->errmsg = NULL;
-    op->out = c;
     size_t n = o->err == QUARK_OK ? qk_outcome_size(o) : strlen(qk_outcome_text(o)) + 1;
-    uint8_t *dst = n <= op->space_cap ? op->space : NULL;
+    uint8_t *dst = n <= cap ? space : NULL;
     if (!dst && n) {
         dst = malloc(n);
         if (QK_UNLIKELY(!dst)) {
@@ -95,7 +93,7 @@ static void copy_answer(qk_op *op, const qk_outcome *o)
             c->errmsg = "out of memory passing the answer on (the call may have run)";
             return;
         }
-        op->buf = dst;
+        *heap = dst;
     }
     if (o->err == QUARK_OK) {
         qk_outcome_pack(o, dst);
@@ -105,6 +103,19 @@ static void copy_answer(qk_op *op, const qk_outcome *o)
         memcpy(dst, qk_outcome_text(o), n);
         c->errmsg = (const char *)dst;
     }
+}
+
+/* Copy o into op's room (rule 4): the encoded reply, or the error text. */
+static void copy_answer(qk_op *op, const qk_outcome *o)
+{
+    qk_op_room *r = op->room;
+    if (QK_UNLIKELY(!r)) { /* a starter's bug: it promised its done always runs right away */
+        fprintf(stderr, "quark: an op with no room for its answer was finished away from "
+                        "its done (see qk_op_init)\n");
+        abort();
+    }
+    qk_outcome_copy(&r->copy, o, r->space, sizeof r->space, &r->heap);
+    op->out = &r->copy;
 }
 
 void qk_op_finish(qk_op *op, const qk_outcome *o)

@@ -59,36 +59,44 @@ enum {
 typedef struct qk_op qk_op;
 typedef void (*qk_op_fn)(qk_op *op);
 
+/* Room for the copy of an answer (rule 4 of op.c), lent by the starter of an
+ * op that may be finished away from where done runs: a small answer goes
+ * into `space`, a larger one to the heap. An op whose done always runs
+ * right away with the answer lent (no home, QK_OP_LEND) needs none. */
+#define QK_ANSWER_SPACE 64
+typedef struct qk_op_room {
+    qk_outcome copy;
+    void *heap;                    /* a copy that did not fit in space, or NULL */
+    uint8_t space[QK_ANSWER_SPACE];
+} qk_op_room;
+
 struct qk_op {
     qk_node node;                  /* travels to `home` (kind QK_NODE_OP) */
     uint8_t flags;                 /* QK_OP_* */
-    uint16_t space_cap;
     qk_op_fn done;                 /* runs once the op is finished (op.c) */
     struct qk_worker *home;        /* where done runs; NULL: the finishing thread */
-    uint8_t *space;                /* room the starter lends for a small answer */
-    void *buf;                     /* an answer copied to the heap, or NULL */
     /* Set by finishing: the outcome done reads. It points at the finisher's
-     * own (lent: valid while done runs right away) or at `copy`. */
+     * own (lent: valid while done runs right away) or at room->copy. */
     const qk_outcome *out;
-    qk_outcome copy;
+    qk_op_room *room;              /* NULL: the answer is always lent */
 #ifndef NDEBUG
     _Atomic int finished;          /* checks the exactly-once rule */
 #endif
 };
 
-/* Prepare `op` before starting the work it completes. `space` (may be NULL)
- * holds an answer of up to `cap` bytes without a heap copy. */
+/* Prepare `op` before starting the work it completes; `room` (NULL only for
+ * an op with no home that takes QK_OP_LEND) holds a copied answer. */
 static inline void qk_op_init(qk_op *op, qk_op_fn done, struct qk_worker *home, unsigned flags,
-                              void *space, size_t cap)
+                              qk_op_room *room)
 {
     op->node.kind = QK_NODE_OP;
     op->flags = (uint8_t)flags;
     op->done = done;
     op->home = home;
-    op->space = (uint8_t *)space;
-    op->space_cap = (uint16_t)(space ? (cap > UINT16_MAX ? UINT16_MAX : cap) : 0);
-    op->buf = NULL;
-    op->out = NULL; /* finishing sets it (and `copy`, when it copies) */
+    op->out = NULL; /* finishing sets it */
+    op->room = room;
+    if (room)
+        room->heap = NULL;
 #ifndef NDEBUG
     atomic_init(&op->finished, 0);
 #endif
@@ -101,11 +109,18 @@ void qk_op_finish(qk_op *op, const qk_outcome *o);
  * with op->out). */
 static inline void qk_op_release(qk_op *op)
 {
-    if (op->buf) {
-        free(op->buf);
-        op->buf = NULL;
+    if (op->room && op->room->heap) {
+        free(op->room->heap);
+        op->room->heap = NULL;
     }
 }
+
+/* Rule 4's copy, for a done that keeps a lent answer itself: *dst becomes
+ * o with its reply encoded (or its error text) in space[0..cap) when it
+ * fits, else in a heap buffer stored in *heap (the caller frees it); if that
+ * cannot be had, *dst is QUARK_ENOMEM. */
+void qk_outcome_copy(qk_outcome *dst, const qk_outcome *o, uint8_t *space, size_t cap,
+                     void **heap);
 
 /* ---- reading an outcome ---- */
 

@@ -187,7 +187,7 @@ quark_err qk_remote_call_async(qk_remote *r, quark_ref *ref, const quark_interfa
     qk_rcall *c = make_call(r, ref, iface, method, req, deadline_ms, &err);
     if (!c)
         return err;
-    qk_op_init(&c->own, callback_done, NULL, QK_OP_LEND, NULL, 0);
+    qk_op_init(&c->own, callback_done, NULL, QK_OP_LEND, NULL);
     c->answer = &c->own;
     c->tramp = tramp;
     c->fn = fn;

@@ -40,7 +40,7 @@ typedef struct qk_srv_call {
     qk_conn *conn;
     uint64_t id;
     struct qk_srv_call *next_free;
-    uint8_t space[QK_ANSWER_SPACE];
+    qk_op_room room;
 } qk_srv_call;
 
 void qk_conn_unref(qk_conn *c)
@@ -236,8 +236,7 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
         c->proto->respond(c, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false);
         return;
     }
-    qk_op_init(&sc->op, srv_call_done, c->w, QK_OP_INLINE | QK_OP_LEND, sc->space,
-               sizeof sc->space);
+    qk_op_init(&sc->op, srv_call_done, c->w, QK_OP_INLINE | QK_OP_LEND, &sc->room);
     sc->conn = c;
     sc->id = id;
     /* A chain as deep as we carry is refused by qk_invoke (ECYCLE). */

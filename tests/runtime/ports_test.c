@@ -34,7 +34,7 @@ typedef struct sink {
     uint8_t data[256];
     size_t len;
     qk_worker *ran_on;            /* the thread done ran on (its worker, or NULL) */
-    uint8_t space[QK_ANSWER_SPACE];
+    qk_op_room room;
 } sink;
 
 static void sink_done(qk_op *op)
@@ -57,7 +57,7 @@ static void sink_done(qk_op *op)
 static void sink_init(sink *k, qk_worker *home, unsigned flags)
 {
     memset(k, 0, sizeof *k);
-    qk_op_init(&k->op, sink_done, home, flags, k->space, sizeof k->space);
+    qk_op_init(&k->op, sink_done, home, flags, &k->room);
 }
 
 /* ---- starting calls the way a connection does ---- */
