@@ -306,23 +306,25 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
 /* ---- the route port (runtime/ports.h) ---- */
 
 /* Where the actor of CALL m lives, by the directory: its member index in
- * the worker's view (-1: nowhere, an empty view). */
-static int owner_of(qk_cluster *cl, qk_worker *w, const qk_msg *m, qk_dir_entry *e)
+ * the worker's view v (-1: nowhere, an empty view; -2: the directory could
+ * not say). A directory that follows placement is answered by v itself. */
+static inline int owner_of(qk_cluster *cl, qk_worker *w, const qk_view *v, const qk_msg *m)
 {
+    if (cl->dir->follows_placement)
+        return qk_view_owner(v, m->hash);
     qk_actor_key key = {.type = m->type->name, .type_len = m->type->name_len, .id = m->id,
                         .id_len = m->id_len, .hash = m->hash};
-    quark_err rc = cl->dir->lookup(cl->pw[w->index].dir, &key, e, NULL);
-    return rc == QUARK_OK ? e->member : -2;
+    qk_dir_entry e;
+    quark_err rc = cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL);
+    return rc == QUARK_OK ? e.member : -2;
 }
 
-static int route_place(void *self, qk_worker *w, qk_msg *m)
+/* The call is not for this silo, or the directory could not say: answer
+ * it, or forward it (kept out of route_place, so that the common case, a
+ * call that runs here, costs a few instructions). */
+static __attribute__((noinline)) int route_elsewhere(qk_cluster *cl, qk_worker *w, qk_msg *m,
+                                                     int owner)
 {
-    qk_cluster *cl = self;
-    const qk_view *v = cl->pw[w->index].view;
-    if (!v)
-        return QK_ROUTE_HERE; /* no view yet: a cluster of one */
-    qk_dir_entry e;
-    int owner = owner_of(cl, w, m, &e);
     if (owner == -2) {
         char msg[300];
         snprintf(msg, sizeof msg, "the %s directory could not say where %s '%s' lives: %s",
@@ -331,21 +333,39 @@ static int route_place(void *self, qk_worker *w, qk_msg *m)
         qk_msg_free(m);
         return QK_ROUTE_TAKEN;
     }
-    if (owner < 0 || owner == v->self)
-        return QK_ROUTE_HERE;
     forward(cl, w, m, owner);
     return QK_ROUTE_TAKEN;
+}
+
+static int route_place(void *self, qk_worker *w, qk_msg *m)
+{
+    qk_cluster *cl = self;
+    const qk_view *v = cl->pw[w->index].view;
+    if (!v)
+        return QK_ROUTE_HERE; /* no view yet: a cluster of one */
+    int owner = owner_of(cl, w, v, m);
+    if (QK_LIKELY(owner == v->self || owner == -1))
+        return QK_ROUTE_HERE;
+    return route_elsewhere(cl, w, m, owner);
 }
 
 static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
 {
     qk_cluster *cl = self;
     const qk_view *v = cl->pw[w->index].view;
-    qk_actor_key key = {.hash = hash};
-    qk_dir_entry e;
-    if (!v || cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL) != QUARK_OK)
-        return true; /* nothing says otherwise: it stays */
-    return e.member < 0 || e.member == v->self;
+    if (!v)
+        return true;
+    int owner;
+    if (cl->dir->follows_placement) {
+        owner = qk_view_owner(v, hash);
+    } else {
+        qk_actor_key key = {.hash = hash};
+        qk_dir_entry e;
+        if (cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL) != QUARK_OK)
+            return true; /* nothing says otherwise: it stays */
+        owner = e.member;
+    }
+    return owner < 0 || owner == v->self;
 }
 
 const qk_route_ops qk_cluster_route = {.place = route_place, .keeps = route_keeps};

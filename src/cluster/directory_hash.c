@@ -65,6 +65,7 @@ static quark_err h_unregister(void *pw, const qk_actor_key *key, qk_op *op)
 
 const qk_directory_ops qk_directory_hash = {
     .name = "hash",
+    .follows_placement = true,
     .attach = h_attach,
     .detach = h_detach,
     .set_view = h_set_view,

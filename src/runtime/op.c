@@ -34,7 +34,9 @@
  *      when it fits, which covers the usual small reply, else to the heap. When
  *      that heap copy cannot be had, the op finishes with QUARK_ENOMEM and a
  *      fixed text instead. This is the one out-of-memory rule for every kind
- *      of caller: a caller always hears back.
+ *      of caller: a caller always hears back. (A done that takes the lent
+ *      answer and keeps it, as a blocking caller's waiter does, copies it
+ *      with the same function, qk_outcome_copy.)
  */
 #include <stdio.h>
 #include <stdlib.h>
