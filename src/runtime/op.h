@@ -21,6 +21,7 @@
 
 #include "quark/quark.h"
 #include "core/mpsc.h"
+#include "runtime/codec.h"
 
 struct qk_worker;
 
@@ -144,7 +145,9 @@ static inline const ProtobufCMessage *qk_outcome_reply(const qk_outcome *o,
                                                        const ProtobufCMessageDescriptor *desc,
                                                        ProtobufCAllocator *arena)
 {
-    if (o->reply && o->reply->descriptor == desc)
+    if (!o->reply) /* encoded: decode it */
+        return qk_msg_unpack_reply(md, desc, arena, o->data, o->len);
+    if (o->reply->descriptor == desc)
         return o->reply; /* lent, and of the type wanted: as it is */
     return qk_outcome_decode(o, md, desc, arena);
 }

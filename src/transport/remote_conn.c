@@ -407,9 +407,9 @@ static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
     if (k->grpc && resp.workers &&
         ((!k->lane && resp.workers != k->workers) || resp.served_by != k->served_by))
         learn_workers(k, resp.workers, resp.served_by);
+    /* (an async caller's callback decodes into r->arena and resets it) */
     finish_call(r, c, (quark_err)resp.error_code, resp.actor_error, resp.error_message.p,
                 resp.error_message.n, resp.result, resp.result_len);
-    qk_arena_reset(&r->arena);
 }
 
 static void handle_response(qk_rconn *k, const qk_frame *f)
