@@ -8,9 +8,12 @@
  *   // Returns the current value.
  *   // @quark.read_only          (rpc: QUARK_METHOD_READ_ONLY)
  *   // @quark.idempotent         (rpc: QUARK_METHOD_IDEMPOTENT)
+ *   // @quark.write_behind       (rpc: QUARK_METHOD_WRITE_BEHIND)
  *   rpc Get(GetRequest) returns (CounterValue);
  *
  *   // @quark.type_name shop.Counter   (service: actor type / wire name)
+ *   // @quark.state CounterState       (service: the persistent state message
+ *   //                                  of its implementations that keep one)
  *   service CounterActor { ... }
  *
  * An annotation is the first word of a comment line (after the comment
@@ -24,9 +27,10 @@
 #include "quark/registry.h"
 
 #define QG_VALID_ANNOTATIONS                                                  \
-    "valid annotations are @quark.read_only and @quark.idempotent (on a line " \
-    "of an rpc's comment) and @quark.type_name <name> (on a line of a "        \
-    "service's comment)"
+    "valid annotations are @quark.read_only, @quark.idempotent and "          \
+    "@quark.write_behind (on a line "                                          \
+    "of an rpc's comment), @quark.type_name <name> and @quark.state <message> " \
+    "(on a line of a service's comment)"
 
 static int qg_is_space(char c)
 {
@@ -86,16 +90,56 @@ static void qg_split_line(const char *p, const char *end, qg_line *line)
     }
 }
 
+/* @quark.state's argument: a message name, plain or qualified. */
+static int qg_valid_message_name(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == '.' || s[i] == '_' || (s[i] >= '0' && s[i] <= '9') ||
+              (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')))
+            return 0;
+    return 1;
+}
+
+/* A service annotation with one argument into *slot. */
+static void qg_service_arg(qg_model *model, const char *where, const qg_line *line,
+                           const char *annot, const char *example,
+                           int (*valid)(const char *, size_t), const char *what,
+                           const char **slot)
+{
+    if (line->n != 2) {
+        qg_error(model, "%s: annotation '%s' takes exactly one argument, %s (as in '%s %s')",
+                 where, annot, what, annot, example);
+    } else if (!valid(line->words[1], line->lens[1])) {
+        qg_error(model, "%s: '%s %.*s': %s", where, annot, (int)line->lens[1], line->words[1],
+                 valid == qg_valid_type_name
+                     ? "a type name is 1 to 255 printable ASCII characters without spaces"
+                     : "not a message name");
+    } else {
+        char *v = qg_strndup(line->words[1], line->lens[1]);
+        if (*slot != NULL && strcmp(*slot, v) != 0)
+            qg_error(model, "%s: two different '%s' annotations ('%s' and '%s'); keep one",
+                     where, annot, *slot, v);
+        else
+            *slot = v;
+    }
+}
+
 static void qg_scan_line(qg_model *model, const char *where, qg_annot_ctx ctx,
-                         const qg_line *line, unsigned *flags, const char **type_name)
+                         const qg_line *line, unsigned *flags, qg_service_annots *sa)
 {
     size_t first_plain = 0; /* words before this index are already handled */
     if (line->n > 0 && qg_starts_annotation(line->words[0], line->lens[0])) {
         const char *w = line->words[0];
         int n = (int)line->lens[0];
         first_plain = 1;
-        if (qg_word_is(w, line->lens[0], "@quark.read_only") ||
-            qg_word_is(w, line->lens[0], "@quark.idempotent")) {
+        unsigned flag = qg_word_is(w, line->lens[0], "@quark.read_only")    ? QUARK_METHOD_READ_ONLY
+                        : qg_word_is(w, line->lens[0], "@quark.idempotent") ? QUARK_METHOD_IDEMPOTENT
+                        : qg_word_is(w, line->lens[0], "@quark.write_behind")
+                            ? QUARK_METHOD_WRITE_BEHIND
+                            : 0;
+        if (flag) {
             if (ctx != QG_ANNOT_METHOD || flags == NULL) {
                 qg_error(model, "%s: annotation '%.*s' belongs on a line of an rpc's comment, "
                          "not on the service; %s", where, n, w, QG_VALID_ANNOTATIONS);
@@ -104,30 +148,21 @@ static void qg_scan_line(qg_model *model, const char *where, qg_annot_ctx ctx,
                          "put it on a line of its own", where, n, w,
                          (int)line->lens[1], line->words[1]);
             } else {
-                *flags |= qg_word_is(w, line->lens[0], "@quark.read_only")
-                              ? QUARK_METHOD_READ_ONLY
-                              : QUARK_METHOD_IDEMPOTENT;
+                *flags |= flag;
             }
-        } else if (qg_word_is(w, line->lens[0], "@quark.type_name")) {
+        } else if (qg_word_is(w, line->lens[0], "@quark.type_name") ||
+                   qg_word_is(w, line->lens[0], "@quark.state")) {
+            int is_type = qg_word_is(w, line->lens[0], "@quark.type_name");
             first_plain = 2;
-            if (ctx != QG_ANNOT_SERVICE || type_name == NULL) {
-                qg_error(model, "%s: annotation '@quark.type_name' belongs on a line of the "
-                         "service's comment, not on an rpc; %s", where, QG_VALID_ANNOTATIONS);
-            } else if (line->n != 2) {
-                qg_error(model, "%s: annotation '@quark.type_name' takes exactly one argument, "
-                         "the actor type name (as in '@quark.type_name shop.Counter')", where);
-            } else if (!qg_valid_type_name(line->words[1], line->lens[1])) {
-                qg_error(model, "%s: '@quark.type_name %.*s': a type name is 1 to %d printable "
-                         "ASCII characters without spaces", where, (int)line->lens[1],
-                         line->words[1], QUARK_TYPE_NAME_MAX);
-            } else {
-                char *name = qg_strndup(line->words[1], line->lens[1]);
-                if (*type_name != NULL && strcmp(*type_name, name) != 0)
-                    qg_error(model, "%s: two different '@quark.type_name' annotations "
-                             "('%s' and '%s'); keep one", where, *type_name, name);
-                else
-                    *type_name = name;
-            }
+            if (ctx != QG_ANNOT_SERVICE || sa == NULL)
+                qg_error(model, "%s: annotation '%.*s' belongs on a line of the service's "
+                         "comment, not on an rpc; %s", where, n, w, QG_VALID_ANNOTATIONS);
+            else if (is_type)
+                qg_service_arg(model, where, line, "@quark.type_name", "shop.Counter",
+                               qg_valid_type_name, "the actor type name", &sa->type_name);
+            else
+                qg_service_arg(model, where, line, "@quark.state", "CounterState",
+                               qg_valid_message_name, "the state message", &sa->state);
         } else {
             qg_error(model, "%s: unknown annotation '%.*s'; %s", where, n, w,
                      QG_VALID_ANNOTATIONS);
@@ -142,7 +177,7 @@ static void qg_scan_line(qg_model *model, const char *where, qg_annot_ctx ctx,
 }
 
 void qg_scan_annotations(qg_model *model, const char *where, qg_annot_ctx ctx,
-                         const char *comment, unsigned *flags, const char **type_name)
+                         const char *comment, unsigned *flags, qg_service_annots *sa)
 {
     if (comment == NULL)
         return;
@@ -153,7 +188,7 @@ void qg_scan_annotations(qg_model *model, const char *where, qg_annot_ctx ctx,
             end = p + strlen(p);
         qg_line line;
         qg_split_line(p, end, &line);
-        qg_scan_line(model, where, ctx, &line, flags, type_name);
+        qg_scan_line(model, where, ctx, &line, flags, sa);
         p = *end == '\n' ? end + 1 : end;
     }
 }

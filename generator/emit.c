@@ -59,26 +59,33 @@ static void qg_emit_comment(qg_buf *b, const char *indent, const char *comment)
     qg_buf_printf(b, "%s */\n", indent);
 }
 
+static const struct {
+    unsigned flag;
+    const char *expr, *word;
+} qg_flag_names[] = {
+    {QUARK_METHOD_READ_ONLY, "QUARK_METHOD_READ_ONLY", "read-only"},
+    {QUARK_METHOD_IDEMPOTENT, "QUARK_METHOD_IDEMPOTENT", "idempotent"},
+    {QUARK_METHOD_WRITE_BEHIND, "QUARK_METHOD_WRITE_BEHIND", "write-behind"},
+};
+
+/* "QUARK_METHOD_A | QUARK_METHOD_B", or "0u". */
 static const char *qg_flags_expr(unsigned flags)
 {
-    if ((flags & QUARK_METHOD_READ_ONLY) && (flags & QUARK_METHOD_IDEMPOTENT))
-        return "QUARK_METHOD_READ_ONLY | QUARK_METHOD_IDEMPOTENT";
-    if (flags & QUARK_METHOD_READ_ONLY)
-        return "QUARK_METHOD_READ_ONLY";
-    if (flags & QUARK_METHOD_IDEMPOTENT)
-        return "QUARK_METHOD_IDEMPOTENT";
-    return "0u";
+    const char *out = "";
+    for (size_t i = 0; i < sizeof qg_flag_names / sizeof qg_flag_names[0]; i++)
+        if (flags & qg_flag_names[i].flag)
+            out = qg_printf("%s%s%s", out, *out ? " | " : "", qg_flag_names[i].expr);
+    return *out ? out : "0u";
 }
 
+/* " [read-only, idempotent]", or "". */
 static const char *qg_flags_words(unsigned flags)
 {
-    if ((flags & QUARK_METHOD_READ_ONLY) && (flags & QUARK_METHOD_IDEMPOTENT))
-        return " [read-only, idempotent]";
-    if (flags & QUARK_METHOD_READ_ONLY)
-        return " [read-only]";
-    if (flags & QUARK_METHOD_IDEMPOTENT)
-        return " [idempotent]";
-    return "";
+    const char *out = "";
+    for (size_t i = 0; i < sizeof qg_flag_names / sizeof qg_flag_names[0]; i++)
+        if (flags & qg_flag_names[i].flag)
+            out = qg_printf("%s%s%s", out, *out ? ", " : "", qg_flag_names[i].word);
+    return *out ? qg_printf(" [%s]", out) : "";
 }
 
 /* Write a declarator "head(params...)tail", wrapping the parameters at
@@ -169,6 +176,22 @@ static void qg_emit_service_header(qg_buf *h, const qg_service *svc)
                 "");
         qg_buf_printf(h, "{\n    return quark_reply(call, reply != NULL ? &reply->%s : NULL);\n}\n",
                       m->output->base_field);
+    }
+
+    if (svc->state != NULL) {
+        const qg_msg *st = svc->state;
+        qg_buf_printf(h,
+                      "\n/* The persistent state of implementations that keep one (@quark.state\n"
+                      " * %s; docs/storage.md): give .persistent = %s_STATE in their\n"
+                      " * QUARK_ACTOR_TYPE, then read and change it through %s_state(self)\n"
+                      " * and say so with quark_actor_state_changed(self). */\n"
+                      "#define %s_STATE (&%s)\n"
+                      "static inline %s *%s_state(quark_actor *self)\n"
+                      "{\n"
+                      "    ProtobufCMessage *m = quark_actor_persistent(self);\n"
+                      "    return m != NULL && m->descriptor == %s_STATE ? (%s *)m : NULL;\n"
+                      "}\n",
+                      st->full_name, P, P, P, st->c_descriptor, st->c_type, P, P, st->c_type);
     }
 
     qg_buf_printf(h,

@@ -193,12 +193,12 @@ qg_find_location(const qg_file_desc *fd, const int32_t *path, size_t n)
 /* Run the annotation scanner on every comment attached to one element. */
 static void qg_read_comments(qg_model *model, const char *where, qg_annot_ctx ctx,
                              const Google__Protobuf__SourceCodeInfo__Location *loc,
-                             unsigned *flags, const char **type_name, const char **comment)
+                             unsigned *flags, qg_service_annots *sa, const char **comment)
 {
     if (loc == NULL)
         return;
-    qg_scan_annotations(model, where, ctx, loc->leading_comments, flags, type_name);
-    qg_scan_annotations(model, where, ctx, loc->trailing_comments, flags, type_name);
+    qg_scan_annotations(model, where, ctx, loc->leading_comments, flags, sa);
+    qg_scan_annotations(model, where, ctx, loc->trailing_comments, flags, sa);
     for (size_t i = 0; i < loc->n_leading_detached_comments; i++)
         qg_check_detached_comment(model, where, loc->leading_detached_comments[i]);
     if (comment != NULL)
@@ -263,10 +263,26 @@ static void qg_build_services(qg_model *model, qg_file *file)
         svc->prefix = qg_service_prefix(file->package, svc->name);
         char *where = qg_printf("%s: service %s", file->name, svc->full_name);
         int32_t path[2] = {QG_FILE_SERVICE_FIELD, (int32_t)si};
-        const char *type_name = NULL;
+        qg_service_annots sa = {0};
         unsigned unused_flags = 0;
         qg_read_comments(model, where, QG_ANNOT_SERVICE, qg_find_location(fd, path, 2),
-                         &unused_flags, &type_name, &svc->comment);
+                         &unused_flags, &sa, &svc->comment);
+        const char *type_name = sa.type_name;
+        if (sa.state != NULL) {
+            /* Relative to the package (as protoc resolves names), or fully
+             * qualified. */
+            if (*file->package != '\0')
+                svc->state = qg_find_msg(model, qg_printf(".%s.%s", file->package, sa.state));
+            if (svc->state == NULL)
+                svc->state = qg_find_msg(model, qg_printf(".%s", sa.state));
+            if (svc->state == NULL)
+                qg_error(model, "%s: '@quark.state %s': no message %s in package '%s' nor "
+                         "with that full name in this file or its imports", where, sa.state,
+                         sa.state, file->package);
+            else if (svc->state->file->no_generate)
+                qg_error(model, "%s: '@quark.state %s': it is declared in %s, which sets "
+                         "(pb_c_file).no_generate", where, sa.state, svc->state->file->name);
+        }
         svc->type_name_overridden = type_name != NULL;
         svc->type_name = type_name != NULL ? type_name : svc->full_name;
         if (strlen(svc->type_name) > QUARK_TYPE_NAME_MAX)

@@ -48,6 +48,7 @@ typedef struct qg_service {
     const char *prefix;             /* "quark_examples_CounterActor" */
     const char *type_name;          /* wire / actor type name */
     int type_name_overridden;       /* set by @quark.type_name */
+    const qg_msg *state;            /* @quark.state: the persistent state message, or NULL */
     const char *comment;            /* leading comment, or NULL */
     size_t n_methods;
     qg_method *methods;
@@ -85,12 +86,18 @@ void qg_error(qg_model *model, const char *fmt, ...) QG_PRINTF(2, 3);
 
 typedef enum qg_annot_ctx { QG_ANNOT_SERVICE, QG_ANNOT_METHOD } qg_annot_ctx;
 
+/* What a service's annotations say (NULL: not said). */
+typedef struct qg_service_annots {
+    const char *type_name;          /* @quark.type_name <name> */
+    const char *state;              /* @quark.state <message>, as written */
+} qg_service_annots;
+
 /* Read the @quark.* annotations of one comment. `where` prefixes error
  * messages ("foo.proto: service a.S, method M"). In method context flags
- * are or-ed into *flags (type_name may be NULL); in service context
- * @quark.type_name sets *type_name (flags may be NULL). */
+ * are or-ed into *flags (sa may be NULL); in service context they fill *sa
+ * (flags may be NULL). */
 void qg_scan_annotations(qg_model *model, const char *where, qg_annot_ctx ctx,
-                         const char *comment, unsigned *flags, const char **type_name);
+                         const char *comment, unsigned *flags, qg_service_annots *sa);
 
 /* A comment detached from the element by a blank line: any @quark. word in
  * it is an error (it would otherwise be silently ignored). */

@@ -39,9 +39,14 @@ typedef struct quark_ref quark_ref;       /* see quark/client.h */
  *   // @quark.read_only   -> QUARK_METHOD_READ_ONLY: may interleave with other
  *                            read-only turns of the same activation.
  *   // @quark.idempotent  -> QUARK_METHOD_IDEMPOTENT: safe to run twice, so the
- *                            client may retry it when the outcome is unknown. */
+ *                            client may retry it when the outcome is unknown.
+ *   // @quark.write_behind -> QUARK_METHOD_WRITE_BEHIND: its reply leaves at
+ *                            once, before the persistent state it changed is
+ *                            stored (docs/storage.md); faster, and a crash
+ *                            may lose an acknowledged change. */
 #define QUARK_METHOD_READ_ONLY 0x1u
 #define QUARK_METHOD_IDEMPOTENT 0x2u
+#define QUARK_METHOD_WRITE_BEHIND 0x4u
 
 typedef struct quark_method_desc {
     const char *name;                          /* "Increment", as in the .proto */
