@@ -6,6 +6,10 @@
  *   quark-bench --inproc --workload activate  1,000,000 fresh counters
  *   quark-bench --connect HOST:PORT --transport tcp --workload w1|w2
  *                                             the same against a counter-silo
+ *   --type DurableCounter                     the counter whose value is
+ *                                             persistent state (each Increment
+ *                                             stored before its reply)
+ *   --storage SPEC                            in process: the silo's storage
  *
  * Every run ends with one machine-readable line:
  *   RESULT workload=<w> transport=inproc calls_per_s=<n> p50_us=<n> p99_us=<n>
@@ -60,6 +64,12 @@ static double pct_us(uint32_t *lat, size_t n, double p)
 }
 
 static const char *g_transport = "inproc";
+static const char *g_type = NULL; /* NULL: the interface's own name (CounterActor) */
+
+static quark_err counter_ref(quark_client *c, const char *id, quark_ref **out)
+{
+    return quark_ref_new(c, &quark_examples_CounterActor_interface, g_type, id, out);
+}
 
 static void report(const char *w, double secs, long calls, uint32_t *lat, size_t n, long bytes_per_act)
 {
@@ -81,7 +91,7 @@ static void report(const char *w, double secs, long calls, uint32_t *lat, size_t
 static void run_w1(quark_client *c, const opts *o)
 {
     quark_ref *r;
-    quark_err rc = quark_examples_CounterActor_ref(c, "w1-counter", &r);
+    quark_err rc = counter_ref(c, "w1-counter", &r);
     if (rc)
         die("ref", rc);
     Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
@@ -157,7 +167,7 @@ static void issue(slot *s)
     if (b->fresh) {
         char id[32];
         snprintf(id, sizeof id, "act-%ld", atomic_fetch_add(&b->next_id, 1));
-        quark_err rc = quark_examples_CounterActor_ref(b->client, id, &tmp);
+        quark_err rc = counter_ref(b->client, id, &tmp);
         if (rc)
             die("ref", rc);
         r = tmp;
@@ -196,7 +206,7 @@ static void run_async(quark_silo *silo, quark_client *c, const opts *o, int fres
         char id[32];
         for (int i = 0; i < o->keys; i++) {
             snprintf(id, sizeof id, "counter-%d", i);
-            quark_err rc = quark_examples_CounterActor_ref(c, id, &b.refs[i]);
+            quark_err rc = counter_ref(c, id, &b.refs[i]);
             if (rc)
                 die("ref", rc);
         }
@@ -235,10 +245,15 @@ static void run_async(quark_silo *silo, quark_client *c, const opts *o, int fres
     long bytes_per_act = -1;
     if (fresh) {
         long rss1 = rss_bytes();
-        size_t live = quark_silo_activation_count(silo, quark_examples_CounterActor_TYPE_NAME);
+        size_t live = quark_silo_activation_count(silo, g_type ? g_type
+                                                              : quark_examples_CounterActor_TYPE_NAME);
         if (live != (size_t)o->calls)
             fprintf(stderr, "quark-bench: %zu activations live, expected %ld\n", live, o->calls);
-        bytes_per_act = (rss1 - rss0) / (live ? (long)live : 1) - (long)sizeof(struct counter_state);
+        /* Beyond the state itself: the in-memory counter's struct, or the
+         * decoded CounterState message of DurableCounter. */
+        long state = g_type ? (long)sizeof(Quark__Examples__CounterState)
+                            : (long)sizeof(struct counter_state);
+        bytes_per_act = (rss1 - rss0) / (live ? (long)live : 1) - state;
         printf("activate: %zu live activations, RSS grew %.1f MiB\n", live, (rss1 - rss0) / 1048576.0);
     }
     report(fresh ? "activate" : "w2", secs, o->calls, lat, (size_t)o->calls, bytes_per_act);
@@ -255,9 +270,10 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: quark-bench --inproc --workload w1|w2|activate [--calls N] [--inflight N]\n"
-            "                   [--keys N] [--workers N]\n"
+            "                   [--keys N] [--workers N] [--type NAME] [--storage SPEC]\n"
             "       quark-bench --connect HOST:PORT[,HOST:PORT...] --transport tcp|grpc\n"
-            "                   --workload w1|w2 [--routing owner|pinned] [--poll-us US] [...]\n");
+            "                   --workload w1|w2 [--routing owner|pinned] [--poll-us US]\n"
+            "                   [--type NAME] [...]\n");
     exit(2);
 }
 
@@ -268,6 +284,7 @@ int main(int argc, char **argv)
     const char *connect = NULL;
     const char *routing = "owner";
     long poll_us = -1; /* -1: the client's default */
+    const char *storage = NULL;
     o.transport = "inproc";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -292,6 +309,10 @@ int main(int argc, char **argv)
             o.workers = (unsigned)atoi(argv[++i]);
         else if (!strcmp(a, "--poll-us") && v)
             poll_us = atol(argv[++i]);
+        else if (!strcmp(a, "--type") && v)
+            g_type = argv[++i];
+        else if (!strcmp(a, "--storage") && v)
+            storage = argv[++i];
         else
             usage();
     }
@@ -320,6 +341,7 @@ int main(int argc, char **argv)
         quark_silo_opts so;
         quark_silo_opts_init(&so);
         so.workers = o.workers;
+        so.storage = storage;
         so.idle_timeout_ms = 3600 * 1000; /* nothing is collected during a run */
         rc = quark_silo_create(&so, &silo);
         if (rc || (rc = quark_silo_start(silo)))

@@ -1,5 +1,5 @@
 # layering.cmake - the layers of src/ call in one direction only:
-#   core <- runtime <- transport <- cluster <- root (the composition root)
+#   core <- runtime <- transport <- cluster <- storage <- root (the composition root)
 # Checked twice:
 #   - objects: no object of a layer references a symbol that an object of a
 #     layer above it defines (nm: undefined symbols against defined ones);
@@ -8,7 +8,7 @@
 # (runtime/ports.h, runtime/providers.h, transport/server.h's control).
 #   cmake -DNM=nm -DOBJECTS="a.o|b.o|..." -DSRC=<src dir> -P layering.cmake
 string(REPLACE "|" ";" OBJECTS "${OBJECTS}")
-set(LAYERS core runtime transport cluster root)
+set(LAYERS core runtime transport cluster storage root)
 
 function(layer_of path out)
   set(l "")

@@ -5,6 +5,11 @@
  *                [--max-output-buffer BYTES] [--seeds H1:P1,H2:P2,...]
  *                [--advertise HOST:PORT] [--heartbeat-ms MS]
  *                [--failure-timeout-ms MS] [--idle-timeout-ms MS] [--poll-us US]
+ *                [--storage SPEC]
+ *
+ * It hosts CounterActor (in memory) and DurableCounter (the same interface,
+ * its value persistent: stored in --storage, "memory" by default; e.g.
+ * "sqlite:counter.db" keeps it across restarts and crashes).
  *
  * With --seeds it joins those silos as one cluster (docs/cluster.md) and
  * prints a line starting "counter-silo: view" each time its view of the
@@ -29,7 +34,7 @@ static void usage(void)
                     "                    [--max-output-buffer BYTES] [--seeds H1:P1,...]\n"
                     "                    [--advertise HOST:PORT] [--heartbeat-ms MS]\n"
                     "                    [--failure-timeout-ms MS] [--idle-timeout-ms MS]\n"
-                    "                    [--poll-us US]\n");
+                    "                    [--poll-us US] [--storage memory|sqlite:PATH]\n");
     exit(2);
 }
 
@@ -67,6 +72,8 @@ int main(int argc, char **argv)
             so.idle_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--poll-us") && i + 1 < argc)
             so.poll_us = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--storage") && i + 1 < argc)
+            so.storage = argv[++i];
         else
             usage();
     }
@@ -89,8 +96,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "counter-silo: %s: %s\n", quark_errname(rc), quark_last_error());
         return 1;
     }
-    printf("counter-silo: listening on %s (port %d, cluster '%s')\n", so.listen,
-           quark_silo_port(silo), so.cluster_id);
+    printf("counter-silo: listening on %s (port %d, cluster '%s', storage %s)\n", so.listen,
+           quark_silo_port(silo), so.cluster_id, so.storage ? so.storage : "memory");
     fflush(stdout);
 
     int sig = 0;

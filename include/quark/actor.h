@@ -79,6 +79,52 @@ QUARK_API void quark_actor_deactivate(quark_actor *self);
  * StreamActorEvents). Cheap when nobody listens. */
 QUARK_API quark_err quark_actor_publish(quark_actor *self, const ProtobufCMessage *event);
 
+/* ---- persistent state (types with .persistent; docs/storage.md) ----
+ * The silo's storage keeps one record per actor: its persistent state
+ * message and an ETag. The record is read before the activation's first
+ * turn; a turn that changes the state says so, and at the end of the
+ * worker's batch every changed state is written (one transaction or one
+ * pipeline for the whole batch). A reply leaves only once the state it
+ * may depend on is durable: the reply of the turn that changed it, and of
+ * any turn after it (write-before-ack). Methods marked @quark.write_behind
+ * reply at once instead; their change is written all the same.
+ *
+ * A write is conditional on the ETag that was read. When it fails (another
+ * writer changed the record: QUARK_ECONFLICT; storage failed or is down:
+ * QUARK_ESTORAGE) the replies waiting for it get that error, and the
+ * activation is deactivated without its unstored change: the next call
+ * reloads the record. Stored state is never silently overwritten. */
+
+/* The activation's persistent state: the message as loaded (a message with
+ * default values when nothing is stored), to read and change in place.
+ * Generated code offers it typed (<Service>_state(self) for a service
+ * annotated @quark.state). NULL if the type has no persistent state.
+ * Change scalar fields in place; pointer fields (strings, bytes, repeated,
+ * sub-messages) must point to memory from quark_actor_state_alloc (or to
+ * constants), or replace the whole message with quark_actor_state_set. */
+QUARK_API ProtobufCMessage *quark_actor_persistent(quark_actor *self);
+
+/* Say that the current turn changed the persistent state. */
+QUARK_API void quark_actor_state_changed(quark_actor *self);
+
+/* Replace the persistent state with a copy of `msg` (of the type's
+ * persistent message; it may live in turn memory) and mark it changed. */
+QUARK_API quark_err quark_actor_state_set(quark_actor *self, const ProtobufCMessage *msg);
+
+/* Clear the persistent state: the state becomes the default message and
+ * the stored record is deleted (when the batch's writes are committed, as
+ * for a change). */
+QUARK_API void quark_actor_state_clear(quark_actor *self);
+
+/* Memory that lives as long as the persistent state it is linked into
+ * (until quark_actor_state_set or _clear replaces it, or the activation
+ * ends): for pointer fields changed in place. NULL if out of memory. */
+QUARK_API void *quark_actor_state_alloc(quark_actor *self, size_t size);
+
+/* The ETag of the stored record this activation holds (after its last
+ * write), "" when there is none. Never NULL. */
+QUARK_API const char *quark_actor_state_etag(const quark_actor *self);
+
 /* ---- timers ---- */
 typedef struct quark_timer quark_timer;
 typedef void (*quark_timer_fn)(quark_actor *self, void *arg);

@@ -43,7 +43,9 @@ typedef enum quark_err {
     QUARK_EPROTO = -18,       /* a peer broke the wire protocol */
     QUARK_ECLUSTER = -19,     /* the peer belongs to another cluster */
     QUARK_EBUSY = -20,        /* the resource is in use (e.g. started twice) */
-    QUARK_EINTERNAL = -21     /* a bug in Quark: please report it */
+    QUARK_EINTERNAL = -21,    /* a bug in Quark: please report it */
+    QUARK_ECONFLICT = -22,    /* stored state changed under the activation (ETag mismatch) */
+    QUARK_ESTORAGE = -23      /* storage failed or is unreachable: nothing was stored */
 } quark_err;
 
 /* Short, constant description of a code ("deadline exceeded"). Never NULL. */

@@ -39,6 +39,12 @@ typedef struct quark_actor_type {
     int map_to_interface;               /* register under interface->name */
     const char *name;                   /* explicit type name (rule 2) */
     size_t state_size;                  /* bytes of per-activation state, zeroed */
+    /* Persistent state (docs/storage.md): the protobuf message the silo's
+     * storage keeps for each actor of this type. It is loaded before the
+     * activation's first turn (on_activate sees it) and written back when a
+     * turn changed it, before that turn's reply leaves. NULL: the type has
+     * only its in-memory state (state_size). */
+    const ProtobufCMessageDescriptor *persistent;
     /* Called before the first message of an activation. A non-OK return
      * fails the triggering call with that error and leaves nothing behind. */
     quark_err (*on_activate)(quark_actor *self);

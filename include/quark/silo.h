@@ -47,6 +47,10 @@ typedef struct quark_silo_opts {
      * (it was preempted) stops polling for a while. Default 50; 0 = sleep
      * at once (least CPU when idle). */
     uint32_t poll_us;
+    /* Where actors with persistent state keep it (docs/storage.md):
+     * "memory" (the default, NULL too: records outlive activations, not
+     * the process), "sqlite:PATH" (a file, durable on this machine). */
+    const char *storage;
 
     /* ---- cluster (quark/cluster.h, docs/cluster.md); needs .listen ---- */
     /* "H1:P1,H2:P2,...": silos to join (the list may include this one).

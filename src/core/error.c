@@ -31,7 +31,9 @@
     X(QUARK_EPROTO, "protocol error")                                            \
     X(QUARK_ECLUSTER, "peer belongs to another cluster")                         \
     X(QUARK_EBUSY, "resource busy")                                              \
-    X(QUARK_EINTERNAL, "internal error")
+    X(QUARK_EINTERNAL, "internal error")                                      \
+    X(QUARK_ECONFLICT, "stored state changed by another writer (ETag mismatch)") \
+    X(QUARK_ESTORAGE, "storage failed or unreachable")
 
 const char *quark_strerror(quark_err err)
 {

@@ -1,7 +1,7 @@
 /*
  * silo.c - the composition root of a silo: quark_silo_create, start, stop.
  *
- * The runtime (runtime/) knows nothing of sockets or clusters; it calls
+ * The runtime (runtime/) knows nothing of sockets, clusters or storage; it calls
  * outward through the ports it declares (runtime/ports.h). This is where the
  * parts are made and plugged in: a silo that listens gets a server
  * (transport/server.h: the listener port) and a cluster membership
@@ -18,11 +18,14 @@
 #include "runtime/runtime.h"
 #include "transport/server.h"
 #include "cluster/cluster.h"
+#include "storage/storage.h"
 
 /* What a silo is made of besides its runtime. */
 typedef struct qk_silo_parts {
     qk_server *server;            /* NULL: in-process only */
     qk_cluster *cluster;          /* with a server */
+    const qk_storage_ops *storage; /* always (memory by default) */
+    void *storage_self;
 } qk_silo_parts;
 
 static qk_silo_parts *parts_of(const quark_silo *s)
@@ -47,6 +50,15 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         return qk_error(QUARK_ENOMEM, "out of memory creating a silo");
     }
     s->root = p;
+    /* The storage opens now, so a bad spec or file fails here. */
+    qk_storage_env env = {.cluster_id = s->cluster_id};
+    if ((rc = qk_storage_open(opts ? opts->storage : NULL, &env, &p->storage,
+                              &p->storage_self)) != QUARK_OK) {
+        free(p);
+        qk_silo_free(s);
+        return rc;
+    }
+    qk_silo_set_storage(s, p->storage, p->storage_self);
     *out = s;
     return QUARK_OK;
 }
@@ -132,8 +144,9 @@ void quark_silo_free(quark_silo *s)
     qk_silo_parts *p = parts_of(s);
     qk_cluster_free(p->cluster);
     qk_server_free(p->server);
+    qk_silo_free(s); /* the workers are gone: nothing uses the storage now */
+    p->storage->destroy(p->storage_self);
     free(p);
-    qk_silo_free(s);
 }
 
 int quark_silo_port(const quark_silo *s)

@@ -177,49 +177,77 @@ static void timer_destroy(quark_timer *t)
     uv_close((uv_handle_t *)&t->uv, timer_close_cb);
 }
 
+/* Take a out of the worker's tables and free it: an activation that never
+ * became live (its state or its on_activate failed). */
+static void discard(qk_worker *w, quark_actor *a)
+{
+    dir_remove(w, a);
+    lru_unlink(w, a);
+    while (a->timers) {
+        quark_timer *tm = a->timers;
+        a->timers = tm->next;
+        timer_destroy(tm);
+    }
+    qk_state_destroy(w, a, QUARK_ECLOSED, "the activation failed");
+    free(a);
+}
+
+/* Run on_activate; on failure *msg (of cap bytes) says why. */
+static quark_err run_on_activate(qk_worker *w, quark_actor *a, char *msg, size_t cap)
+{
+    const quark_actor_type *t = a->type->type;
+    if (!t->on_activate)
+        return QUARK_OK;
+    turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
+    quark_err rc = t->on_activate(a);
+    if (rc != QUARK_OK)
+        snprintf(msg, cap, "activation of %s '%s' failed: %s", a->type->name, a->id,
+                 w->cur.has_error ? w->cur.error : quark_strerror(rc));
+    turn_end(w, a);
+    return rc;
+}
+
 static quark_actor *activate(qk_worker *w, qk_msg *m)
 {
     const quark_actor_type *t = m->type->type;
     size_t off = QK_ALIGN_UP(sizeof(quark_actor) + m->id_len + 1, 16);
-    quark_actor *a = malloc(off + t->state_size);
+    size_t ps_off = QK_ALIGN_UP(off + t->state_size, 16);
+    size_t size = t->persistent ? ps_off + qk_state_size() : off + t->state_size;
+    quark_actor *a = malloc(size);
     if (!a) {
         qk_answer_error(w, m, QUARK_ENOMEM, "out of memory activating actor");
         return NULL;
     }
-    memset(a, 0, off + t->state_size);
+    memset(a, 0, size);
     a->type = m->type;
     a->worker = w;
     a->hash = m->hash;
     a->id_len = m->id_len;
     memcpy(a->id, m->id, m->id_len + 1u);
+    if (t->persistent)
+        a->ps = (qk_pstate *)((char *)a + ps_off);
     if (dir_insert(w, a) != 0) {
         free(a);
         qk_answer_error(w, m, QUARK_ENOMEM, "out of memory growing the activation directory");
         return NULL;
     }
-    if (t->on_activate) {
-        turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
-        quark_err rc = t->on_activate(a);
-        char msg[400];
-        if (rc != QUARK_OK)
-            snprintf(msg, sizeof msg, "activation of %s '%s' failed: %s", m->type->name, a->id,
-                     w->cur.has_error ? w->cur.error : quark_strerror(rc));
-        turn_end(w, a);
-        if (rc != QUARK_OK) {
-            /* Nothing stays behind: not in the directory, no timers. */
-            dir_remove(w, a);
-            while (a->timers) {
-                quark_timer *tm = a->timers;
-                a->timers = tm->next;
-                timer_destroy(tm);
-            }
-            free(a);
-            qk_answer_actor_error(w, m, QUARK_EACTIVATE, msg);
-            return NULL;
-        }
-    }
     lru_append(w, a);
     a->last_used_ms = qk_now_ms_coarse();
+    char msg[600];
+    quark_err rc = QUARK_OK;
+    if (a->ps) {
+        rc = qk_state_load(w, a, msg, sizeof msg);
+        if (rc == QUARK_PENDING)
+            return a; /* the call waits in the mailbox (qk_activation_loaded) */
+    }
+    if (rc == QUARK_OK && (rc = run_on_activate(w, a, msg, sizeof msg)) != QUARK_OK)
+        rc = QUARK_EACTIVATE;
+    if (rc != QUARK_OK) {
+        /* Nothing stays behind: not in the directory, no timers. */
+        discard(w, a);
+        qk_answer_actor_error(w, m, rc, msg);
+        return NULL;
+    }
     return a;
 }
 
@@ -246,12 +274,39 @@ static qk_msg *mailbox_pop(quark_actor *a)
     return m;
 }
 
+void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const char *why)
+{
+    char msg[600];
+    if (err == QUARK_OK && (err = run_on_activate(w, a, msg, sizeof msg)) != QUARK_OK) {
+        err = QUARK_EACTIVATE;
+        why = msg;
+    }
+    if (err == QUARK_OK) {
+        qk_pump(w, a);
+        return;
+    }
+    /* The calls that waited fail; nothing stays behind. */
+    qk_msg *queued = a->mb_head;
+    a->mb_head = a->mb_tail = NULL;
+    discard(w, a);
+    while (queued) {
+        qk_msg *m = queued;
+        queued = m->next;
+        m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
+        qk_heap_remove(w, &m->dl);
+        if (!(m->flags & QK_MF_ANSWERED))
+            qk_answer_actor_error(w, m, err, why);
+        qk_msg_free(m);
+    }
+}
+
 /* Free the activation: hooks, timers, deferred calls, queued messages. With
  * `redeliver`, queued calls go back through qk_deliver (a new activation). */
 static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
 {
     const quark_actor_type *t = a->type->type;
-    if (t->on_deactivate) {
+    bool live = !a->ps || !(a->ps->flags & QK_PS_LOADING); /* on_activate ran */
+    if (t->on_deactivate && live) {
         turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
         t->on_deactivate(a);
         turn_end(w, a);
@@ -296,6 +351,8 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
             }
         }
     }
+    qk_state_destroy(w, a, QUARK_EUNKNOWN, "the silo stopped before the actor's state was "
+                     "stored: the call may or may not have taken effect");
     free(a);
     while (queued) {
         qk_msg *m = queued;
@@ -317,7 +374,15 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
 static bool collectible(const quark_actor *a)
 {
     return !(a->flags & (QK_AF_RUNNING | QK_AF_WAITING)) && a->ro_waiting == 0 &&
-           a->outcalls == 0 && !a->mb_head && !a->deferred;
+           a->outcalls == 0 && !a->mb_head && !a->deferred && qk_state_quiet(a->ps);
+}
+
+/* Nothing of it runs or waits (its mailbox aside): an activation whose
+ * state write failed may go (state.c, rule 5). */
+static bool stilled(const quark_actor *a)
+{
+    return !(a->flags & (QK_AF_RUNNING | QK_AF_WAITING)) && a->ro_waiting == 0 &&
+           a->outcalls == 0 && !a->deferred && qk_state_quiet(a->ps);
 }
 
 /* ---- running turns ---- */
@@ -325,6 +390,8 @@ static bool collectible(const quark_actor *a)
 static bool can_run(const quark_actor *a, const qk_msg *m)
 {
     if (a->flags & (QK_AF_RUNNING | QK_AF_WAITING))
+        return false;
+    if (QK_UNLIKELY(a->ps && (a->ps->flags & (QK_PS_LOADING | QK_PS_FAILED))))
         return false;
     if (m->node.kind == QK_MSG_CALL && (m->flags & QK_MF_READ_ONLY))
         return true;
@@ -339,7 +406,7 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
     quark_err rc = ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
     bool deferred = w->cur.deferred;
-    if (!deferred && m->op) {
+    if (!deferred && m->op && !(m->flags & QK_MF_HELD)) {
         /* A dispatcher that returned without answering (older generated
          * code, a hand-written one): the caller must still hear back. */
         char msg[300];
@@ -349,7 +416,7 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
                         w->cur.has_error ? w->cur.error : msg);
     }
     turn_end(w, a);
-    if (!deferred)
+    if (!deferred && !(m->flags & QK_MF_HELD))
         qk_msg_free(m);
 }
 
@@ -380,9 +447,19 @@ static void ready_push(qk_worker *w, quark_actor *a)
 
 #define QK_PUMP_BUDGET 64
 
+void qk_ready(qk_worker *w, quark_actor *a)
+{
+    ready_push(w, a);
+}
+
 void qk_pump(qk_worker *w, quark_actor *a)
 {
     int budget = QK_PUMP_BUDGET;
+    if (QK_UNLIKELY(a->ps && (a->ps->flags & QK_PS_FAILED))) {
+        if (stilled(a)) /* its unstored state goes; the calls queued go again */
+            destroy(w, a, true);
+        return;
+    }
     while (a->mb_head && can_run(a, a->mb_head)) {
         if (budget-- == 0) {
             ready_push(w, a);
@@ -554,11 +631,32 @@ void qk_rebalance(qk_worker *w)
     }
 }
 
-void qk_deactivate_all(qk_worker *w)
+void qk_deactivate_all(qk_worker *w, bool force)
 {
     /* Every activation is on the LRU list: O(n), however big the table. */
-    while (w->lru_head)
-        destroy(w, w->lru_head, false);
+    quark_actor *a = w->lru_head;
+    while (a) {
+        quark_actor *next = a->lru_next;
+        if (force || qk_state_quiet(a->ps)) {
+            destroy(w, a, false);
+        } else {
+            /* Its state is being written: it goes once that is stored
+             * (its held replies leave then); what it has queued fails. */
+            qk_msg *queued = a->mb_head;
+            a->mb_head = a->mb_tail = NULL;
+            a->flags |= QK_AF_DEACT_REQ;
+            while (queued) {
+                qk_msg *m = queued;
+                queued = m->next;
+                m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
+                qk_heap_remove(w, &m->dl);
+                if (!(m->flags & QK_MF_ANSWERED))
+                    qk_answer_error(w, m, QUARK_ECLOSED, "the silo is stopping");
+                qk_msg_free(m);
+            }
+        }
+        a = next;
+    }
     /* Answer what is still in the local queue (the inbox drains normally). */
     qk_node *n;
     while ((n = w->lq_head) != NULL) {
@@ -607,12 +705,6 @@ static void on_uv_timer(uv_timer_t *h)
 
 /* ---- the actor API (quark/actor.h) ---- */
 
-static qk_worker *turn_of(quark_actor *self)
-{
-    qk_worker *w = qk_tls_worker;
-    return (w && self && w->cur.act == self) ? w : NULL;
-}
-
 void *quark_actor_state(quark_actor *self)
 {
     return self ? act_state(self) : NULL;
@@ -635,13 +727,13 @@ quark_client *quark_actor_client(quark_actor *self)
 
 void *quark_actor_alloc(quark_actor *self, size_t size)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     return w ? qk_arena_alloc(&w->arena, size) : NULL;
 }
 
 quark_err quark_actor_fail(quark_actor *self, quark_err err, const char *fmt, ...)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (w && fmt) {
         va_list ap;
         va_start(ap, fmt);
@@ -654,7 +746,7 @@ quark_err quark_actor_fail(quark_actor *self, quark_err err, const char *fmt, ..
 
 quark_deferred *quark_actor_defer(quark_actor *self)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w || !w->cur.msg || w->cur.deferred)
         return NULL;
     qk_msg *m = w->cur.msg;
@@ -673,6 +765,18 @@ quark_deferred *quark_actor_defer(quark_actor *self)
     if (m->dl.at_ms)
         qk_heap_insert(w, &m->dl);
     return (quark_deferred *)m;
+}
+
+/* Answer call m of a's turn: at once, or (persistent state, state.c rule 3)
+ * held until what it may depend on is stored. True if held (m is then
+ * state.c's, flagged QK_MF_HELD). */
+static inline bool answer_turn(qk_worker *w, quark_actor *a, qk_msg *m, const qk_outcome *o)
+{
+    if (QK_LIKELY(!a->ps)) {
+        qk_answer(w, m, o);
+        return false;
+    }
+    return qk_state_answer(w, a, m, o);
 }
 
 static quark_err reply_common(quark_deferred *call, quark_err err, const char *errmsg,
@@ -708,9 +812,11 @@ static quark_err reply_common(quark_deferred *call, quark_err err, const char *e
     else {
         qk_outcome o = {.err = err, .by = err != QUARK_OK ? QK_BY_ACTOR : QK_BY_RUNTIME,
                         .errmsg = errmsg, .reply = reply, .md = qk_msg_method(m)};
-        qk_answer(w, m, &o);
+        if (answer_turn(w, a, m, &o))
+            m = NULL; /* held until the state is stored */
     }
-    qk_msg_free(m);
+    if (m)
+        qk_msg_free(m);
     /* The activation may now take its next message: after this turn ends. */
     if (a->mb_head)
         ready_push(w, a);
@@ -742,7 +848,7 @@ quark_err quark_reply_error(quark_deferred *call, quark_err err, const char *fmt
 
 void quark_actor_deactivate(quark_actor *self)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w)
         return;
     self->flags |= QK_AF_DEACT_REQ;
@@ -752,7 +858,7 @@ void quark_actor_deactivate(quark_actor *self)
 quark_err quark_actor_timer_start(quark_actor *self, uint64_t due_ms, uint64_t period_ms,
                                   quark_timer_fn fn, void *arg, quark_timer **out)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w)
         return qk_error(QUARK_EINVAL, "quark_actor_timer_start: call it from a turn of "
                         "the actor");
@@ -796,7 +902,7 @@ void quark_timer_stop(quark_timer *t)
 void *quark__decode(quark_actor *self, const ProtobufCMessageDescriptor *desc,
                     const uint8_t *data, size_t len)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w)
         return NULL;
     void *msg = protobuf_c_message_unpack(desc, &w->arena.pb, len, data);
@@ -807,7 +913,7 @@ void *quark__decode(quark_actor *self, const ProtobufCMessageDescriptor *desc,
 
 void quark__bad_args(quark_actor *self, const ProtobufCMessageDescriptor *desc, size_t len)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w)
         return;
     snprintf(w->cur.error, sizeof w->cur.error,
@@ -819,7 +925,7 @@ void quark__bad_args(quark_actor *self, const ProtobufCMessageDescriptor *desc, 
 
 quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage *reply)
 {
-    qk_worker *w = turn_of(self);
+    qk_worker *w = qk_turn_of(self);
     if (!w || !w->cur.msg)
         return QUARK_EINTERNAL;
     qk_msg *m = w->cur.msg;
@@ -827,7 +933,7 @@ quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage 
         return QUARK_PENDING; /* quark_actor_defer took the reply handle */
     if (rc == QUARK_OK) {
         qk_outcome o = {.reply = reply, .md = &self->type->iface->methods[m->method]};
-        qk_answer(w, m, &o);
+        answer_turn(w, self, m, &o);
     } else if (rc == QUARK_PENDING) {
         char msg[300];
         snprintf(msg, sizeof msg, "%s.%s returned QUARK_PENDING without calling "
@@ -840,7 +946,7 @@ quark_err quark__finish(quark_actor *self, quark_err rc, const ProtobufCMessage 
         /* The method's own error; a failed decode (EBADARGS) is the caller's. */
         qk_outcome o = qk_outcome_error(rc, w->cur.has_error ? w->cur.error : NULL);
         o.by = rc != QUARK_EBADARGS && rc != QUARK_EUNIMPLEMENTED ? QK_BY_ACTOR : QK_BY_RUNTIME;
-        qk_answer(w, m, &o);
+        answer_turn(w, self, m, &o);
     }
     return rc;
 }

@@ -19,8 +19,8 @@
  *               with the Redis clustering issue;
  *   directory   hash: the placement owner under the view
  *               (cluster/directory_hash.c); Redis likewise;
- *   storage     declared for the durable-state issue (no provider yet: a
- *               silo keeps actor state in memory only);
+ *   storage     memory (storage/memory.c), SQLite (storage/sqlite.c),
+ *               Redis (storage/redis.c), chosen by quark_silo_opts.storage;
  *   reminders   declared for the Redis clustering issue (no provider yet:
  *               actors have timers, which do not survive a deactivation).
  */
@@ -124,31 +124,52 @@ typedef struct qk_directory_ops {
     quark_err (*unregister_activation)(void *pw, const qk_actor_key *key, struct qk_op *op);
 } qk_directory_ops;
 
-/* ---- storage: actor state ----
+/* ---- storage: actor state (docs/storage.md) ----
  * Records are (key -> encoded state message, etag). A write is conditional
  * on the etag the activation read ("" for "no record yet"), so state is
- * never silently overwritten. Per worker, like the directory; writes a
- * worker makes during one batch are committed together at flush (one
- * transaction, one pipeline), before the answers of that batch go out. */
+ * never silently overwritten: a stale etag, or "" over an existing record,
+ * is QUARK_ECONFLICT with a message naming the actor and both etags.
+ * Per worker, like the directory: attach gives each worker its own state
+ * (its connection, its statements), and read, write and flush run on that
+ * worker. Writes a worker starts during one batch are committed together
+ * when flush is called at its end (one transaction, one pipeline); the
+ * answers of that batch wait for them (runtime/state.c).
+ *
+ * read and write answer either at once (QUARK_OK or an error, the op not
+ * finished) or later (QUARK_PENDING: the op is finished, on any thread,
+ * with the outcome, rec filled before). A storage that cannot be reached
+ * answers QUARK_ESTORAGE and tells why. */
+#define QK_ETAG_MAX 24
 typedef struct qk_state_rec {
-    char etag[64];             /* "" when there is no record */
+    /* In: the etag read ("" none). Out: read, the stored one ("" when there
+     * is no record); write, the new one. */
+    char etag[QK_ETAG_MAX];
+    /* Out, read: the encoded state (len 0 when there is none). Answered at
+     * once: lent until the next call on the same pw. Answered later: the
+     * op's outcome carries the bytes instead (data, len). */
+    const uint8_t *data;
+    size_t len;
 } qk_state_rec;
 
 typedef struct qk_storage_ops {
-    const char *name;
-    void *(*attach)(void *self, struct qk_worker *w);
+    const char *name;                 /* "memory", "sqlite", "redis" */
+    /* Worker w's state, before the workers start, from the thread that
+     * starts the silo; `loop` is w's (it runs once w starts). NULL if out of
+     * memory. detach after the workers stopped. */
+    void *(*attach)(void *self, struct qk_worker *w, uv_loop_t *loop);
     void (*detach)(void *self, void *pw);
-    /* Read key's record: the op's result is the encoded state (empty when
-     * there is none), rec->etag its etag. */
+    /* On w: read key's record into *rec. */
     quark_err (*read)(void *pw, const qk_actor_key *key, qk_state_rec *rec, struct qk_op *op);
-    /* Write data[0..len) if the stored etag is still rec->etag; on success
-     * rec->etag is the new one. A stale etag is an error naming both. */
+    /* On w: store data[0..len) as key's record if its etag is still
+     * rec->etag; data NULL clears it (the record stays as an empty
+     * tombstone with a new etag, so an old etag can never match again).
+     * data is lent until the op is finished (or the call returns). */
     quark_err (*write)(void *pw, const qk_actor_key *key, const uint8_t *data, size_t len,
                        qk_state_rec *rec, struct qk_op *op);
-    /* Delete the record, on the same condition. */
-    quark_err (*clear)(void *pw, const qk_actor_key *key, qk_state_rec *rec, struct qk_op *op);
-    /* On w, at the end of each batch: commit what the batch queued. */
+    /* On w, at the end of each batch that started writes: commit them. */
     void (*flush)(void *pw);
+    /* After every pw was detached. */
+    void (*destroy)(void *self);
 } qk_storage_ops;
 
 /* ---- reminders: durable timers ----

@@ -31,6 +31,8 @@
 #include "runtime/codec.h"
 #include "runtime/op.h"
 #include "runtime/ports.h"
+#include "runtime/providers.h"
+#include "runtime/state.h"
 
 typedef struct qk_worker qk_worker;
 typedef struct qk_msg qk_msg;
@@ -84,7 +86,8 @@ enum {
     QK_MF_READ_ONLY = 1,  /* method flag copied at send */
     QK_MF_DEFERRED = 2,   /* in its activation's deferred list */
     QK_MF_ANSWERED = 4,   /* answered (deadline) but still held */
-    QK_MF_IN_MAILBOX = 8
+    QK_MF_IN_MAILBOX = 8,
+    QK_MF_HELD = 16       /* its reply waits for a state write (state.c) */
 };
 
 typedef void (*qk_task_fn)(qk_worker *w, void *arg);
@@ -175,7 +178,8 @@ struct quark_actor {
     uint16_t ro_waiting;         /* deferred read-only turns */
     uint16_t id_len;
     uint8_t flags;
-    char id[];                   /* then the state, 16-aligned */
+    struct qk_pstate *ps;        /* persistent state (state.h), or NULL */
+    char id[];                   /* then the state, 16-aligned, then *ps */
 };
 
 /* The turn being run on a worker (NULL act: not inside a turn). */
@@ -234,6 +238,13 @@ struct qk_worker {
     _Atomic uint64_t handoffs;    /* network calls it read for another worker's actors
                                    * (written by this worker only) */
     _Atomic size_t live;          /* activations (a copy of count for other threads) */
+    /* Persistent state (state.c): the storage's per-worker state, states
+     * to write at the end of the batch, idle request records, and requests
+     * in flight (read by the thread that stops the silo). */
+    void *st_pw;
+    struct qk_pstate *st_dirty;
+    struct qk_state_req *st_free;
+    _Atomic unsigned st_busy;
 };
 
 struct quark_silo {
@@ -252,6 +263,8 @@ struct quark_silo {
     void *listener_self;
     const qk_route_ops *route;
     void *route_self;
+    const qk_storage_ops *storage; /* providers.h; NULL: no persistent state */
+    void *storage_self;
     void *root;                   /* the composition root's parts (root/silo.c) */
 };
 
@@ -285,6 +298,8 @@ struct quark_ref {
 quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out);
 void qk_silo_set_listener(quark_silo *s, const qk_listener_ops *ops, void *self);
 void qk_silo_set_route(quark_silo *s, const qk_route_ops *ops, void *self);
+/* Before the workers start: each worker attaches to it then. */
+void qk_silo_set_storage(quark_silo *s, const qk_storage_ops *ops, void *self);
 /* Start the workers; the silo runs (state 1) when it returns QUARK_OK. */
 quark_err qk_silo_run(quark_silo *s);
 /* Stopping, in three phases the root sequences (between them it stops the
@@ -386,7 +401,17 @@ static inline void qk_dispatch(qk_worker *w, qk_node *n)
     }
 }
 void qk_pump(qk_worker *w, quark_actor *a);
-void qk_deactivate_all(qk_worker *w);
+/* On w: pump a after what w is doing now (its ready list). */
+void qk_ready(qk_worker *w, quark_actor *a);
+/* The worker running a turn of `self` now (the calling thread's), or NULL. */
+static inline qk_worker *qk_turn_of(quark_actor *self)
+{
+    qk_worker *w = qk_tls_worker;
+    return (w && self && w->cur.act == self) ? w : NULL;
+}
+/* Stopping: deactivate every activation (force false: those whose state is
+ * being written go once it is stored). */
+void qk_deactivate_all(qk_worker *w, bool force);
 void qk_collect_idle(qk_worker *w, uint64_t now_ms);
 void qk_deadline_fire(qk_worker *w, qk_deadline *d);
 void qk_timer_fire(qk_worker *w, quark_timer *t);

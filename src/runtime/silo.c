@@ -90,6 +90,12 @@ void qk_silo_set_route(quark_silo *s, const qk_route_ops *ops, void *self)
     s->route_self = self;
 }
 
+void qk_silo_set_storage(quark_silo *s, const qk_storage_ops *ops, void *self)
+{
+    s->storage = ops;
+    s->storage_self = self;
+}
+
 quark_err qk_silo_run(quark_silo *s)
 {
     quark_err rc = qk_workers_start(s);

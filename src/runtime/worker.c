@@ -49,6 +49,8 @@ static void flush_one(qk_worker *self, unsigned t)
 
 void qk_flush(qk_worker *self)
 {
+    if (self->st_dirty) /* first: writes that complete at once release answers */
+        qk_state_flush(self);
     for (unsigned i = 0; i < self->ndirty; i++) {
         flush_one(self, self->dirty[i]);
         self->out[self->dirty[i]].dirty = false;
@@ -275,6 +277,10 @@ static void close_cb(uv_handle_t *h)
 
 static void worker_destroy(qk_worker *w)
 {
+    if (w->st_pw) { /* not detached yet: a start that failed */
+        w->silo->storage->detach(w->silo->storage_self, w->st_pw);
+        w->st_pw = NULL;
+    }
     uv_close((uv_handle_t *)&w->wake, close_cb);
     uv_close((uv_handle_t *)&w->dl_timer, close_cb);
     uv_close((uv_handle_t *)&w->idle_timer, close_cb);
@@ -290,6 +296,7 @@ static void worker_destroy(qk_worker *w)
         free(m);
     }
     qk_arena_destroy(&w->arena);
+    qk_state_worker_free(w);
 }
 
 static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
@@ -312,6 +319,8 @@ static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
     w->dirty = calloc(s->nworkers, sizeof *w->dirty);
     qk_arena_init(&w->arena, 16384);
     if (!w->slots || !w->out || !w->dirty || !w->arena.chunks)
+        return -1;
+    if (s->storage && !(w->st_pw = s->storage->attach(s->storage_self, w, &w->loop)))
         return -1;
     uint64_t every = s->opts.idle_timeout_ms / 4;
     if (every < 10)
@@ -425,10 +434,21 @@ static void stop_task(qk_worker *w, void *arg)
     if (s->listener)
         s->listener->worker_quiesce(s->listener_self, w);
     w->stopping = true;
-    qk_deactivate_all(w);
+    qk_state_flush(w); /* what changed is written before its activation goes */
+    qk_deactivate_all(w, false);
     qk_events_stop(w);
     qk_flush(w); /* answers for other workers' connections leave now */
 }
+
+static void stop_rest_task(qk_worker *w, void *arg)
+{
+    (void)arg;
+    qk_deactivate_all(w, true);
+    qk_flush(w);
+}
+
+/* How long a stopping silo waits for the state writes in flight. */
+#define QK_STOP_WRITES_MS 10000
 
 static void close_io_task(qk_worker *w, void *arg)
 {
@@ -467,6 +487,17 @@ void qk_workers_stop_calls(quark_silo *s)
 {
     for (unsigned i = 0; s->workers && i < s->nworkers; i++)
         qk_run_on(&s->workers[i], stop_task, NULL);
+    if (!s->workers || !s->storage)
+        return;
+    /* Activations whose state is being written go once it is stored (their
+     * replies leave then); after a bound, whatever is left goes anyway. */
+    uint64_t until = qk_now_ms_coarse() + QK_STOP_WRITES_MS;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        while (atomic_load_explicit(&s->workers[i].st_busy, memory_order_acquire) &&
+               qk_now_ms_coarse() < until)
+            uv_sleep(1);
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], stop_rest_task, NULL);
 }
 
 /* Phase 2: the listener writes the answers it got and closes. */
@@ -485,6 +516,17 @@ void qk_workers_join(quark_silo *s)
         qk_run_on(&s->workers[i], NULL, NULL);
     for (unsigned i = 0; i < s->nworkers; i++)
         uv_thread_join(&s->workers[i].thread);
+    /* A storage finishes what it still has in flight as it detaches; the
+     * drain then runs those completions. */
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        qk_worker *w = &s->workers[i];
+        if (w->st_pw) {
+            qk_tls_worker = w;
+            s->storage->detach(s->storage_self, w->st_pw);
+            w->st_pw = NULL;
+            qk_tls_worker = NULL;
+        }
+    }
     drain_after_join(s);
     for (unsigned i = 0; i < s->nworkers; i++)
         worker_destroy(&s->workers[i]);

@@ -1,0 +1,317 @@
+/*
+ * state_test.c - persistent actor state in a silo (docs/storage.md), with
+ * DurableCounter (examples/counter/durable_counter.c) on the memory and
+ * SQLite storages: loading before the first turn, write-before-ack checked
+ * against the file itself, ETag conflicts between two silos sharing a file,
+ * a record that does not decode, a spec that names no storage.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sqlite3.h>
+
+#include "testutil.h"
+#include "counter_actor.h"
+
+static char g_dir[256];
+
+typedef struct env {
+    quark_silo *silo;
+    quark_client *client;
+} env;
+
+static void env_start(env *e, const char *storage, uint32_t idle_ms, unsigned workers)
+{
+    quark_silo_opts so;
+    quark_silo_opts_init(&so);
+    so.workers = workers;
+    so.storage = storage;
+    if (idle_ms)
+        so.idle_timeout_ms = idle_ms;
+    TU_OK(quark_silo_create(&so, &e->silo));
+    TU_OK(quark_silo_start(e->silo));
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.embedded = e->silo;
+    TU_OK(quark_client_create(&co, &e->client));
+    TU_OK(quark_client_connect(e->client));
+}
+
+static void env_stop(env *e)
+{
+    quark_client_free(e->client);
+    TU_OK(quark_silo_stop(e->silo));
+    quark_silo_free(e->silo);
+}
+
+static quark_ref *durable(env *e, const char *id)
+{
+    quark_ref *r;
+    TU_OK(quark_ref_new(e->client, &quark_examples_CounterActor_interface, DURABLE_COUNTER_TYPE,
+                        id, &r));
+    return r;
+}
+
+static quark_err incr(quark_ref *r, int64_t delta, int64_t *value)
+{
+    Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    req.delta = delta;
+    Quark__Examples__CounterValue *v = NULL;
+    quark_err rc = quark_examples_CounterActor_Increment(r, &req, &v);
+    if (rc == QUARK_OK && value)
+        *value = v->value;
+    quark_msg_free(v);
+    return rc;
+}
+
+static int64_t get(quark_ref *r)
+{
+    Quark__Examples__GetRequest req = QUARK__EXAMPLES__GET_REQUEST__INIT;
+    Quark__Examples__CounterValue *v = NULL;
+    TU_OK(quark_examples_CounterActor_Get(r, &req, &v));
+    int64_t x = v->value;
+    quark_msg_free(v);
+    return x;
+}
+
+static const char *sqlite_spec(const char *name, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "sqlite:%s/%s", g_dir, name);
+    return buf;
+}
+
+/* The value stored for DurableCounter `id` in the file, read with SQLite
+ * itself (-1: no record). */
+static int64_t stored_value(const char *spec, const char *id, long long *etag)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(spec + 7, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT etag, data FROM quark_state WHERE type = ?1 "
+                                        "AND id = ?2", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, DURABLE_COUNTER_TYPE, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int64_t v = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        if (etag)
+            *etag = sqlite3_column_int64(st, 0);
+        Quark__Examples__CounterState *cs = quark__examples__counter_state__unpack(
+            NULL, (size_t)sqlite3_column_bytes(st, 1), sqlite3_column_blob(st, 1));
+        assert_non_null(cs);
+        v = cs->value;
+        quark__examples__counter_state__free_unpacked(cs, NULL);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Memory storage: the value outlives its activation (idle collection). */
+static void memory_outlives_activation(void **state)
+{
+    (void)state;
+    env e;
+    env_start(&e, NULL, 100, 2);
+    quark_ref *r = durable(&e, "m1");
+    int64_t v = 0;
+    for (int i = 0; i < 5; i++)
+        TU_OK(incr(r, 2, &v));
+    assert_int_equal(v, 10);
+    assert_true(TU_WAIT_UNTIL(quark_silo_activation_count(e.silo, DURABLE_COUNTER_TYPE) == 0,
+                              10000));
+    assert_int_equal(get(r), 10);
+    /* The in-memory CounterActor does not keep its value. */
+    quark_ref *c;
+    TU_OK(quark_examples_CounterActor_ref(e.client, "m1", &c));
+    assert_int_equal(get(c), 0);
+    quark_ref_free(c);
+    quark_ref_free(r);
+    env_stop(&e);
+}
+
+/* SQLite: every acknowledged increment is in the file when the reply comes,
+ * and the value survives the silo. */
+static void sqlite_write_before_ack_and_restart(void **state)
+{
+    (void)state;
+    char spec[400];
+    sqlite_spec("wba.db", spec, sizeof spec);
+    env e;
+    env_start(&e, spec, 0, 2);
+    quark_ref *r = durable(&e, "s1");
+    for (int i = 1; i <= 50; i++) {
+        int64_t v;
+        TU_OK(incr(r, 1, &v));
+        assert_int_equal(v, i);
+        assert_int_equal(stored_value(spec, "s1", NULL), i); /* stored before the reply */
+    }
+    quark_ref_free(r);
+    env_stop(&e);
+    env_start(&e, spec, 0, 3); /* another worker count: the key moves, the value stays */
+    r = durable(&e, "s1");
+    assert_int_equal(get(r), 50);
+    int64_t v;
+    TU_OK(incr(r, 5, &v));
+    assert_int_equal(v, 55);
+    quark_ref_free(r);
+    env_stop(&e);
+    assert_int_equal(stored_value(spec, "s1", NULL), 55);
+}
+
+typedef struct flood {
+    quark_ref *ref;
+    int n;
+    _Atomic int acked, failed;
+    pthread_mutex_t mu;
+    int64_t max_seen;
+} flood;
+
+static void flood_cb(quark_err err, const char *errmsg, const Quark__Examples__CounterValue *v,
+                     void *arg)
+{
+    (void)errmsg;
+    flood *f = arg;
+    if (err == QUARK_OK) {
+        pthread_mutex_lock(&f->mu);
+        if (v->value > f->max_seen)
+            f->max_seen = v->value;
+        pthread_mutex_unlock(&f->mu);
+        atomic_fetch_add(&f->acked, 1);
+    } else {
+        atomic_fetch_add(&f->failed, 1);
+    }
+}
+
+/* Many calls in flight on many actors: all acknowledged, all stored (the
+ * writes of a batch are grouped; the values are exact). */
+static void sqlite_pipelined_many_actors(void **state)
+{
+    (void)state;
+    char spec[400];
+    sqlite_spec("pipe.db", spec, sizeof spec);
+    env e;
+    env_start(&e, spec, 0, 2);
+    enum { ACTORS = 40, PER = 100 };
+    flood f[ACTORS];
+    for (int a = 0; a < ACTORS; a++) {
+        char id[16];
+        snprintf(id, sizeof id, "p%d", a);
+        f[a] = (flood){.ref = durable(&e, id)};
+        pthread_mutex_init(&f[a].mu, NULL);
+    }
+    Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    req.delta = 1;
+    for (int i = 0; i < PER; i++)
+        for (int a = 0; a < ACTORS; a++)
+            TU_OK(quark_examples_CounterActor_Increment_async(f[a].ref, &req, flood_cb, &f[a]));
+    for (int a = 0; a < ACTORS; a++)
+        assert_true(TU_WAIT_UNTIL(atomic_load(&f[a].acked) + atomic_load(&f[a].failed) == PER,
+                                  60000));
+    for (int a = 0; a < ACTORS; a++) {
+        char id[16];
+        snprintf(id, sizeof id, "p%d", a);
+        assert_int_equal(atomic_load(&f[a].failed), 0);
+        assert_int_equal(f[a].max_seen, PER);
+        assert_int_equal(stored_value(spec, id, NULL), PER);
+        quark_ref_free(f[a].ref);
+        pthread_mutex_destroy(&f[a].mu);
+    }
+    env_stop(&e);
+}
+
+/* Two silos share one file: the one whose etag is stale gets ECONFLICT, is
+ * deactivated, and the next call reloads what the other stored. */
+static void sqlite_conflict_between_silos(void **state)
+{
+    (void)state;
+    char spec[400];
+    sqlite_spec("conflict.db", spec, sizeof spec);
+    env a, b;
+    env_start(&a, spec, 0, 1);
+    env_start(&b, spec, 0, 1);
+    quark_ref *ra = durable(&a, "x"), *rb = durable(&b, "x");
+    int64_t v;
+    TU_OK(incr(ra, 1, &v)); /* a: etag 1, value 1 */
+    assert_int_equal(v, 1);
+    TU_OK(incr(rb, 10, &v)); /* b loads 1, stores 11 (etag 2) */
+    assert_int_equal(v, 11);
+    quark_err rc = incr(ra, 100, &v); /* a still holds etag 1 */
+    assert_int_equal(rc, QUARK_ECONFLICT);
+    const char *msg = quark_last_error();
+    assert_non_null(strstr(msg, DURABLE_COUNTER_TYPE));
+    assert_non_null(strstr(msg, "'x'"));
+    assert_non_null(strstr(msg, "'2'"));
+    assert_non_null(strstr(msg, "'1'"));
+    assert_int_equal(stored_value(spec, "x", NULL), 11); /* never overwritten */
+    TU_OK(incr(ra, 100, &v)); /* a reloaded: 11 + 100 */
+    assert_int_equal(v, 111);
+    assert_int_equal(get(rb), 11); /* b's activation still holds its own */
+    rc = incr(rb, 1, &v);
+    assert_int_equal(rc, QUARK_ECONFLICT);
+    assert_int_equal(get(rb), 111);
+    quark_ref_free(ra);
+    quark_ref_free(rb);
+    env_stop(&a);
+    env_stop(&b);
+}
+
+/* A stored record that does not decode fails the calls that wait for it,
+ * with a message naming it, and leaves no activation. */
+static void sqlite_record_that_does_not_decode(void **state)
+{
+    (void)state;
+    char spec[400];
+    sqlite_spec("bad.db", spec, sizeof spec);
+    env e;
+    env_start(&e, spec, 0, 1);
+    quark_ref *r = durable(&e, "good");
+    TU_OK(incr(r, 1, NULL));
+    quark_ref_free(r);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(spec + 7, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO quark_state VALUES ('DurableCounter', 'bad', "
+                                  "1, x'ffffffff', 0)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    r = durable(&e, "bad");
+    int64_t v;
+    assert_int_equal(incr(r, 1, &v), QUARK_ESTORAGE);
+    assert_non_null(strstr(quark_last_error(), "does not decode"));
+    assert_non_null(strstr(quark_last_error(), "quark.examples.CounterState"));
+    assert_int_equal(quark_silo_activation_count(e.silo, DURABLE_COUNTER_TYPE), 1); /* good */
+    quark_ref_free(r);
+    env_stop(&e);
+}
+
+static void bad_storage_spec(void **state)
+{
+    (void)state;
+    quark_silo_opts so;
+    quark_silo_opts_init(&so);
+    so.storage = "etcd://127.0.0.1:2379";
+    quark_silo *s = NULL;
+    assert_int_equal(quark_silo_create(&so, &s), QUARK_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(quark_last_error(), "sqlite:PATH"));
+}
+
+int main(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/quark-state-test-XXXXXX");
+    if (!mkdtemp(g_dir))
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(memory_outlives_activation),
+        cmocka_unit_test(sqlite_write_before_ack_and_restart),
+        cmocka_unit_test(sqlite_pipelined_many_actors),
+        cmocka_unit_test(sqlite_conflict_between_silos),
+        cmocka_unit_test(sqlite_record_that_does_not_decode),
+        cmocka_unit_test(bad_storage_spec),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", g_dir);
+    return failed;
+}
