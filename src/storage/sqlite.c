@@ -430,15 +430,15 @@ static quark_err sq_open(const char *spec, const char *path, const qk_storage_en
             rc = sqlite3_prepare_v2(s->db, "SELECT etag FROM quark_state WHERE type = ?1 AND "
                                     "id = ?2", -1, &s->etag_of, NULL);
     }
-    if (rc == SQLITE_OK) {
-        /* A file opened read-only (permissions) shows only when written. */
+    if (rc == SQLITE_OK && sqlite3_db_readonly(s->db, "main") == 1) {
+        /* SQLite opens a file it may not write read-only, silently. */
         what = "writing to";
-        rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE; COMMIT;", NULL, NULL, &err);
+        rc = SQLITE_READONLY;
     }
     if (rc != SQLITE_OK) {
         quark_err e = qk_error(QUARK_ESTORAGE, "storage '%s': %s the SQLite file failed: %s",
-                               spec, what, err ? err : s->db ? sqlite3_errmsg(s->db)
-                                                             : sqlite3_errstr(rc));
+                               spec, what, err ? err : rc == SQLITE_READONLY ? sqlite3_errstr(rc)
+                                           : s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         sqlite3_free(err);
         sq_close(s);
         return e;

@@ -3,15 +3,22 @@
  * DurableCounter (examples/counter/durable_counter.c) on the memory and
  * SQLite storages: loading before the first turn, write-before-ack checked
  * against the file itself, ETag conflicts between two silos sharing a file,
- * a record that does not decode, a spec that names no storage.
+ * a record that does not decode, a read-only and a full SQLite file, Redis
+ * down for 10 s under load (the rest of the silo keeps serving), a spec that
+ * names no storage.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <sqlite3.h>
 
 #include "testutil.h"
+#include "../storage/redis_server.h"
 #include "counter_actor.h"
 
 static char g_dir[256];
@@ -283,6 +290,194 @@ static void sqlite_record_that_does_not_decode(void **state)
     env_stop(&e);
 }
 
+/* A file that cannot be written: the silo does not start, and says why.
+ * As root permissions do not stop writes, so the file is made immutable. */
+static void sqlite_read_only_file(void **state)
+{
+    (void)state;
+    char spec[400], cmd[600];
+    sqlite_spec("ro.db", spec, sizeof spec);
+    env e;
+    env_start(&e, spec, 0, 1);
+    quark_ref *r = durable(&e, "ro");
+    TU_OK(incr(r, 1, NULL));
+    quark_ref_free(r);
+    env_stop(&e);
+    if (geteuid() == 0) {
+        snprintf(cmd, sizeof cmd, "chattr +i '%s' 2>&1", spec + 7);
+        if (system(cmd) != 0)
+            fail_msg("cannot make %s read-only as root: chattr +i failed (a filesystem "
+                     "without attributes?)", spec + 7);
+    } else {
+        chmod(spec + 7, 0444);
+    }
+    quark_silo_opts so;
+    quark_silo_opts_init(&so);
+    so.storage = spec;
+    quark_silo *s = NULL;
+    quark_err rc = quark_silo_create(&so, &s);
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", quark_last_error());
+    if (geteuid() == 0) {
+        snprintf(cmd, sizeof cmd, "chattr -i '%s'", spec + 7);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not undo chattr +i on %s\n", spec + 7);
+    }
+    if (s)
+        quark_silo_free(s);
+    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_null(s);
+    assert_non_null(strstr(msg, "ro.db"));
+    assert_non_null(strstr(msg, "readonly"));
+}
+
+/* A full disk (here: the file size limit of this process, RLIMIT_FSIZE, so
+ * writes fail with EFBIG as they would with ENOSPC): increments fail with
+ * QUARK_ESTORAGE and the reason, nothing acknowledged is lost, the silo
+ * keeps serving, and once there is room again everything works. */
+static void sqlite_full_disk(void **state)
+{
+    (void)state;
+    char spec[400];
+    sqlite_spec("full.db", spec, sizeof spec);
+    env e;
+    env_start(&e, spec, 0, 2);
+    quark_ref *c;
+    TU_OK(quark_examples_CounterActor_ref(e.client, "bystander", &c));
+    struct rlimit old;
+    getrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, SIG_IGN);
+    struct stat st;
+    char wal[450];
+    snprintf(wal, sizeof wal, "%s-wal", spec + 7);
+    off_t used = 0;
+    if (stat(spec + 7, &st) == 0)
+        used = st.st_size;
+    if (stat(wal, &st) == 0 && st.st_size > used)
+        used = st.st_size;
+    struct rlimit lim = {.rlim_cur = (rlim_t)used + 256 * 1024, .rlim_max = old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    /* Fill it: many actors, until a write fails. */
+    int64_t acked[400] = {0};
+    quark_err rc = QUARK_OK;
+    char why[600] = "";
+    int failed_at = -1;
+    for (int round = 0; round < 200 && failed_at < 0; round++) {
+        for (int i = 0; i < 400; i++) {
+            char id[64];
+            snprintf(id, sizeof id, "fill-%d-with-a-longer-id-to-take-room", i);
+            quark_ref *r = durable(&e, id);
+            int64_t v;
+            rc = incr(r, 1, &v);
+            quark_ref_free(r);
+            if (rc != QUARK_OK) {
+                snprintf(why, sizeof why, "%s", quark_last_error());
+                failed_at = i;
+                break;
+            }
+            acked[i] = v;
+        }
+    }
+    assert_true(failed_at >= 0);
+    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_non_null(strstr(why, "SQLite"));
+    assert_non_null(strstr(why, "full") ? strstr(why, "full") : strstr(why, "disk I/O"));
+    /* The silo serves what needs no storage. */
+    assert_int_equal(get(c), 0);
+    int64_t v;
+    Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    req.delta = 3;
+    Quark__Examples__CounterValue *cv;
+    TU_OK(quark_examples_CounterActor_Increment(c, &req, &cv));
+    quark_msg_free(cv);
+    /* Room again: the failed actor works again, and nothing acknowledged is lost. */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    for (int i = 0; i < 400; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "fill-%d-with-a-longer-id-to-take-room", i);
+        quark_ref *r = durable(&e, id);
+        quark_err rc2 = QUARK_ESTORAGE;
+        uint64_t end = tu_now_ms() + 10000;
+        while ((rc2 = incr(r, 1, &v)) == QUARK_ESTORAGE && tu_now_ms() < end)
+            tu_sleep_ms(10);
+        TU_OK(rc2);
+        assert_true(v >= acked[i] + 1);
+        quark_ref_free(r);
+    }
+    quark_ref_free(c);
+    env_stop(&e);
+}
+
+typedef struct bg_load {
+    quark_ref *ref;
+    atomic_bool run;
+    _Atomic long ok, estorage, other;
+} bg_load;
+
+static void *bg_main(void *arg)
+{
+    bg_load *b = arg;
+    while (atomic_load(&b->run)) {
+        quark_err rc = incr(b->ref, 1, NULL);
+        if (rc == QUARK_OK)
+            atomic_fetch_add(&b->ok, 1);
+        else if (rc == QUARK_ESTORAGE)
+            atomic_fetch_add(&b->estorage, 1);
+        else
+            atomic_fetch_add(&b->other, 1);
+    }
+    return NULL;
+}
+
+/* Redis killed for 10 s under load, then back: DurableCounter calls fail
+ * at once with QUARK_ESTORAGE meanwhile, the in-memory counter keeps being
+ * served, and once Redis is back the silo recovers by itself. */
+static void redis_down_ten_seconds_under_load(void **state)
+{
+    (void)state;
+    redis_server rs = {0};
+    assert_int_equal(rs_start(&rs, 0), 0);
+    char spec[64];
+    snprintf(spec, sizeof spec, "redis://127.0.0.1:%d", rs.port);
+    env e;
+    env_start(&e, spec, 0, 2);
+    bg_load b = {.ref = durable(&e, "under-load")};
+    atomic_store(&b.run, true);
+    pthread_t th;
+    pthread_create(&th, NULL, bg_main, &b);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&b.ok) > 100, 20000));
+    rs_kill(&rs, SIGKILL);
+    uint64_t t0 = tu_now_ms();
+    assert_true(TU_WAIT_UNTIL(atomic_load(&b.estorage) > 10, 10000));
+    quark_ref *c;
+    TU_OK(quark_examples_CounterActor_ref(e.client, "bystander", &c));
+    long served = 0;
+    while (tu_now_ms() - t0 < 10000) {
+        Quark__Examples__IncrementRequest req = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+        req.delta = 1;
+        Quark__Examples__CounterValue *cv;
+        TU_OK(quark_examples_CounterActor_Increment(c, &req, &cv));
+        quark_msg_free(cv);
+        served++;
+        tu_sleep_ms(5);
+    }
+    assert_true(served > 100);
+    long ok_before = atomic_load(&b.ok);
+    assert_int_equal(rs_start(&rs, rs.port), 0);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&b.ok) > ok_before + 100, 30000));
+    atomic_store(&b.run, false);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&b.other), 0); /* only the storage error, never another */
+    printf("  redis down 10 s: %ld increments stored, %ld refused with QUARK_ESTORAGE, "
+           "%ld bystander calls served meanwhile\n", atomic_load(&b.ok),
+           atomic_load(&b.estorage), served);
+    quark_ref_free(c);
+    quark_ref_free(b.ref);
+    env_stop(&e);
+    rs_stop(&rs);
+}
+
 static void bad_storage_spec(void **state)
 {
     (void)state;
@@ -306,6 +501,9 @@ int main(void)
         cmocka_unit_test(sqlite_pipelined_many_actors),
         cmocka_unit_test(sqlite_conflict_between_silos),
         cmocka_unit_test(sqlite_record_that_does_not_decode),
+        cmocka_unit_test(sqlite_read_only_file),
+        cmocka_unit_test(sqlite_full_disk),
+        cmocka_unit_test(redis_down_ten_seconds_under_load),
         cmocka_unit_test(bad_storage_spec),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
