@@ -25,6 +25,12 @@ static inline void *act_state(quark_actor *a)
     return (char *)a + QK_ALIGN_UP(sizeof *a + a->id_len + 1, 16);
 }
 
+/* Free what activate allocated (it begins with the qk_pstate, if any). */
+static inline void act_free(quark_actor *a)
+{
+    free(a->ps ? (void *)a->ps : (void *)a);
+}
+
 /* ---- directory: open addressing, linear probing, backward-shift delete ----
  * A slot keeps the key hash beside the pointer, so a probe that is not a hit
  * reads no actor (with thousands of actors those are cache misses). */
@@ -189,7 +195,7 @@ static void discard(qk_worker *w, quark_actor *a)
         timer_destroy(tm);
     }
     qk_state_destroy(w, a, QUARK_ECLOSED, "the activation failed");
-    free(a);
+    act_free(a);
 }
 
 /* Run on_activate; on failure *msg (of cap bytes) says why. */
@@ -207,27 +213,35 @@ static quark_err run_on_activate(qk_worker *w, quark_actor *a, char *msg, size_t
     return rc;
 }
 
+/* One allocation: [qk_pstate, if persistent] quark_actor, id, in-memory
+ * state [, the persistent message's top level] (state.h). */
 static quark_actor *activate(qk_worker *w, qk_msg *m)
 {
     const quark_actor_type *t = m->type->type;
     size_t off = QK_ALIGN_UP(sizeof(quark_actor) + m->id_len + 1, 16);
-    size_t ps_off = QK_ALIGN_UP(off + t->state_size, 16);
-    size_t size = t->persistent ? ps_off + qk_state_size() : off + t->state_size;
-    quark_actor *a = malloc(size);
-    if (!a) {
+    size_t size = off + QK_ALIGN_UP(t->state_size, 16);
+    size_t pre = 0;
+    if (t->persistent) {
+        size_t extra = qk_state_size(t);
+        pre = sizeof(qk_pstate);
+        size += extra;
+    }
+    char *base = malloc(size);
+    if (!base) {
         qk_answer_error(w, m, QUARK_ENOMEM, "out of memory activating actor");
         return NULL;
     }
-    memset(a, 0, size);
+    memset(base, 0, size);
+    quark_actor *a = (quark_actor *)(base + pre);
+    if (t->persistent)
+        a->ps = (qk_pstate *)base;
     a->type = m->type;
     a->worker = w;
     a->hash = m->hash;
     a->id_len = m->id_len;
     memcpy(a->id, m->id, m->id_len + 1u);
-    if (t->persistent)
-        a->ps = (qk_pstate *)((char *)a + ps_off);
     if (dir_insert(w, a) != 0) {
-        free(a);
+        free(base);
         qk_answer_error(w, m, QUARK_ENOMEM, "out of memory growing the activation directory");
         return NULL;
     }
@@ -353,7 +367,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
     }
     qk_state_destroy(w, a, QUARK_EUNKNOWN, "the silo stopped before the actor's state was "
                      "stored: the call may or may not have taken effect");
-    free(a);
+    act_free(a);
     while (queued) {
         qk_msg *m = queued;
         queued = m->next;

@@ -139,7 +139,7 @@ typedef struct qk_directory_ops {
  * finished) or later (QUARK_PENDING: the op is finished, on any thread,
  * with the outcome, rec filled before). A storage that cannot be reached
  * answers QUARK_ESTORAGE and tells why. */
-#define QK_ETAG_MAX 24
+#define QK_ETAG_MAX 19 /* 18 characters: a version of up to 10^18 - 1 */
 typedef struct qk_state_rec {
     /* In: the etag read ("" none). Out: read, the stored one ("" when there
      * is no record); write, the new one. */

@@ -64,22 +64,35 @@ typedef struct qk_state_req {
     uint32_t seq;                   /* the write's sequence number; 0 for a read */
 } qk_state_req;
 
-size_t qk_state_size(void)
-{
-    return sizeof(qk_pstate);
-}
-
 /* ---- decoded state memory ---- */
 
-static void *st_alloc(void *ad, size_t n)
+/* Where an allocation goes: the list of blocks, and once the top level of
+ * the message, the room for it in the activation. */
+typedef struct st_alloc_ctx {
+    qk_stblock **head;
+    void *top;                      /* NULL: none */
+    size_t top_size;
+} st_alloc_ctx;
+
+static void *block_alloc(qk_stblock **head, size_t n)
 {
-    qk_stblock **head = ad;
     qk_stblock *b = malloc(sizeof *b + (n ? n : 1));
     if (!b)
         return NULL;
     b->next = *head;
     *head = b;
     return b->data;
+}
+
+static void *st_alloc(void *ad, size_t n)
+{
+    st_alloc_ctx *c = ad;
+    if (c->top && n == c->top_size) { /* protobuf-c allocates the top level first */
+        void *p = c->top;
+        c->top = NULL;
+        return p;
+    }
+    return block_alloc(c->head, n);
 }
 
 static void st_free(void *ad, void *p)
@@ -97,17 +110,30 @@ static void blocks_free(qk_stblock *b)
     }
 }
 
+/* The room for the decoded message's top level in a's allocation. */
+static void *top_room(quark_actor *a)
+{
+    size_t off = QK_ALIGN_UP(sizeof(quark_actor) + a->id_len + 1, 16);
+    return (char *)a + off + QK_ALIGN_UP(a->type->type->state_size, 16);
+}
+
+size_t qk_state_size(const quark_actor_type *t)
+{
+    return sizeof(qk_pstate) + QK_ALIGN_UP(t->persistent->sizeof_message, 16);
+}
+
 /* A message of the type's descriptor decoded from data[0..len) (len 0: the
- * default message), in fresh blocks; NULL if it does not decode or no
- * memory. */
+ * default message), its top level in `top` (NULL: a block too), the rest
+ * in fresh blocks; NULL if it does not decode or no memory. */
 static ProtobufCMessage *decode_state(const ProtobufCMessageDescriptor *d, const uint8_t *data,
-                                      size_t len, qk_stblock **blocks)
+                                      size_t len, void *top, qk_stblock **blocks)
 {
     *blocks = NULL;
-    ProtobufCAllocator al = {.alloc = st_alloc, .free = st_free, .allocator_data = blocks};
+    st_alloc_ctx c = {.head = blocks, .top = top, .top_size = d->sizeof_message};
+    ProtobufCAllocator al = {.alloc = st_alloc, .free = st_free, .allocator_data = &c};
     ProtobufCMessage *m;
     if (len == 0) {
-        m = st_alloc(blocks, d->sizeof_message);
+        m = st_alloc(&c, d->sizeof_message);
         if (m)
             d->message_init(m);
     } else {
@@ -179,14 +205,13 @@ static quark_err loaded(quark_actor *a, const qk_outcome *o, const char *etag, c
         return o->err;
     }
     qk_stblock *blocks;
-    ProtobufCMessage *m = decode_state(d, o->data, o->len, &blocks);
+    ProtobufCMessage *m = decode_state(d, o->data, o->len, top_room(a), &blocks);
     if (!m) {
         snprintf(why, cap, "the stored state of %s '%s' (%zu bytes, etag %s) does not decode "
                  "as %s (or no memory): it was written by another program or version",
                  a->type->name, a->id, o->len, etag, d->name);
         return QUARK_ESTORAGE;
     }
-    ps->act = a;
     ps->msg = m;
     ps->blocks = blocks;
     memcpy(ps->etag, etag, QK_ETAG_MAX);
@@ -218,7 +243,6 @@ quark_err qk_state_load(qk_worker *w, quark_actor *a, char *why, size_t cap)
                  "(set quark_silo_opts.storage)", a->type->name);
         return QUARK_ESTORAGE;
     }
-    a->ps->act = a;
     qk_state_req *r = req_get(w, a, load_done);
     if (!r) {
         snprintf(why, cap, "out of memory reading the state of %s '%s'", a->type->name, a->id);
@@ -263,12 +287,14 @@ bool qk_state_answer(qk_worker *w, quark_actor *a, qk_msg *m, const qk_outcome *
     qk_outcome_copy(&h->o, o, h->space, sizeof h->space, &h->heap);
     h->m = m;
     h->next = NULL;
-    h->seq = (ps->flags & QK_PS_DIRTY) ? ps->wseq + 1 : ps->wseq;
-    if (ps->held_tail)
-        ps->held_tail->next = h;
-    else
-        ps->held_head = h;
-    ps->held_tail = h;
+    h->seq = (ps->flags & QK_PS_DIRTY) ? (uint16_t)(ps->wseq + 1) : ps->wseq;
+    if (ps->held) { /* the ring: held is the last, held->next the first */
+        h->next = ps->held->next;
+        ps->held->next = h;
+    } else {
+        h->next = h;
+    }
+    ps->held = h;
     m->flags |= QK_MF_HELD;
     return true;
 }
@@ -280,14 +306,22 @@ static void held_free(qk_held *h)
     free(h);
 }
 
+/* Take the first held reply off the ring. */
+static qk_held *held_pop(qk_pstate *ps)
+{
+    qk_held *first = ps->held->next;
+    if (first == ps->held)
+        ps->held = NULL;
+    else
+        ps->held->next = first->next;
+    return first;
+}
+
 /* Send the held replies whose write is stored. */
 static void release(qk_worker *w, qk_pstate *ps)
 {
-    qk_held *h;
-    while ((h = ps->held_head) != NULL && (int32_t)(ps->dseq - h->seq) >= 0) {
-        ps->held_head = h->next;
-        if (!ps->held_head)
-            ps->held_tail = NULL;
+    while (ps->held && (int16_t)(ps->dseq - ps->held->next->seq) >= 0) {
+        qk_held *h = held_pop(ps);
         qk_answer(w, h->m, &h->o);
         held_free(h);
     }
@@ -296,13 +330,11 @@ static void release(qk_worker *w, qk_pstate *ps)
 /* Fail every held reply with err. */
 static void fail_held(qk_worker *w, qk_pstate *ps, quark_err err, const char *text)
 {
-    qk_held *h;
-    while ((h = ps->held_head) != NULL) {
-        ps->held_head = h->next;
+    while (ps->held) {
+        qk_held *h = held_pop(ps);
         qk_answer_error(w, h->m, err, text);
         held_free(h);
     }
-    ps->held_tail = NULL;
 }
 
 /* ---- writing (rules 2, 4, 5) ---- */
@@ -317,7 +349,7 @@ static void list_dirty(qk_worker *w, qk_pstate *ps)
 }
 
 /* The write of seq ended with o (etag: the new one on success). */
-static void written(qk_worker *w, quark_actor *a, uint32_t seq, const qk_outcome *o,
+static void written(qk_worker *w, quark_actor *a, uint16_t seq, const qk_outcome *o,
                     const char *etag)
 {
     qk_pstate *ps = a->ps;
@@ -346,7 +378,7 @@ static void write_done(qk_op *op)
     qk_state_req *r = QK_CONTAINER_OF(op, qk_state_req, op);
     qk_worker *w = r->w;
     if (r->a)
-        written(w, r->a, r->seq, op->out, r->rec.etag);
+        written(w, r->a, (uint16_t)r->seq, op->out, r->rec.etag);
     qk_op_release(op);
     req_put(w, r);
 }
@@ -378,7 +410,7 @@ static bool start_write(qk_worker *w, quark_actor *a)
         qk_outcome o = qk_outcome_error(rc, rc != QUARK_OK ? quark_last_error() : NULL);
         char etag[QK_ETAG_MAX];
         memcpy(etag, r->rec.etag, sizeof etag);
-        uint32_t seq = r->seq;
+        uint16_t seq = (uint16_t)r->seq;
         req_put(w, r);
         written(w, a, seq, &o, etag);
     }
@@ -398,7 +430,7 @@ void qk_state_flush(qk_worker *w)
             continue;
         if (ps->req) /* one write at a time: listed again when it is stored */
             continue;
-        if (start_write(w, ps->act))
+        if (start_write(w, qk_pstate_actor(ps)))
             started = true;
         else
             list_dirty(w, ps); /* no memory now: the next batch tries again */
@@ -454,18 +486,22 @@ void quark_actor_state_changed(quark_actor *self)
         mark_changed(w, self->ps, false);
 }
 
-/* Replace the decoded state with data[0..len) decoded afresh. */
+/* Replace the decoded state with data[0..len) decoded afresh: into new
+ * blocks (the old message is alive until then), its top level copied into
+ * the activation's room after. */
 static quark_err replace(quark_actor *a, const uint8_t *data, size_t len)
 {
     qk_pstate *ps = a->ps;
+    const ProtobufCMessageDescriptor *d = a->type->type->persistent;
     qk_stblock *blocks;
-    ProtobufCMessage *m = decode_state(a->type->type->persistent, data, len, &blocks);
+    ProtobufCMessage *m = decode_state(d, data, len, NULL, &blocks);
     if (!m)
         return qk_error(QUARK_ENOMEM, "out of memory replacing the state of %s '%s'",
                         a->type->name, a->id);
+    memcpy(top_room(a), m, d->sizeof_message);
     blocks_free(ps->blocks);
     ps->blocks = blocks;
-    ps->msg = m;
+    ps->msg = top_room(a);
     return QUARK_OK;
 }
 
@@ -507,7 +543,7 @@ void *quark_actor_state_alloc(quark_actor *self, size_t size)
 {
     if (!self || !self->ps)
         return NULL;
-    return st_alloc(&self->ps->blocks, size);
+    return block_alloc(&self->ps->blocks, size);
 }
 
 const char *quark_actor_state_etag(const quark_actor *self)

@@ -28,28 +28,40 @@ enum {
 typedef struct qk_held {
     struct qk_held *next;
     struct qk_msg *m;          /* the call */
-    uint32_t seq;              /* the write it waits for */
+    uint16_t seq;              /* the write it waits for */
     qk_outcome o;              /* the answer, copied */
     void *heap;                /* o's bytes when they did not fit in space */
     uint8_t space[40];
 } qk_held;
 
-/* The persistent state of one activation (after its in-memory state). */
+/* The persistent state of one activation. It comes first in the
+ * activation's allocation, right before the quark_actor (qk_pstate_actor),
+ * and the decoded message's top level lives in it too (after the in-memory
+ * state): an idle activation costs this, and the message's own fields. */
 typedef struct qk_pstate {
-    quark_actor *act;               /* whose */
     ProtobufCMessage *msg;          /* the state, decoded */
-    struct qk_stblock *blocks;      /* what msg was decoded into (and state_alloc) */
+    struct qk_stblock *blocks;      /* what else msg was decoded into (and state_alloc) */
     struct qk_pstate *dirty_next;   /* the worker's list of states to write */
     struct qk_state_req *req;       /* the read or write in flight, or NULL */
-    qk_held *held_head, *held_tail; /* replies waiting for a write */
-    uint32_t wseq;                  /* writes started */
-    uint32_t dseq;                  /* writes stored */
+    qk_held *held;                  /* replies waiting for a write: the last, whose
+                                     * next is the first (a ring), or NULL */
+    uint16_t wseq;                  /* writes started */
+    uint16_t dseq;                  /* writes stored */
     uint8_t flags;                  /* QK_PS_* */
     char etag[QK_ETAG_MAX];         /* of the stored record this state matches */
 } qk_pstate;
 
-/* Bytes an activation of a type with persistent state needs for it. */
-size_t qk_state_size(void);
+_Static_assert(sizeof(qk_pstate) % 16 == 0, "the quark_actor after it stays 16-aligned");
+
+static inline quark_actor *qk_pstate_actor(qk_pstate *ps)
+{
+    return (quark_actor *)(ps + 1);
+}
+
+/* Bytes an activation of type t (with persistent state) needs beyond its
+ * quark_actor, id and in-memory state: the qk_pstate before it and the
+ * room for the decoded message's top level after. */
+size_t qk_state_size(const quark_actor_type *t);
 
 /* On w, while activating a (a->ps set, zeroed): read its record. QUARK_OK:
  * loaded. QUARK_PENDING: loading (calls wait in the mailbox; activation.c's
@@ -68,7 +80,7 @@ void qk_state_flush(struct qk_worker *w);
 /* Nothing in flight, nothing to write, no reply held: a may go. */
 static inline bool qk_state_quiet(const qk_pstate *ps)
 {
-    return !ps || (!ps->req && !(ps->flags & QK_PS_DIRTY) && !ps->held_head);
+    return !ps || (!ps->req && !(ps->flags & QK_PS_DIRTY) && !ps->held);
 }
 
 /* On w, as a is destroyed: fail what is held (err, text), free the state;

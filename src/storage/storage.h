@@ -38,13 +38,19 @@ extern const qk_storage_provider qk_storage_memory;
 extern const qk_storage_provider qk_storage_sqlite;
 extern const qk_storage_provider qk_storage_redis;
 
-/* Etags of providers that keep a version number: "" for 0 (no record). */
+/* Etags of providers that keep a version number: "" for 0 (no record);
+ * versions fit QK_ETAG_MAX - 1 digits (10^18 writes of one actor). */
 static inline void qk_etag_of_version(char *etag, unsigned long long v)
 {
-    if (v == 0)
-        etag[0] = '\0';
-    else
-        snprintf(etag, QK_ETAG_MAX, "%llu", v);
+    char digits[QK_ETAG_MAX];
+    int n = 0;
+    while (v && n < QK_ETAG_MAX - 1) {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    for (int i = 0; i < n; i++)
+        etag[i] = digits[n - 1 - i];
+    etag[n] = '\0';
 }
 /* The version an etag names (0 for ""); -1 if it is no version of ours. */
 static inline long long qk_version_of_etag(const char *etag)
@@ -53,7 +59,7 @@ static inline long long qk_version_of_etag(const char *etag)
         return 0;
     unsigned long long v = 0;
     for (const char *p = etag; *p; p++) {
-        if (*p < '0' || *p > '9' || v > 922337203685477580ull)
+        if (*p < '0' || *p > '9' || p - etag >= QK_ETAG_MAX - 1)
             return -1;
         v = v * 10 + (unsigned)(*p - '0');
     }
