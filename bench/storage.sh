@@ -7,7 +7,8 @@
 #   Quark         counter-silo --storage memory | sqlite:FILE | redis://..., quark-bench over
 #                 TCP: CounterActor (in memory) and DurableCounter, w1 and w2
 #   memory        quark-bench --inproc --workload activate --type DurableCounter
-#                 (bytes per idle activation beyond its state)
+#                 --storage sqlite:... (bytes per idle activation beyond its state)
+#   Redis RTT     redis-benchmark -c 1 PING (w1's budget: one round trip)
 #
 # Usage: bash bench/storage.sh [--build-dir DIR] [--runs N]   (default build, 3 runs)
 # Prints every RESULT line and a summary; nothing else runs meanwhile on a 2-core machine.
@@ -59,6 +60,8 @@ for r in $(seq "$RUNS"); do
     echo "## run $r"
     bash "$PEERS/fsync/run.sh" 1 "$WORK" | sed "s/run1/run$r/"
     N=300000 bash "$PEERS/redis/run_lua.sh" 1 2>/dev/null | grep -E "^W2 (cas|set)" | sed "s/run1/run$r/"
+    # one Redis round trip (w1's budget): redis-benchmark PING, one connection
+    echo "W1 redis-ping-c1 run$r: $(redis-benchmark -h 127.0.0.1 -p $RPORT -c 1 -n 50000 --csv -t ping_mbulk | tail -1)"
     for spec in memory "sqlite:$WORK/state.db" "redis://127.0.0.1:$RPORT"; do
         start_silo "$spec"
         kind=${spec%%:*}
@@ -73,8 +76,12 @@ for r in $(seq "$RUNS"); do
         done
         stop_silo
     done
-    res=$("$BENCH" --inproc --workload activate --calls 200000 --type DurableCounter 2>&1 | grep RESULT)
-    echo "quark inproc-memory DurableCounter activate run$r: $res"
-    res=$("$BENCH" --inproc --workload activate --calls 200000 2>&1 | grep RESULT)
+    # Idle activations: with SQLite the records are in the file, so RSS is
+    # the activations' own (the memory storage would count its records too).
+    rm -f "$WORK"/act.db*
+    res=$("$BENCH" --inproc --workload activate --calls 600000 --type DurableCounter \
+          --storage "sqlite:$WORK/act.db" 2>&1 | grep RESULT)
+    echo "quark inproc-sqlite DurableCounter activate run$r: $res"
+    res=$("$BENCH" --inproc --workload activate --calls 600000 2>&1 | grep RESULT)
     echo "quark inproc plain activate run$r: $res"
 done
