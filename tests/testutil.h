@@ -53,11 +53,15 @@ typedef struct tu_env {
     quark_client *client;
 } tu_env;
 
-static inline void tu_env_start(tu_env *e, unsigned workers, uint32_t idle_ms)
+/* A silo of `workers` (idle_ms 0: the default idle timeout) on `storage`
+ * (NULL: memory), and an embedded client of it. */
+static inline void tu_env_start_on(tu_env *e, unsigned workers, uint32_t idle_ms,
+                                   const char *storage)
 {
     quark_silo_opts so;
     quark_silo_opts_init(&so);
     so.workers = workers;
+    so.storage = storage;
     if (idle_ms)
         so.idle_timeout_ms = idle_ms;
     TU_OK(quark_silo_create(&so, &e->silo));
@@ -67,6 +71,11 @@ static inline void tu_env_start(tu_env *e, unsigned workers, uint32_t idle_ms)
     co.embedded = e->silo;
     TU_OK(quark_client_create(&co, &e->client));
     TU_OK(quark_client_connect(e->client));
+}
+
+static inline void tu_env_start(tu_env *e, unsigned workers, uint32_t idle_ms)
+{
+    tu_env_start_on(e, workers, idle_ms, NULL);
 }
 
 static inline void tu_env_stop(tu_env *e)

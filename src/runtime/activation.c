@@ -288,6 +288,25 @@ static qk_msg *mailbox_pop(quark_actor *a)
     return m;
 }
 
+/* Answer every call of a mailbox taken out of its activation with err (by
+ * whom: QK_BY_*), and free them. */
+static void fail_queued(qk_worker *w, qk_msg *queued, quark_err err, uint8_t by,
+                        const char *why)
+{
+    while (queued) {
+        qk_msg *m = queued;
+        queued = m->next;
+        m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
+        qk_heap_remove(w, &m->dl);
+        if (!(m->flags & QK_MF_ANSWERED)) {
+            qk_outcome o = qk_outcome_error(err, why);
+            o.by = by;
+            qk_answer(w, m, &o);
+        }
+        qk_msg_free(m);
+    }
+}
+
 void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const char *why)
 {
     char msg[600];
@@ -303,15 +322,7 @@ void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const cha
     qk_msg *queued = a->mb_head;
     a->mb_head = a->mb_tail = NULL;
     discard(w, a);
-    while (queued) {
-        qk_msg *m = queued;
-        queued = m->next;
-        m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
-        qk_heap_remove(w, &m->dl);
-        if (!(m->flags & QK_MF_ANSWERED))
-            qk_answer_actor_error(w, m, err, why);
-        qk_msg_free(m);
-    }
+    fail_queued(w, queued, err, QK_BY_ACTOR, why);
 }
 
 /* Free the activation: hooks, timers, deferred calls, queued messages. With
@@ -659,15 +670,7 @@ void qk_deactivate_all(qk_worker *w, bool force)
             qk_msg *queued = a->mb_head;
             a->mb_head = a->mb_tail = NULL;
             a->flags |= QK_AF_DEACT_REQ;
-            while (queued) {
-                qk_msg *m = queued;
-                queued = m->next;
-                m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
-                qk_heap_remove(w, &m->dl);
-                if (!(m->flags & QK_MF_ANSWERED))
-                    qk_answer_error(w, m, QUARK_ECLOSED, "the silo is stopping");
-                qk_msg_free(m);
-            }
+            fail_queued(w, queued, QUARK_ECLOSED, QK_BY_RUNTIME, "the silo is stopping");
         }
         a = next;
     }

@@ -8,6 +8,7 @@ import { test as nodeTest, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
@@ -109,6 +110,24 @@ async function waitUntil(cond, ms, what) {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+// ---- DurableCounter: persistent state, reached by its explicit type name ----
+const DURABLE = 'DurableCounter';
+const STATE_DB = process.env.QUARK_STATE_DB;
+
+test('DurableCounter: each Increment is in the silo\'s SQLite file when its reply arrives', async () => {
+  assert.ok(STATE_DB, 'QUARK_STATE_DB is not set (run_interop.sh sets it)');
+  for (let i = 1; i <= 3; i++) {
+    const res = await invoke({ actor_type: DURABLE, actor_id: 'js-durable', method_name: 'Increment',
+                               serialized_args: enc(IncrementRequest, { delta: 10 }) });
+    assert.equal(res.error_code, 0, res.error_message);
+    assert.equal(decValue(res.serialized_result), 10 * i);
+    // Read the row with the sqlite3 command: its etag is the number of writes.
+    const etag = execFileSync('sqlite3', [STATE_DB,
+      "SELECT etag FROM quark_state WHERE type = 'DurableCounter' AND id = 'js-durable'"]).toString().trim();
+    assert.equal(etag, String(i));
+  }
+});
 
 // ---- success ---------------------------------------------------------------
 test('Increment on a fresh id returns delta, again the sum; Get returns it', async () => {

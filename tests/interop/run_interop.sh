@@ -41,7 +41,8 @@ silo_log() {
   echo "---- counter-silo stderr:" >&2; cat "$tmp/silo.err" >&2 || true
 }
 
-"$silo" --listen 127.0.0.1:0 >"$tmp/silo.out" 2>"$tmp/silo.err" &
+# DurableCounter keeps its value in an SQLite file the tests read back.
+"$silo" --listen 127.0.0.1:0 --storage "sqlite:$tmp/state.db" >"$tmp/silo.out" 2>"$tmp/silo.err" &
 silo_pid=$!
 
 # Wait (at most 20 s) for "counter-silo: listening on ... (port N, cluster '...')".
@@ -58,7 +59,7 @@ echo "== counter-silo (pid $silo_pid) listening on 127.0.0.1:$port"
 # node runs in the background so that a signal reaches the trap at once, in
 # its own process group so that the trap also ends the test file's process.
 status=0
-QUARK_PORT=$port setsid node --test --test-reporter=spec interop.test.mjs &
+QUARK_PORT=$port QUARK_STATE_DB=$tmp/state.db setsid node --test --test-reporter=spec interop.test.mjs &
 node_pid=$!
 wait "$node_pid" || status=$?
 node_pid=

@@ -23,33 +23,16 @@
 
 static char g_dir[256];
 
-typedef struct env {
-    quark_silo *silo;
-    quark_client *client;
-} env;
+typedef tu_env env;
 
 static void env_start(env *e, const char *storage, uint32_t idle_ms, unsigned workers)
 {
-    quark_silo_opts so;
-    quark_silo_opts_init(&so);
-    so.workers = workers;
-    so.storage = storage;
-    if (idle_ms)
-        so.idle_timeout_ms = idle_ms;
-    TU_OK(quark_silo_create(&so, &e->silo));
-    TU_OK(quark_silo_start(e->silo));
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    co.embedded = e->silo;
-    TU_OK(quark_client_create(&co, &e->client));
-    TU_OK(quark_client_connect(e->client));
+    tu_env_start_on(e, workers, idle_ms, storage);
 }
 
 static void env_stop(env *e)
 {
-    quark_client_free(e->client);
-    TU_OK(quark_silo_stop(e->silo));
-    quark_silo_free(e->silo);
+    tu_env_stop(e);
 }
 
 static quark_ref *durable(env *e, const char *id)
