@@ -183,12 +183,43 @@ static void timer_destroy(quark_timer *t)
     uv_close((uv_handle_t *)&t->uv, timer_close_cb);
 }
 
+/* Before a is freed: off the ready list, and its outcalls orphaned so late
+ * answers are dropped (at stop, or an on_activate that called out and
+ * failed). */
+static void unlink_ready_and_outcalls(qk_worker *w, quark_actor *a)
+{
+    if (a->flags & QK_AF_READY) {
+        quark_actor **pp = &w->ready_head;
+        quark_actor *prev = NULL;
+        while (*pp != a) {
+            prev = *pp;
+            pp = &(*pp)->ready_next;
+        }
+        *pp = a->ready_next;
+        if (w->ready_tail == a)
+            w->ready_tail = prev;
+        a->flags &= (uint8_t)~QK_AF_READY;
+    }
+    if (a->outcalls) {
+        for (size_t i = 0; i < w->heap.len; i++) {
+            if (w->heap.a[i]->kind != QK_DL_OUTCALL)
+                continue;
+            qk_outcall *oc = QK_CONTAINER_OF(w->heap.a[i], qk_outcall, dl);
+            if (oc->caller == a) {
+                oc->caller = NULL;
+                oc->done = true;
+            }
+        }
+    }
+}
+
 /* Take a out of the worker's tables and free it: an activation that never
  * became live (its state or its on_activate failed). */
 static void discard(qk_worker *w, quark_actor *a)
 {
     dir_remove(w, a);
     lru_unlink(w, a);
+    unlink_ready_and_outcalls(w, a);
     while (a->timers) {
         quark_timer *tm = a->timers;
         a->timers = tm->next;
@@ -257,9 +288,13 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
     if (rc == QUARK_OK && (rc = run_on_activate(w, a, msg, sizeof msg)) != QUARK_OK)
         rc = QUARK_EACTIVATE;
     if (rc != QUARK_OK) {
-        /* Nothing stays behind: not in the directory, no timers. */
+        /* Nothing stays behind: not in the directory, no timers. The
+         * storage's failures are the framework's, on_activate's the actor's. */
         discard(w, a);
-        qk_answer_actor_error(w, m, rc, msg);
+        if (rc == QUARK_EACTIVATE)
+            qk_answer_actor_error(w, m, rc, msg);
+        else
+            qk_answer_error(w, m, rc, msg);
         return NULL;
     }
     return a;
@@ -322,7 +357,7 @@ void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const cha
     qk_msg *queued = a->mb_head;
     a->mb_head = a->mb_tail = NULL;
     discard(w, a);
-    fail_queued(w, queued, err, QK_BY_ACTOR, why);
+    fail_queued(w, queued, err, err == QUARK_EACTIVATE ? QK_BY_ACTOR : QK_BY_RUNTIME, why);
 }
 
 /* Free the activation: hooks, timers, deferred calls, queued messages. With
@@ -353,29 +388,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
     a->mb_head = a->mb_tail = NULL;
     dir_remove(w, a);
     lru_unlink(w, a);
-    if (a->flags & QK_AF_READY) { /* unlink from the ready list */
-        quark_actor **pp = &w->ready_head;
-        quark_actor *prev = NULL;
-        while (*pp != a) {
-            prev = *pp;
-            pp = &(*pp)->ready_next;
-        }
-        *pp = a->ready_next;
-        if (w->ready_tail == a)
-            w->ready_tail = prev;
-    }
-    if (a->outcalls) {
-        /* Only at stop: orphan its outcalls so late answers are dropped. */
-        for (size_t i = 0; i < w->heap.len; i++) {
-            if (w->heap.a[i]->kind != QK_DL_OUTCALL)
-                continue;
-            qk_outcall *oc = QK_CONTAINER_OF(w->heap.a[i], qk_outcall, dl);
-            if (oc->caller == a) {
-                oc->caller = NULL;
-                oc->done = true;
-            }
-        }
-    }
+    unlink_ready_and_outcalls(w, a);
     qk_state_destroy(w, a, QUARK_EUNKNOWN, "the silo stopped before the actor's state was "
                      "stored: the call may or may not have taken effect");
     act_free(a);
@@ -423,6 +436,18 @@ static bool can_run(const quark_actor *a, const qk_msg *m)
     return a->ro_waiting == 0;
 }
 
+/* Answer call m of a's turn: at once, or (persistent state, state.c rule 3)
+ * held until what it may depend on is stored. True if held (m is then
+ * state.c's, flagged QK_MF_HELD). */
+static inline bool answer_turn(qk_worker *w, quark_actor *a, qk_msg *m, const qk_outcome *o)
+{
+    if (QK_LIKELY(!a->ps)) {
+        qk_answer(w, m, o);
+        return false;
+    }
+    return qk_state_answer(w, a, m, o);
+}
+
 static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
 {
     const quark_interface *ifc = a->type->iface;
@@ -437,8 +462,9 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
         char msg[300];
         snprintf(msg, sizeof msg, "%s.%s returned %s without answering the call",
                  a->type->name, ifc->methods[m->method].name, quark_errname(rc));
-        qk_answer_error(w, m, rc < 0 ? rc : QUARK_EINTERNAL,
-                        w->cur.has_error ? w->cur.error : msg);
+        qk_outcome o = qk_outcome_error(rc < 0 ? rc : QUARK_EINTERNAL,
+                                        w->cur.has_error ? w->cur.error : msg);
+        answer_turn(w, a, m, &o); /* in order with the replies held before it */
     }
     turn_end(w, a);
     if (!deferred && !(m->flags & QK_MF_HELD))
@@ -782,18 +808,6 @@ quark_deferred *quark_actor_defer(quark_actor *self)
     if (m->dl.at_ms)
         qk_heap_insert(w, &m->dl);
     return (quark_deferred *)m;
-}
-
-/* Answer call m of a's turn: at once, or (persistent state, state.c rule 3)
- * held until what it may depend on is stored. True if held (m is then
- * state.c's, flagged QK_MF_HELD). */
-static inline bool answer_turn(qk_worker *w, quark_actor *a, qk_msg *m, const qk_outcome *o)
-{
-    if (QK_LIKELY(!a->ps)) {
-        qk_answer(w, m, o);
-        return false;
-    }
-    return qk_state_answer(w, a, m, o);
 }
 
 static quark_err reply_common(quark_deferred *call, quark_err err, const char *errmsg,

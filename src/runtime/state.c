@@ -339,10 +339,13 @@ static void fail_held(qk_worker *w, qk_pstate *ps, quark_err err, const char *te
 
 /* ---- writing (rules 2, 4, 5) ---- */
 
+/* st_busy counts the requests in flight and the states listed to write: a
+ * silo that stops waits until it is 0 on every worker. */
 static void list_dirty(qk_worker *w, qk_pstate *ps)
 {
     if (ps->flags & QK_PS_LISTED)
         return;
+    atomic_fetch_add_explicit(&w->st_busy, 1, memory_order_relaxed);
     ps->flags |= QK_PS_LISTED;
     ps->dirty_next = w->st_dirty;
     w->st_dirty = ps;
@@ -426,14 +429,17 @@ void qk_state_flush(qk_worker *w)
         qk_pstate *ps = list;
         list = ps->dirty_next;
         ps->flags &= (uint8_t)~QK_PS_LISTED;
-        if (!(ps->flags & QK_PS_DIRTY) || (ps->flags & QK_PS_FAILED))
-            continue;
-        if (ps->req) /* one write at a time: listed again when it is stored */
-            continue;
-        if (start_write(w, qk_pstate_actor(ps)))
-            started = true;
-        else
-            list_dirty(w, ps); /* no memory now: the next batch tries again */
+        if ((ps->flags & QK_PS_DIRTY) && !(ps->flags & QK_PS_FAILED) && !ps->req) {
+            if (start_write(w, qk_pstate_actor(ps))) {
+                started = true;
+            } else {
+                list_dirty(w, ps); /* no memory now: the next batch tries again */
+            }
+        }
+        /* A state whose write is in flight is listed again when that write
+         * is stored. What was started or listed again counted before this
+         * leaves st_busy: it never reads 0 while something is pending. */
+        atomic_fetch_sub_explicit(&w->st_busy, 1, memory_order_release);
     }
     if (started)
         w->silo->storage->flush(w->st_pw);
@@ -454,6 +460,8 @@ void qk_state_destroy(qk_worker *w, quark_actor *a, quark_err err, const char *t
         while (*pp != ps)
             pp = &(*pp)->dirty_next;
         *pp = ps->dirty_next;
+        ps->flags &= (uint8_t)~QK_PS_LISTED;
+        atomic_fetch_sub_explicit(&w->st_busy, 1, memory_order_release);
     }
     blocks_free(ps->blocks);
     ps->blocks = NULL;

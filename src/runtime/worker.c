@@ -155,7 +155,8 @@ static int run_batch(qk_worker *w)
 
 static int has_work(qk_worker *w)
 {
-    return w->lq_head || w->ready_head || !qk_mpsc_empty(&w->inbox);
+    /* st_dirty: states whose write could not start (no memory) try again */
+    return w->lq_head || w->ready_head || w->st_dirty || !qk_mpsc_empty(&w->inbox);
 }
 
 static void on_wake(uv_async_t *h)
@@ -492,10 +493,14 @@ void qk_workers_stop_calls(quark_silo *s)
     /* Activations whose state is being written go once it is stored (their
      * replies leave then); after a bound, whatever is left goes anyway. */
     uint64_t until = qk_now_ms_coarse() + QK_STOP_WRITES_MS;
-    for (unsigned i = 0; i < s->nworkers; i++)
-        while (atomic_load_explicit(&s->workers[i].st_busy, memory_order_acquire) &&
-               qk_now_ms_coarse() < until)
-            uv_sleep(1);
+    for (;;) { /* until every worker has nothing to write at once */
+        bool busy = false;
+        for (unsigned i = 0; i < s->nworkers; i++)
+            busy |= atomic_load_explicit(&s->workers[i].st_busy, memory_order_acquire) != 0;
+        if (!busy || qk_now_ms_coarse() >= until)
+            break;
+        uv_sleep(1);
+    }
     for (unsigned i = 0; i < s->nworkers; i++)
         qk_run_on(&s->workers[i], stop_rest_task, NULL);
 }

@@ -17,8 +17,9 @@
  * equal.
  *
  * When Redis cannot be reached (refused, reset, silent for more than
- * QK_REDIS_TIMEOUT_MS), the commands in flight fail with QUARK_ESTORAGE,
- * new ones fail at once with the reason, and the connection is made again
+ * QK_REDIS_TIMEOUT_MS), the reads in flight fail with QUARK_ESTORAGE and
+ * the writes with QUARK_EUNKNOWN (Redis may have run them), new ones fail
+ * at once with QUARK_ESTORAGE and the reason, and the connection is made again
  * with a growing back-off (20 ms to 1 s): the silo recovers by itself.
  */
 #include <netdb.h>
@@ -91,6 +92,8 @@ typedef struct rd_pw {
     uint64_t retry_at_ms;
     char why[256];                 /* why it is not connected */
     bool closing;
+    bool bad_db;                   /* SELECT failed: the spec's database does not exist */
+    bool db_ok;                    /* SELECT answered OK (or db 0): commands may go */
 } rd_pw;
 
 static void pw_connect(rd_pw *pw);
@@ -135,7 +138,12 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     redisReply *rep = r;
     cmd_unlink(pw, c);
     if (!rep) { /* the connection is gone: lost() tells why */
-        cmd_fail(c, QUARK_ESTORAGE, pw->why[0] ? pw->why : "the connection was lost");
+        /* A write Redis may have run before it went: its outcome is not
+         * known (the activation reloads what is stored). */
+        char why[400];
+        snprintf(why, sizeof why, "%s%s", pw->why[0] ? pw->why : "the connection was lost",
+                 c->write ? "; the write may or may not have been applied" : "");
+        cmd_fail(c, c->write ? QUARK_EUNKNOWN : QUARK_ESTORAGE, why);
         free(c);
         return;
     }
@@ -200,6 +208,19 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         qk_op_finish(c->op, &o);
     }
     free(c);
+}
+
+static void on_select(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    rd_pw *pw = priv;
+    redisReply *rep = r;
+    if (rep && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(pw->why, sizeof pw->why, "SELECT %d failed: %.200s", pw->r->db, rep->str);
+        pw->bad_db = true; /* every command fails with it; no reconnecting */
+    } else if (rep) {
+        pw->db_ok = true;
+    }
 }
 
 static void on_sha(redisAsyncContext *ac, void *r, void *priv)
@@ -280,8 +301,9 @@ static void pw_connect(rd_pw *pw)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     pw->ac = ac;
+    pw->db_ok = pw->r->db == 0; /* else nothing goes before SELECT's answer */
     if (pw->r->db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", pw->r->db);
+        redisAsyncCommand(ac, on_select, pw, "SELECT %d", pw->r->db);
     redisAsyncCommand(ac, on_sha, pw, "SCRIPT LOAD %s", script);
 }
 
@@ -350,7 +372,7 @@ static quark_err unreachable(rd_pw *pw, const qk_actor_key *k)
 static quark_err rd_read(void *p, const qk_actor_key *k, qk_state_rec *rec, qk_op *op)
 {
     rd_pw *pw = p;
-    if (!pw->ac)
+    if (!pw->ac || pw->bad_db || !pw->db_ok)
         return unreachable(pw, k);
     cmd *c = cmd_new(pw, k, rec, op, false);
     if (!c)
@@ -391,7 +413,7 @@ static quark_err rd_write(void *p, const qk_actor_key *k, const uint8_t *data, s
                           qk_state_rec *rec, qk_op *op)
 {
     rd_pw *pw = p;
-    if (!pw->ac)
+    if (!pw->ac || pw->bad_db || !pw->db_ok)
         return unreachable(pw, k);
     cmd *c = cmd_new(pw, k, rec, op, true);
     if (!c)

@@ -201,9 +201,32 @@ static quark_err probe_never(quark_actor *self, const Quark__Test__Empty *req,
     return QUARK_PENDING;
 }
 
+static void failcall_done(quark_err err, const char *errmsg, const Quark__Test__Count *reply,
+                          void *arg)
+{
+    (void)err;
+    (void)errmsg;
+    (void)reply;
+    (void)arg; /* never runs: its caller is gone (the activation failed) */
+}
+
 static quark_err probe_activate(quark_actor *self)
 {
     atomic_fetch_add(&probe_activations, 1);
+    if (strncmp(quark_actor_id(self), "failcall-", 9) == 0) {
+        /* Calls out, asks to be deactivated, then fails: nothing of it may
+         * outlive it (its outcall's answer, its place on the ready list). */
+        quark_ref *other;
+        Quark__Test__Empty e = QUARK__TEST__EMPTY__INIT;
+        if (quark_test_Probe_ref(quark_actor_client(self), "target-of-failcall", &other) ==
+            QUARK_OK) {
+            quark_test_Probe_Ticks_async(other, &e, failcall_done, NULL);
+            quark_ref_free(other);
+        }
+        quark_actor_deactivate(self);
+        return quark_actor_fail(self, QUARK_EACTOR, "refusing to activate '%s' after a call",
+                                quark_actor_id(self));
+    }
     if (strncmp(quark_actor_id(self), "fail-", 5) == 0)
         return quark_actor_fail(self, QUARK_EACTOR, "refusing to activate '%s'",
                                 quark_actor_id(self));

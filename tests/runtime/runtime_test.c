@@ -83,6 +83,19 @@ static void test_activation_failure_leaves_nothing(void **state)
     assert_int_equal(quark_test_Probe_Ticks(r, &empty, &c), QUARK_EACTIVATE);
     assert_int_equal(atomic_load(&probe_activations) - before, 2);
     quark_ref_free(r);
+    /* An on_activate that called out and asked to go before failing: the
+     * answer to its call finds nothing (ASan would see a freed activation). */
+    r = probe(&e, "failcall-1");
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(quark_test_Probe_Ticks(r, &empty, &c), QUARK_EACTIVATE);
+        assert_non_null(strstr(quark_last_error(), "after a call"));
+    }
+    quark_ref *t = probe(&e, "target-of-failcall");
+    assert_true(TU_WAIT_UNTIL(quark_silo_activation_count(e.silo, NULL) == 1, 10000));
+    TU_OK(quark_test_Probe_Ticks(t, &empty, &c)); /* the target served the calls, and goes on */
+    quark_msg_free(c);
+    quark_ref_free(t);
+    quark_ref_free(r);
     tu_env_stop(&e);
 }
 

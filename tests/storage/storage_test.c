@@ -498,14 +498,15 @@ static int setup_redis(void **state)
     return 0;
 }
 
-/* Run the loop until a write of (t, id) with *etag succeeds (the provider
- * reconnected), or ms pass. */
+/* Run the loop until a write of (t, id) with *etag gets an answer from
+ * Redis (the provider reconnected), or ms pass. */
 static quark_err write_until_ok(prov *p, const char *t, const char *id, const char *v,
                                 char *etag, unsigned ms)
 {
     uint64_t end = tu_now_ms() + ms;
     quark_err rc;
-    while ((rc = do_write(p, p->pw, t, id, v, strlen(v), etag, NULL)) == QUARK_ESTORAGE &&
+    while (((rc = do_write(p, p->pw, t, id, v, strlen(v), etag, NULL)) == QUARK_ESTORAGE ||
+            rc == QUARK_EUNKNOWN) &&
            tu_now_ms() < end) {
         uv_run(p->loop, UV_RUN_NOWAIT);
         usleep(2000);
@@ -540,6 +541,34 @@ static void redis_key_layout(void **state)
     }
     assert_int_equal(seen, 7);
     freeReplyObject(rep);
+}
+
+/* A database number the server does not have: every request fails with
+ * the reason, and nothing lands in database 0. */
+static void redis_bad_database(void **state)
+{
+    (void)state;
+    char spec[64];
+    snprintf(spec, sizeof spec, "redis://127.0.0.1:%d/99", g_redis.port);
+    prov *p;
+    assert_int_equal(prov_setup((void **)&p, spec), 0);
+    char why[600] = "";
+    quark_err rc = QUARK_OK;
+    uint64_t end = tu_now_ms() + 5000;
+    while (!strstr(why, "SELECT 99 failed") && tu_now_ms() < end) {
+        char etag[QK_ETAG_MAX] = "";
+        rc = do_write(p, p->pw, "test.BadDb", "x", "v", 1, etag, why);
+        uv_run(p->loop, UV_RUN_NOWAIT);
+        usleep(2000);
+    }
+    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_non_null(strstr(why, "SELECT 99 failed"));
+    redisReply *rep = rs_command(&g_redis, "EXISTS %s", "default/state/test.BadDb/x");
+    assert_non_null(rep);
+    assert_int_equal(rep->integer, 0);
+    freeReplyObject(rep);
+    void *pp = p;
+    prov_teardown(&pp);
 }
 
 /* SCRIPT FLUSH between writes: the next write loads the script again. */
@@ -599,14 +628,17 @@ static void redis_down_then_back(void **state)
     TU_OK(do_write(p, p->pw, t, "d", "one", 3, etag, NULL));
     rs_kill(&g_redis, SIGTERM);
     uint64_t t0 = tu_now_ms();
+    /* Sent before the provider knew: its outcome is unknown. */
     quark_err rc = do_write(p, p->pw, t, "d", "two", 3, etag, why);
-    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_int_equal(rc, QUARK_EUNKNOWN);
     assert_non_null(strstr(why, "Redis"));
+    assert_non_null(strstr(why, "may or may not"));
     /* and again, now that the provider knows it is down */
     for (int i = 0; i < 3; i++)
         uv_run(p->loop, UV_RUN_NOWAIT);
     rc = do_write(p, p->pw, t, "d", "two", 3, etag, why);
-    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_int_equal(rc, QUARK_ESTORAGE); /* not sent: surely not applied */
+    assert_non_null(strstr(why, "cannot be reached"));
     assert_true(tu_now_ms() - t0 < 5000); /* failed fast, not at a timeout */
     assert_int_equal(rs_start(&g_redis, g_redis.port), 0);
     /* no persistence: the record is gone, so the write starts afresh */
@@ -614,8 +646,9 @@ static void redis_down_then_back(void **state)
     assert_int_equal(write_until_ok(p, t, "d2", "three", none, 20000), QUARK_OK);
 }
 
-/* A server that stops answering (SIGSTOP): requests fail after the
- * provider's timeout, and it recovers when the server resumes. */
+/* A server that stops answering (SIGSTOP): a write fails after the
+ * provider's timeout with QUARK_EUNKNOWN (it was sent), and the provider
+ * recovers when the server resumes. */
 static void redis_paused(void **state)
 {
     prov *p = *state;
@@ -625,7 +658,7 @@ static void redis_paused(void **state)
     rs_kill(&g_redis, SIGSTOP);
     quark_err rc = do_write(p, p->pw, t, "p", "two", 3, etag, why);
     rs_kill(&g_redis, SIGCONT);
-    assert_int_equal(rc, QUARK_ESTORAGE);
+    assert_int_equal(rc, QUARK_EUNKNOWN); /* sent, unanswered: it may have run */
     assert_non_null(strstr(why, "no answer"));
     /* The write may or may not have been applied when the server resumed:
      * read the etag afresh, then write. */
@@ -701,6 +734,7 @@ int main(void)
     const struct CMUnitTest redis[] = {
         CASES(setup_redis),
         cmocka_unit_test_setup_teardown(redis_key_layout, setup_redis, prov_teardown),
+        cmocka_unit_test(redis_bad_database),
         cmocka_unit_test_setup_teardown(redis_script_flush_mid_run, setup_redis, prov_teardown),
         cmocka_unit_test_setup_teardown(redis_restart_without_persistence, setup_redis,
                                         prov_teardown),
