@@ -41,6 +41,7 @@
  * list when it starts (a state at rest holds none: an idle activation costs
  * only its qk_pstate and its decoded message).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -49,7 +50,7 @@
 
 /* One allocation of a decoded state (protobuf-c unpack, state_alloc). */
 typedef struct qk_stblock {
-    struct qk_stblock *next;
+    struct qk_stblock *next, *prev;
     _Alignas(16) unsigned char data[];
 } qk_stblock;
 
@@ -70,7 +71,8 @@ typedef struct qk_state_req {
  * the message, the room for it in the activation. */
 typedef struct st_alloc_ctx {
     qk_stblock **head;
-    void *top;                      /* NULL: none */
+    void *top;                      /* NULL: none (or taken) */
+    void *room;                     /* the room itself, never freed */
     size_t top_size;
 } st_alloc_ctx;
 
@@ -80,6 +82,9 @@ static void *block_alloc(qk_stblock **head, size_t n)
     if (!b)
         return NULL;
     b->next = *head;
+    b->prev = NULL;
+    if (*head)
+        (*head)->prev = b;
     *head = b;
     return b->data;
 }
@@ -95,10 +100,22 @@ static void *st_alloc(void *ad, size_t n)
     return block_alloc(c->head, n);
 }
 
+/* protobuf-c frees its scratch memory (the slabs of members it scanned)
+ * before unpack returns, and what it built when a decode fails: give it
+ * back now, or a state with many repeated elements would keep it. */
 static void st_free(void *ad, void *p)
 {
-    (void)ad; /* all of it goes at once (blocks_free) */
-    (void)p;
+    st_alloc_ctx *c = ad;
+    if (!p || p == c->room)
+        return;
+    qk_stblock *b = (qk_stblock *)((char *)p - offsetof(qk_stblock, data));
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *c->head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    free(b);
 }
 
 static void blocks_free(qk_stblock *b)
@@ -129,7 +146,7 @@ static ProtobufCMessage *decode_state(const ProtobufCMessageDescriptor *d, const
                                       size_t len, void *top, qk_stblock **blocks)
 {
     *blocks = NULL;
-    st_alloc_ctx c = {.head = blocks, .top = top, .top_size = d->sizeof_message};
+    st_alloc_ctx c = {.head = blocks, .top = top, .room = top, .top_size = d->sizeof_message};
     ProtobufCAllocator al = {.alloc = st_alloc, .free = st_free, .allocator_data = &c};
     ProtobufCMessage *m;
     if (len == 0) {
