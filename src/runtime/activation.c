@@ -183,6 +183,15 @@ static void timer_destroy(quark_timer *t)
     uv_close((uv_handle_t *)&t->uv, timer_close_cb);
 }
 
+static void timers_destroy(quark_actor *a)
+{
+    while (a->timers) {
+        quark_timer *tm = a->timers;
+        a->timers = tm->next;
+        timer_destroy(tm);
+    }
+}
+
 /* Before a is freed: off the ready list, and its outcalls orphaned so late
  * answers are dropped (at stop, or an on_activate that called out and
  * failed). */
@@ -220,11 +229,7 @@ static void discard(qk_worker *w, quark_actor *a)
     dir_remove(w, a);
     lru_unlink(w, a);
     unlink_ready_and_outcalls(w, a);
-    while (a->timers) {
-        quark_timer *tm = a->timers;
-        a->timers = tm->next;
-        timer_destroy(tm);
-    }
+    timers_destroy(a);
     qk_state_destroy(w, a, QUARK_ECLOSED, "the activation failed");
     act_free(a);
 }
@@ -371,11 +376,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
         t->on_deactivate(a);
         turn_end(w, a);
     }
-    while (a->timers) {
-        quark_timer *tm = a->timers;
-        a->timers = tm->next;
-        timer_destroy(tm);
-    }
+    timers_destroy(a);
     while (a->deferred) {
         qk_msg *m = a->deferred;
         a->deferred = m->dnext;

@@ -28,7 +28,8 @@
 #include "runtime/op.h"
 #include "storage/storage.h"
 
-enum { JOB_READ = 1, JOB_WRITE = 2 };
+/* A write's progress through its transaction (commit_writes). */
+enum { JOB_PENDING, JOB_STORED, JOB_FINISHED };
 
 typedef struct job {
     struct job *next;
@@ -37,7 +38,7 @@ typedef struct job {
     qk_state_rec *rec;             /* etag in, etag (and data) out */
     const uint8_t *data;           /* write: lent until the op is finished; NULL clears */
     size_t len;
-    int kind;
+    int state;                     /* write: JOB_* */
     size_t type_len, id_len;
     char key[];                    /* type, then id */
 } job;
@@ -52,7 +53,6 @@ typedef struct sq {
     job *reads, *reads_tail;       /* waiting, under mu */
     job *writes, *writes_tail;
     bool stop;
-    uint64_t commits;              /* transactions committed (statistics) */
 } sq;
 
 typedef struct sq_pw {
@@ -162,16 +162,15 @@ static void commit_writes(sq *s, job *list)
         sqlite3_free(err);
         return;
     }
-    /* Each write: 1 stored (its etag set now, finished after COMMIT), 0 a
-     * conflict (finished now: nothing of it is stored), -1 an error: SQLite
-     * may have ended the transaction, so none of the batch is trusted. */
-    for (job *j = list; j; j = j->next)
-        j->kind = JOB_WRITE;
+    /* Each write (do_write): 1 stored (its etag set now, finished after
+     * COMMIT), 0 a conflict (finished now: nothing of it is stored), -1 an
+     * error: SQLite may have ended the transaction, so none of the batch is
+     * trusted. */
     for (job *j = list; j; j = j->next) {
         long long want = qk_version_of_etag(j->rec->etag), have = 0;
         int r = want < 0 ? 0 : do_write(s, j, want, &have, now);
         if (r == 1) {
-            j->kind = 0;
+            j->state = JOB_STORED;
             if (want == 0 && !j->data)
                 j->rec->etag[0] = '\0';
             else
@@ -182,13 +181,13 @@ static void commit_writes(sq *s, job *list)
             snprintf(text, sizeof text, "the stored state has etag '%s' but this write "
                      "expected '%s' (another activation wrote it)", have_s, j->rec->etag);
             fail(j, QUARK_ECONFLICT, "%.*s '%.*s': %s", text);
-            j->kind = -1;
+            j->state = JOB_FINISHED;
         } else {
             char text[400];
             snprintf(text, sizeof text, "%s", sqlite3_errmsg(s->db));
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
             for (job *k = list; k; k = k->next)
-                if (k->kind >= 0)
+                if (k->state != JOB_FINISHED)
                     fail(k, QUARK_ESTORAGE, "storing the state of %.*s '%.*s' in SQLite: %s",
                          text);
             return;
@@ -201,14 +200,13 @@ static void commit_writes(sq *s, job *list)
         sqlite3_free(err);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         for (job *j = list; j; j = j->next)
-            if (j->kind == 0)
+            if (j->state == JOB_STORED)
                 fail(j, QUARK_ESTORAGE, "committing the state of %.*s '%.*s' to SQLite: %s",
                      text);
         return;
     }
-    s->commits++;
     for (job *j = list; j; j = j->next) {
-        if (j->kind == 0) {
+        if (j->state == JOB_STORED) {
             qk_outcome o = {0};
             finish(j, &o);
         }
@@ -253,7 +251,7 @@ static void sq_main(void *arg)
 
 /* ---- on the workers ---- */
 
-static job *job_new(sq_pw *pw, const qk_actor_key *k, qk_state_rec *rec, qk_op *op, int kind)
+static job *job_new(sq_pw *pw, const qk_actor_key *k, qk_state_rec *rec, qk_op *op)
 {
     job *j = malloc(sizeof *j + k->type_len + k->id_len);
     if (!j) {
@@ -267,7 +265,7 @@ static job *job_new(sq_pw *pw, const qk_actor_key *k, qk_state_rec *rec, qk_op *
     j->rec = rec;
     j->data = NULL;
     j->len = 0;
-    j->kind = kind;
+    j->state = JOB_PENDING;
     j->type_len = k->type_len;
     j->id_len = k->id_len;
     memcpy(j->key, k->type, k->type_len);
@@ -293,7 +291,7 @@ static void hand_over(sq_pw *pw, job *first, job *last, unsigned n, bool write)
 static quark_err sq_read(void *p, const qk_actor_key *k, qk_state_rec *rec, qk_op *op)
 {
     sq_pw *pw = p;
-    job *j = job_new(pw, k, rec, op, JOB_READ);
+    job *j = job_new(pw, k, rec, op);
     if (!j)
         return QUARK_ENOMEM;
     hand_over(pw, j, j, 1, false);
@@ -304,7 +302,7 @@ static quark_err sq_write(void *p, const qk_actor_key *k, const uint8_t *data, s
                           qk_state_rec *rec, qk_op *op)
 {
     sq_pw *pw = p;
-    job *j = job_new(pw, k, rec, op, JOB_WRITE);
+    job *j = job_new(pw, k, rec, op);
     if (!j)
         return QUARK_ENOMEM;
     j->data = data;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../testutil.h"
+#include "../silo_proc.h"
 #include "counter_actor.h"
 #include "quark/actor_service.pb-c.h"
 #include "quark/cluster.h"
@@ -29,11 +30,6 @@ extern char **environ;
 
 static quark_transport g_transport = QUARK_TRANSPORT_TCP; /* each group runs with both */
 
-typedef struct silo_proc {
-    pid_t pid;
-    int port;
-    FILE *out;
-} silo_proc;
 
 static const char *g_silo_extra; /* one extra "--flag=value"-style pair, or NULL */
 static const char *g_silo_extra_val;
@@ -77,40 +73,18 @@ static int kill_leftovers(void **state)
 /* Start counter-silo and wait for its "listening" line (port 0: it picks). */
 static void silo_start(silo_proc *sp, int port, const char *cluster)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     char *argv[] = {(char *)COUNTER_SILO, "--listen", listen, "--cluster-id", (char *)cluster,
                     "--workers", "2", (char *)g_silo_extra, (char *)g_silo_extra_val, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    assert_int_equal(posix_spawn(&sp->pid, COUNTER_SILO, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    silo_proc_start(sp, argv);
     live_add(sp->pid);
-    close(fds[1]);
-    sp->out = fdopen(fds[0], "r");
-    char line[256];
-    sp->port = 0;
-    while (fgets(line, sizeof line, sp->out)) {
-        char *p = strstr(line, "(port ");
-        if (strstr(line, "listening") && p) {
-            sp->port = atoi(p + 6);
-            break;
-        }
-    }
-    assert_true(sp->port > 0);
 }
 
 static int silo_stop(silo_proc *sp, int sig)
 {
-    int status = 0;
-    kill(sp->pid, sig);
-    waitpid(sp->pid, &status, 0);
+    int status = silo_proc_stop(sp, sig);
     live_remove(sp->pid);
-    fclose(sp->out);
     return status;
 }
 

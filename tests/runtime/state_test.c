@@ -24,19 +24,7 @@
 
 static char g_dir[256];
 
-typedef tu_env env;
-
-static void env_start(env *e, const char *storage, uint32_t idle_ms, unsigned workers)
-{
-    tu_env_start_on(e, workers, idle_ms, storage);
-}
-
-static void env_stop(env *e)
-{
-    tu_env_stop(e);
-}
-
-static quark_ref *durable(env *e, const char *id)
+static quark_ref *durable(tu_env *e, const char *id)
 {
     quark_ref *r;
     TU_OK(quark_ref_new(e->client, &quark_examples_CounterActor_interface, DURABLE_COUNTER_TYPE,
@@ -102,8 +90,8 @@ static int64_t stored_value(const char *spec, const char *id, long long *etag)
 static void memory_outlives_activation(void **state)
 {
     (void)state;
-    env e;
-    env_start(&e, NULL, 100, 2);
+    tu_env e;
+    tu_env_start_on(&e, 2, 100, NULL);
     quark_ref *r = durable(&e, "m1");
     int64_t v = 0;
     for (int i = 0; i < 5; i++)
@@ -118,7 +106,7 @@ static void memory_outlives_activation(void **state)
     assert_int_equal(get(c), 0);
     quark_ref_free(c);
     quark_ref_free(r);
-    env_stop(&e);
+    tu_env_stop(&e);
 }
 
 /* SQLite: every acknowledged increment is in the file when the reply comes,
@@ -128,8 +116,8 @@ static void sqlite_write_before_ack_and_restart(void **state)
     (void)state;
     char spec[400];
     sqlite_spec("wba.db", spec, sizeof spec);
-    env e;
-    env_start(&e, spec, 0, 2);
+    tu_env e;
+    tu_env_start_on(&e, 2, 0, spec);
     quark_ref *r = durable(&e, "s1");
     for (int i = 1; i <= 50; i++) {
         int64_t v;
@@ -138,15 +126,15 @@ static void sqlite_write_before_ack_and_restart(void **state)
         assert_int_equal(stored_value(spec, "s1", NULL), i); /* stored before the reply */
     }
     quark_ref_free(r);
-    env_stop(&e);
-    env_start(&e, spec, 0, 3); /* another worker count: the key moves, the value stays */
+    tu_env_stop(&e);
+    tu_env_start_on(&e, 3, 0, spec); /* another worker count: the key moves, the value stays */
     r = durable(&e, "s1");
     assert_int_equal(get(r), 50);
     int64_t v;
     TU_OK(incr(r, 5, &v));
     assert_int_equal(v, 55);
     quark_ref_free(r);
-    env_stop(&e);
+    tu_env_stop(&e);
     assert_int_equal(stored_value(spec, "s1", NULL), 55);
 }
 
@@ -181,8 +169,8 @@ static void sqlite_pipelined_many_actors(void **state)
     (void)state;
     char spec[400];
     sqlite_spec("pipe.db", spec, sizeof spec);
-    env e;
-    env_start(&e, spec, 0, 2);
+    tu_env e;
+    tu_env_start_on(&e, 2, 0, spec);
     enum { ACTORS = 40, PER = 100 };
     flood f[ACTORS];
     for (int a = 0; a < ACTORS; a++) {
@@ -208,7 +196,7 @@ static void sqlite_pipelined_many_actors(void **state)
         quark_ref_free(f[a].ref);
         pthread_mutex_destroy(&f[a].mu);
     }
-    env_stop(&e);
+    tu_env_stop(&e);
 }
 
 /* Two silos share one file: the one whose etag is stale gets ECONFLICT, is
@@ -218,9 +206,9 @@ static void sqlite_conflict_between_silos(void **state)
     (void)state;
     char spec[400];
     sqlite_spec("conflict.db", spec, sizeof spec);
-    env a, b;
-    env_start(&a, spec, 0, 1);
-    env_start(&b, spec, 0, 1);
+    tu_env a, b;
+    tu_env_start_on(&a, 1, 0, spec);
+    tu_env_start_on(&b, 1, 0, spec);
     quark_ref *ra = durable(&a, "x"), *rb = durable(&b, "x");
     int64_t v;
     TU_OK(incr(ra, 1, &v)); /* a: etag 1, value 1 */
@@ -243,8 +231,8 @@ static void sqlite_conflict_between_silos(void **state)
     assert_int_equal(get(rb), 111);
     quark_ref_free(ra);
     quark_ref_free(rb);
-    env_stop(&a);
-    env_stop(&b);
+    tu_env_stop(&a);
+    tu_env_stop(&b);
 }
 
 /* A stored record that does not decode fails the calls that wait for it,
@@ -254,8 +242,8 @@ static void sqlite_record_that_does_not_decode(void **state)
     (void)state;
     char spec[400];
     sqlite_spec("bad.db", spec, sizeof spec);
-    env e;
-    env_start(&e, spec, 0, 1);
+    tu_env e;
+    tu_env_start_on(&e, 1, 0, spec);
     quark_ref *r = durable(&e, "good");
     TU_OK(incr(r, 1, NULL));
     quark_ref_free(r);
@@ -271,7 +259,7 @@ static void sqlite_record_that_does_not_decode(void **state)
     assert_non_null(strstr(quark_last_error(), "quark.examples.CounterState"));
     assert_int_equal(quark_silo_activation_count(e.silo, DURABLE_COUNTER_TYPE), 1); /* good */
     quark_ref_free(r);
-    env_stop(&e);
+    tu_env_stop(&e);
 }
 
 /* A file that cannot be written: the silo does not start, and says why.
@@ -281,12 +269,12 @@ static void sqlite_read_only_file(void **state)
     (void)state;
     char spec[400], cmd[600];
     sqlite_spec("ro.db", spec, sizeof spec);
-    env e;
-    env_start(&e, spec, 0, 1);
+    tu_env e;
+    tu_env_start_on(&e, 1, 0, spec);
     quark_ref *r = durable(&e, "ro");
     TU_OK(incr(r, 1, NULL));
     quark_ref_free(r);
-    env_stop(&e);
+    tu_env_stop(&e);
     if (geteuid() == 0) {
         snprintf(cmd, sizeof cmd, "chattr +i '%s' 2>&1", spec + 7);
         if (system(cmd) != 0)
@@ -324,8 +312,8 @@ static void sqlite_full_disk(void **state)
     (void)state;
     char spec[400];
     sqlite_spec("full.db", spec, sizeof spec);
-    env e;
-    env_start(&e, spec, 0, 2);
+    tu_env e;
+    tu_env_start_on(&e, 2, 0, spec);
     quark_ref *c;
     TU_OK(quark_examples_CounterActor_ref(e.client, "bystander", &c));
     struct rlimit old;
@@ -390,7 +378,7 @@ static void sqlite_full_disk(void **state)
         quark_ref_free(r);
     }
     quark_ref_free(c);
-    env_stop(&e);
+    tu_env_stop(&e);
 }
 
 typedef struct bg_load {
@@ -427,8 +415,8 @@ static void redis_down_ten_seconds_under_load(void **state)
     assert_int_equal(rs_start(&rs, 0), 0);
     char spec[64];
     snprintf(spec, sizeof spec, "redis://127.0.0.1:%d", rs.port);
-    env e;
-    env_start(&e, spec, 0, 2);
+    tu_env e;
+    tu_env_start_on(&e, 2, 0, spec);
     bg_load b = {.ref = durable(&e, "under-load")};
     atomic_store(&b.run, true);
     pthread_t th;
@@ -462,7 +450,7 @@ static void redis_down_ten_seconds_under_load(void **state)
            atomic_load(&b.estorage), served);
     quark_ref_free(c);
     quark_ref_free(b.ref);
-    env_stop(&e);
+    tu_env_stop(&e);
     rs_stop(&rs);
 }
 
@@ -524,8 +512,8 @@ static void sqlite_large_repeated_state(void **state)
     char spec[400];
     sqlite_spec("journal.db", spec, sizeof spec);
     for (int round = 0; round < 2; round++) {
-        env e;
-        env_start(&e, spec, 0, 2);
+        tu_env e;
+        tu_env_start_on(&e, 2, 0, spec);
         quark_ref *r;
         TU_OK(quark_ref_new(e.client, &quark_examples_CounterActor_interface, "JournalCounter",
                             "j1", &r));
@@ -536,7 +524,7 @@ static void sqlite_large_repeated_state(void **state)
         TU_OK(incr(r, 10, &v));
         assert_int_equal(v, round * 5010 + 5010);
         quark_ref_free(r);
-        env_stop(&e);
+        tu_env_stop(&e);
     }
 }
 

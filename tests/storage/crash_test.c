@@ -23,53 +23,27 @@
 
 #include "testutil.h"
 #include "redis_server.h"
+#include "silo_proc.h"
 #include "counter_actor.h"
 
 static char g_dir[256];
 static pid_t g_pid; /* the silo running, for the teardown */
 static redis_server g_rs; /* the Redis cases' server */
 
-typedef struct silo_proc {
-    pid_t pid;
-    int port;
-    FILE *out;
-} silo_proc;
-
 static void silo_start(silo_proc *sp, const char *storage, int port)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     char *argv[] = {(char *)COUNTER_SILO, "--listen", listen, "--workers", "2",
                     "--storage", (char *)storage, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    assert_int_equal(posix_spawn(&sp->pid, COUNTER_SILO, &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    silo_proc_start(sp, argv);
     g_pid = sp->pid;
-    close(fds[1]);
-    sp->out = fdopen(fds[0], "r");
-    char line[256];
-    sp->port = 0;
-    while (fgets(line, sizeof line, sp->out)) {
-        char *p = strstr(line, "(port ");
-        if (strstr(line, "listening") && p) {
-            sp->port = atoi(p + 6);
-            break;
-        }
-    }
-    assert_true(sp->port > 0);
 }
 
 static void silo_kill(silo_proc *sp, int sig)
 {
-    kill(sp->pid, sig);
-    waitpid(sp->pid, NULL, 0);
+    silo_proc_stop(sp, sig);
     g_pid = 0;
-    fclose(sp->out);
 }
 
 static int teardown(void **state)
