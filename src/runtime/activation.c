@@ -22,7 +22,7 @@
 
 static inline void *act_state(quark_actor *a)
 {
-    return (char *)a + QK_ALIGN_UP(sizeof *a + a->id_len + 1, 16);
+    return (char *)a + qk_actor_state_off(a->id_len);
 }
 
 /* Free what activate allocated (it begins with the qk_pstate, if any). */
@@ -254,7 +254,7 @@ static quark_err run_on_activate(qk_worker *w, quark_actor *a, char *msg, size_t
 static quark_actor *activate(qk_worker *w, qk_msg *m)
 {
     const quark_actor_type *t = m->type->type;
-    size_t off = QK_ALIGN_UP(sizeof(quark_actor) + m->id_len + 1, 16);
+    size_t off = qk_actor_state_off(m->id_len);
     size_t size = off + QK_ALIGN_UP(t->state_size, 16);
     size_t pre = 0;
     if (t->persistent) {

@@ -170,6 +170,7 @@ struct quark_actor {
     const qk_type_entry *type;
     qk_worker *worker;
     quark_timer *timers;
+    struct qk_pstate *ps;        /* persistent state (state.h), or NULL */
     uint64_t hash;
     uint64_t last_used_ms;
     uint32_t turn_ctr;
@@ -178,9 +179,16 @@ struct quark_actor {
     uint16_t ro_waiting;         /* deferred read-only turns */
     uint16_t id_len;
     uint8_t flags;
-    struct qk_pstate *ps;        /* persistent state (state.h), or NULL */
     char id[];                   /* then the state, 16-aligned, then *ps */
 };
+
+/* Where an activation's in-memory state begins: after its id, which starts
+ * at offsetof(id), not at sizeof (the struct's tail padding holds the id's
+ * first bytes; an id of up to 14 bytes fits in 128 bytes). */
+static inline size_t qk_actor_state_off(size_t id_len)
+{
+    return QK_ALIGN_UP(offsetof(quark_actor, id) + id_len + 1, 16);
+}
 
 /* The turn being run on a worker (NULL act: not inside a turn). */
 typedef struct qk_turn {

@@ -130,8 +130,7 @@ static void blocks_free(qk_stblock *b)
 /* The room for the decoded message's top level in a's allocation. */
 static void *top_room(quark_actor *a)
 {
-    size_t off = QK_ALIGN_UP(sizeof(quark_actor) + a->id_len + 1, 16);
-    return (char *)a + off + QK_ALIGN_UP(a->type->type->state_size, 16);
+    return (char *)a + qk_actor_state_off(a->id_len) + QK_ALIGN_UP(a->type->type->state_size, 16);
 }
 
 size_t qk_state_size(const quark_actor_type *t)
