@@ -8,10 +8,14 @@
 #                 TCP: CounterActor (in memory) and DurableCounter, w1 and w2
 #   memory        quark-bench --inproc --workload activate --type DurableCounter
 #                 --storage sqlite:... (bytes per idle activation beyond its state)
-#   Redis RTT     redis-benchmark -c 1 PING (w1's budget: one round trip)
+#   Redis RTT     redis-benchmark -c 1: PING and the CAS script by EVALSHA (w1's
+#                 budget: one round trip)
+#   disk by size  fsync-pages (fdatasync of 1..64 pages of 4 KiB: a group commit
+#                 costs its bytes)
 #
 # Usage: bash bench/storage.sh [--build-dir DIR] [--runs N]   (default build, 3 runs)
-# Prints every RESULT line and a summary; nothing else runs meanwhile on a 2-core machine.
+# Prints one line per measurement (docs/benchmarks.md sums them up); run nothing else
+# meanwhile on a 2-core machine.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$REPO/build
@@ -55,13 +59,19 @@ redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --daemoniz
     --logfile "$WORK/redis.log" &
 REDIS_PID=$!
 for _ in $(seq 50); do redis-cli -p $RPORT ping >/dev/null 2>&1 && break; sleep 0.1; done
+# the same compare-and-set as ../shared/peers/redis/run_lua.sh (always matches: a write)
+CAS_SHA=$(redis-cli -p $RPORT SCRIPT LOAD "local e=redis.call('HGET',KEYS[1],'etag') if e==false or e==ARGV[1] then redis.call('HSET',KEYS[1],'etag',ARGV[2],'data',ARGV[3]) return 1 end return 0")
 
 for r in $(seq "$RUNS"); do
     echo "## run $r"
     bash "$PEERS/fsync/run.sh" 1 "$WORK" | sed "s/run1/run$r/"
     N=300000 bash "$PEERS/redis/run_lua.sh" 1 2>/dev/null | grep -E "^W2 (cas|set)" | sed "s/run1/run$r/"
-    # one Redis round trip (w1's budget): redis-benchmark PING, one connection
-    echo "W1 redis-ping-c1 run$r: $(redis-benchmark -h 127.0.0.1 -p $RPORT -c 1 -n 50000 --csv -t ping_mbulk | tail -1)"
+    "$BUILD/bench/fsync-pages" "$WORK/pages.dat" | sed "s/^/W1 fsync-pages run$r: /"
+    # one Redis round trip (w1's budget), one connection: PING, and the write's own
+    # command (the storage's CAS script, by EVALSHA)
+    echo "W1 redis-ping-c1 run$r: $(redis-benchmark -h 127.0.0.1 -p $RPORT -c 1 -n 30000 --csv PING | tail -1)"
+    echo "W1 redis-cas-c1 run$r: $(redis-benchmark -h 127.0.0.1 -p $RPORT -c 1 -n 30000 --csv \
+        EVALSHA $CAS_SHA 1 bench-key 1 1 data | tail -1 | sed 's/^"EVALSHA[^"]*"/"EVALSHA cas"/')"
     for spec in memory "sqlite:$WORK/state.db" "redis://127.0.0.1:$RPORT"; do
         start_silo "$spec"
         kind=${spec%%:*}
