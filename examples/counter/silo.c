@@ -5,7 +5,10 @@
  *                [--max-output-buffer BYTES] [--seeds H1:P1,H2:P2,...]
  *                [--advertise HOST:PORT] [--heartbeat-ms MS]
  *                [--failure-timeout-ms MS] [--idle-timeout-ms MS] [--poll-us US]
- *                [--storage SPEC]
+ *                [--storage SPEC] [--max-mailbox N] [--max-worker-queue N]
+ *                [--max-connection-calls N] [--max-connections N]
+ *                [--handshake-timeout-ms MS] [--frame-timeout-ms MS]
+ *                [--idle-connection-ms MS]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
@@ -34,7 +37,11 @@ static void usage(void)
                     "                    [--max-output-buffer BYTES] [--seeds H1:P1,...]\n"
                     "                    [--advertise HOST:PORT] [--heartbeat-ms MS]\n"
                     "                    [--failure-timeout-ms MS] [--idle-timeout-ms MS]\n"
-                    "                    [--poll-us US] [--storage memory|sqlite:PATH]\n");
+                    "                    [--poll-us US] [--storage memory|sqlite:PATH|redis://H:P]\n"
+                    "                    [--max-mailbox N] [--max-worker-queue N]\n"
+                    "                    [--max-connection-calls N] [--max-connections N]\n"
+                    "                    [--handshake-timeout-ms MS] [--frame-timeout-ms MS]\n"
+                    "                    [--idle-connection-ms MS]\n");
     exit(2);
 }
 
@@ -51,8 +58,30 @@ int main(int argc, char **argv)
 {
     quark_silo_opts so;
     quark_silo_opts_init(&so);
+    /* The numeric options (docs/configuration.md, docs/operations.md). */
+    const struct {
+        const char *flag;
+        uint32_t *v;
+    } nums[] = {
+        {"--heartbeat-ms", &so.heartbeat_ms},
+        {"--failure-timeout-ms", &so.failure_timeout_ms},
+        {"--idle-timeout-ms", &so.idle_timeout_ms},
+        {"--poll-us", &so.poll_us},
+        {"--max-mailbox", &so.max_mailbox},
+        {"--max-worker-queue", &so.max_worker_queue},
+        {"--max-connection-calls", &so.max_connection_calls},
+        {"--max-connections", &so.max_connections},
+        {"--handshake-timeout-ms", &so.handshake_timeout_ms},
+        {"--frame-timeout-ms", &so.frame_timeout_ms},
+        {"--idle-connection-ms", &so.idle_connection_ms},
+    };
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--listen") && i + 1 < argc)
+        size_t k = 0;
+        while (k < sizeof nums / sizeof nums[0] && strcmp(argv[i], nums[k].flag) != 0)
+            k++;
+        if (k < sizeof nums / sizeof nums[0] && i + 1 < argc)
+            *nums[k].v = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             so.listen = argv[++i];
         else if (!strcmp(argv[i], "--cluster-id") && i + 1 < argc)
             so.cluster_id = argv[++i];
@@ -64,14 +93,6 @@ int main(int argc, char **argv)
             so.seeds = argv[++i];
         else if (!strcmp(argv[i], "--advertise") && i + 1 < argc)
             so.advertise = argv[++i];
-        else if (!strcmp(argv[i], "--heartbeat-ms") && i + 1 < argc)
-            so.heartbeat_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--failure-timeout-ms") && i + 1 < argc)
-            so.failure_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--idle-timeout-ms") && i + 1 < argc)
-            so.idle_timeout_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--poll-us") && i + 1 < argc)
-            so.poll_us = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--storage") && i + 1 < argc)
             so.storage = argv[++i];
         else

@@ -45,7 +45,8 @@ typedef enum quark_err {
     QUARK_EBUSY = -20,        /* the resource is in use (e.g. started twice) */
     QUARK_EINTERNAL = -21,    /* a bug in Quark: please report it */
     QUARK_ECONFLICT = -22,    /* stored state changed under the activation (ETag mismatch) */
-    QUARK_ESTORAGE = -23      /* storage failed or is unreachable: nothing was stored */
+    QUARK_ESTORAGE = -23,     /* storage failed or is unreachable: nothing was stored */
+    QUARK_EOVERLOAD = -24     /* too many calls queued: it did not run; retry after a pause */
 } quark_err;
 
 /* Short, constant description of a code ("deadline exceeded"). Never NULL. */

@@ -40,6 +40,30 @@ typedef struct quark_silo_opts {
      * stops being read until they drop below a quarter of it (default
      * 16 MiB): a slow reader costs bounded memory, never the whole silo. */
     size_t max_output_buffer;
+
+    /* ---- limits and timeouts (docs/operations.md); 0: the default ---- */
+    /* Calls queued for one activation while it runs another (default
+     * 10000, at most 65535): beyond, a call is answered at once with
+     * QUARK_EOVERLOAD ("actor X has N calls queued"); it did not run. */
+    uint32_t max_mailbox;
+    /* Calls queued on one worker, its activations together (default
+     * 100000): beyond, QUARK_EOVERLOAD. With max_connection_calls this
+     * bounds the silo's memory by configuration, whatever clients send. */
+    uint32_t max_worker_queue;
+    /* Calls in flight on one connection (default 4096): at the limit the
+     * silo stops reading it (TCP pushes back on the sender) until half are
+     * answered; gRPC grants at most this many streams. */
+    uint32_t max_connection_calls;
+    /* Open connections per silo (default 10000): one more gets GOAWAY. */
+    uint32_t max_connections;
+    /* A connection must finish its handshake (TCP HELLO, or the HTTP/2
+     * preface and SETTINGS) this soon (default 10000 ms) ... */
+    uint32_t handshake_timeout_ms;
+    /* ... and a frame it started this soon (default 30000 ms) ... */
+    uint32_t frame_timeout_ms;
+    /* ... else it is closed, as is one with nothing in flight that sent
+     * nothing (not even a PING) this long (default 300000 ms). */
+    uint32_t idle_connection_ms;
     /* A worker out of work keeps polling this long before it sleeps (its
      * sockets in a silo that listens, its queue otherwise): the next call
      * is often a few microseconds away, and a sleeping thread takes tens of

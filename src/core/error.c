@@ -33,7 +33,8 @@
     X(QUARK_EBUSY, "resource busy")                                              \
     X(QUARK_EINTERNAL, "internal error")                                      \
     X(QUARK_ECONFLICT, "stored state changed by another writer (ETag mismatch)") \
-    X(QUARK_ESTORAGE, "storage failed or unreachable")
+    X(QUARK_ESTORAGE, "storage failed or unreachable")                           \
+    X(QUARK_EOVERLOAD, "overloaded: too many calls queued")
 
 const char *quark_strerror(quark_err err)
 {

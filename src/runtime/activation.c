@@ -307,6 +307,8 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
 
 static void mailbox_append(quark_actor *a, qk_msg *m)
 {
+    a->mb_len++;
+    a->worker->queued++;
     m->next = NULL;
     m->flags |= QK_MF_IN_MAILBOX;
     if (a->mb_tail)
@@ -320,12 +322,24 @@ static qk_msg *mailbox_pop(quark_actor *a)
 {
     qk_msg *m = a->mb_head;
     if (m) {
+        a->mb_len--;
+        a->worker->queued--;
         a->mb_head = m->next;
         if (!a->mb_head)
             a->mb_tail = NULL;
         m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
     }
     return m;
+}
+
+/* Take a's whole mailbox (its calls still flagged QK_MF_IN_MAILBOX). */
+static qk_msg *mailbox_take(quark_actor *a)
+{
+    qk_msg *all = a->mb_head;
+    a->worker->queued -= a->mb_len;
+    a->mb_len = 0;
+    a->mb_head = a->mb_tail = NULL;
+    return all;
 }
 
 /* Answer every call of a mailbox taken out of its activation with err (by
@@ -359,8 +373,7 @@ void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const cha
         return;
     }
     /* The calls that waited fail; nothing stays behind. */
-    qk_msg *queued = a->mb_head;
-    a->mb_head = a->mb_tail = NULL;
+    qk_msg *queued = mailbox_take(a);
     discard(w, a);
     fail_queued(w, queued, err, err == QUARK_EACTIVATE ? QK_BY_ACTOR : QK_BY_RUNTIME, why);
 }
@@ -385,8 +398,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
             qk_answer_error(w, m, QUARK_ECLOSED, "the actor was deactivated before it replied");
         qk_msg_free(m);
     }
-    qk_msg *queued = a->mb_head;
-    a->mb_head = a->mb_tail = NULL;
+    qk_msg *queued = mailbox_take(a);
     dir_remove(w, a);
     lru_unlink(w, a);
     unlink_ready_and_outcalls(w, a);
@@ -529,6 +541,22 @@ void qk_pump(qk_worker *w, quark_actor *a)
         destroy(w, a, true);
 }
 
+/* Admission control: a call that would queue past a limit is answered now
+ * (it did not run: the caller may retry after a pause). */
+static void refuse_overloaded(qk_worker *w, quark_actor *a, qk_msg *m)
+{
+    const quark_silo_opts *o = &w->silo->opts;
+    char msg[400];
+    if (a->mb_len >= o->max_mailbox)
+        snprintf(msg, sizeof msg, "actor %s '%s' has %u calls queued (max_mailbox): retry later",
+                 a->type->name, a->id, (unsigned)a->mb_len);
+    else
+        snprintf(msg, sizeof msg, "worker %u of this silo has %u calls queued "
+                 "(max_worker_queue): retry later", w->index + 1, (unsigned)w->queued);
+    qk_answer_error(w, m, QUARK_EOVERLOAD, msg);
+    qk_msg_free(m);
+}
+
 static void deliver_call(qk_worker *w, qk_msg *m)
 {
     if (w->stopping) {
@@ -562,6 +590,11 @@ static void deliver_call(qk_worker *w, qk_msg *m)
                  a->type->iface->methods[m->method].name);
         qk_answer_error(w, m, QUARK_ECYCLE, msg);
         qk_msg_free(m);
+        return;
+    }
+    const quark_silo_opts *o = &w->silo->opts;
+    if (QK_UNLIKELY(a->mb_len >= o->max_mailbox || w->queued >= o->max_worker_queue)) {
+        refuse_overloaded(w, a, m);
         return;
     }
     m->act = a;
@@ -663,8 +696,7 @@ void qk_rebalance(qk_worker *w)
         }
         /* Another silo owns it now: calls not started yet go there, and the
          * activation goes as soon as what it is running is done. */
-        qk_msg *queued = a->mb_head;
-        a->mb_head = a->mb_tail = NULL;
+        qk_msg *queued = mailbox_take(a);
         a->flags |= QK_AF_DEACT_REQ;
         if (collectible(a))
             destroy(w, a, false);
@@ -694,8 +726,7 @@ void qk_deactivate_all(qk_worker *w, bool force)
         } else {
             /* Its state is being written: it goes once that is stored
              * (its held replies leave then); what it has queued fails. */
-            qk_msg *queued = a->mb_head;
-            a->mb_head = a->mb_tail = NULL;
+            qk_msg *queued = mailbox_take(a);
             a->flags |= QK_AF_DEACT_REQ;
             fail_queued(w, queued, QUARK_ECLOSED, QK_BY_RUNTIME, "the silo is stopping");
         }

@@ -178,13 +178,14 @@ struct quark_actor {
     uint32_t event_seq;          /* events published (quark_actor_publish) */
     uint16_t ro_waiting;         /* deferred read-only turns */
     uint16_t id_len;
+    uint16_t mb_len;             /* calls in the mailbox (<= opts.max_mailbox) */
     uint8_t flags;
     char id[];                   /* then the state, 16-aligned, then *ps */
 };
 
 /* Where an activation's in-memory state begins: after its id, which starts
  * at offsetof(id), not at sizeof (the struct's tail padding holds the id's
- * first bytes; an id of up to 14 bytes fits in 128 bytes). */
+ * first bytes; an id of up to 12 bytes fits in 128 bytes). */
 static inline size_t qk_actor_state_off(size_t id_len)
 {
     return QK_ALIGN_UP(offsetof(quark_actor, id) + id_len + 1, 16);
@@ -231,6 +232,8 @@ struct qk_worker {
     qk_dslot *slots;              /* directory: open addressing */
     size_t mask, count;
     quark_actor *lru_head, *lru_tail;
+    uint32_t queued;              /* calls in its activations' mailboxes
+                                   * (<= opts.max_worker_queue) */
     qk_dlheap heap;               /* deadlines of calls this worker holds */
     uint64_t dl_armed_ms;         /* when dl_timer fires, UINT64_MAX if not */
     uint64_t now_ms;              /* coarse clock, refreshed every batch */

@@ -28,6 +28,31 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->max_message_size = 4u << 20;
     o->max_output_buffer = 16u << 20;
     o->poll_us = 50;
+    o->max_mailbox = 10000;
+    o->max_worker_queue = 100000;
+    o->max_connection_calls = 4096;
+    o->max_connections = 10000;
+    o->handshake_timeout_ms = 10000;
+    o->frame_timeout_ms = 30000;
+    o->idle_connection_ms = 300000;
+}
+
+/* The limits left 0 get their defaults (quark_silo_opts_init's). */
+static void limits_default(quark_silo_opts *o)
+{
+    quark_silo_opts d;
+    quark_silo_opts_init(&d);
+#define QK_DEFAULT(f) \
+    if (o->f == 0)    \
+        o->f = d.f;
+    QK_DEFAULT(max_mailbox)
+    QK_DEFAULT(max_worker_queue)
+    QK_DEFAULT(max_connection_calls)
+    QK_DEFAULT(max_connections)
+    QK_DEFAULT(handshake_timeout_ms)
+    QK_DEFAULT(frame_timeout_ms)
+    QK_DEFAULT(idle_connection_ms)
+#undef QK_DEFAULT
 }
 
 quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
@@ -47,6 +72,13 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
         s->opts.max_message_size = 4u << 20;
     if (s->opts.max_output_buffer == 0)
         s->opts.max_output_buffer = 16u << 20;
+    limits_default(&s->opts);
+    if (s->opts.max_mailbox > UINT16_MAX) {
+        uint32_t n = s->opts.max_mailbox;
+        free(s);
+        return qk_error(QUARK_EINVAL, "quark_silo_create: max_mailbox %u is too large (at most "
+                        "65535 calls queued for one actor)", n);
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     s->nworkers = s->opts.workers ? s->opts.workers : (unsigned)(cpus > 0 ? cpus : 1);
     if (s->nworkers > 1024) {

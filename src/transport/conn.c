@@ -13,6 +13,8 @@
  * that does not read its answers stops being read (backpressure) until it
  * has read most of them, instead of growing the silo's memory.
  */
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "quark/actor_service.pb-c.h"
@@ -68,6 +70,8 @@ void qk_conn_close(qk_conn *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->counted)
+        atomic_fetch_sub(&c->srv->nconns, 1);
     qk_srv_worker *pw = &c->srv->pw[c->w->index];
     if (c->prev)
         c->prev->next = c->next;
@@ -104,18 +108,50 @@ void qk_conn_mark_dirty(qk_conn *c)
         pw->dirty = c;
         qk_worker_io_pending(c->w);
     }
-    if (!c->read_paused && c->out_len > c->w->silo->opts.max_output_buffer) {
-        c->read_paused = true; /* the peer does not read: stop reading it */
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    if (c->out_len > c->w->silo->opts.max_output_buffer)
+        qk_conn_pause(c, QK_PAUSE_OUTPUT); /* the peer does not read: stop reading it */
 }
 
 static void maybe_resume_read(qk_conn *c)
 {
-    if (!c->closing && c->read_paused && c->out_len < c->w->silo->opts.max_output_buffer / 4) {
-        c->read_paused = false;
+    if ((c->paused & QK_PAUSE_OUTPUT) && c->out_len < c->w->silo->opts.max_output_buffer / 4)
+        qk_conn_unpause(c, QK_PAUSE_OUTPUT);
+}
+
+void qk_conn_pause(qk_conn *c, unsigned why)
+{
+    if (!c->paused && !c->closing)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    c->paused |= (uint8_t)why;
+}
+
+void qk_conn_unpause(qk_conn *c, unsigned why)
+{
+    if (!(c->paused & why))
+        return;
+    c->paused &= (uint8_t)~why;
+    if (!c->paused && !c->closing)
         resume_read(c);
-    }
+}
+
+bool qk_conn_full(qk_conn *c)
+{
+    if (c->inflight < c->w->silo->opts.max_connection_calls)
+        return false;
+    qk_conn_pause(c, QK_PAUSE_CALLS);
+    return true;
+}
+
+void qk_conn_resume_input(qk_conn *c)
+{
+    c->resume_input = false;
+    if (c->closing || !(c->paused & QK_PAUSE_CALLS))
+        return;
+    c->paused &= (uint8_t)~QK_PAUSE_CALLS;
+    if (c->in_len && c->proto)
+        c->proto->input(c); /* what it read before pausing (may pause again) */
+    if (!c->paused && !c->closing)
+        resume_read(c);
 }
 
 static void on_written(uv_write_t *req, int status);
@@ -212,6 +248,12 @@ static void srv_call_done(qk_op *op)
     qk_op_release(op);
     sc->next_free = c->free_calls;
     c->free_calls = sc;
+    c->inflight--;
+    if ((c->paused & QK_PAUSE_CALLS) && !c->resume_input && !c->closing &&
+        c->inflight <= c->w->silo->opts.max_connection_calls / 2) {
+        c->resume_input = true; /* at the flush: never inside the input that answered it */
+        qk_conn_mark_dirty(c);
+    }
     qk_conn_unref(c);
 }
 
@@ -255,6 +297,7 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
         return;
     }
     c->refs++; /* the call's: released when its answer is written */
+    c->inflight++;
 }
 
 /* ---- subscriptions: the subscriber port (runtime/ports.h) ---- */
@@ -358,6 +401,36 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
 
+/* One connection too many (max_connections): tell it in its protocol. */
+static void refuse_over_limit(qk_conn *c)
+{
+    char why[160];
+    snprintf(why, sizeof why, "this silo has %u connections open, its maximum "
+             "(max_connections): try another silo or later", c->w->silo->opts.max_connections);
+    if (c->proto == &qk_proto_tcp) {
+        c->proto->goaway(c, QUARK_EOVERLOAD, why);
+        return;
+    }
+    /* HTTP/2: the server's preface (empty SETTINGS), then GOAWAY with code
+     * REFUSED_STREAM (7: nothing ran) and the reason as its debug data. */
+    size_t dl = strlen(why);
+    if (!qk_conn_reserve(c, 9 + 9 + 8 + dl))
+        return;
+    uint8_t *o = c->out + c->out_len;
+    const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    memcpy(o, settings, 9);
+    size_t gl = 8 + dl;
+    uint8_t *g = o + 9;
+    g[0] = (uint8_t)(gl >> 16), g[1] = (uint8_t)(gl >> 8), g[2] = (uint8_t)gl;
+    g[3] = 7, g[4] = 0, g[5] = g[6] = g[7] = g[8] = 0; /* GOAWAY on stream 0 */
+    memset(g + 9, 0, 4);                                 /* last stream id 0 */
+    g[13] = g[14] = g[15] = 0, g[16] = 7;                /* REFUSED_STREAM */
+    memcpy(g + 17, why, dl);
+    c->out_len += 9 + 9 + gl;
+    c->close_after_write = true;
+    qk_conn_mark_dirty(c);
+}
+
 /* The first bytes tell the protocol; false: neither (closed). */
 static bool detect(qk_conn *c)
 {
@@ -365,14 +438,18 @@ static bool detect(qk_conn *c)
         c->proto = &qk_proto_tcp;
         memmove(c->in, c->in + 4, c->in_len - 4);
         c->in_len -= 4;
-        return true;
-    }
-    if (memcmp(c->in, "PRI ", 4) == 0) {
+    } else if (memcmp(c->in, "PRI ", 4) == 0) {
         c->proto = &qk_proto_grpc;
-        return true;
+    } else {
+        qk_conn_close(c); /* neither protocol: nothing to say to it */
+        return false;
     }
-    qk_conn_close(c); /* neither protocol: nothing to say to it */
-    return false;
+    if (c->over_limit) {
+        qk_conn_pause(c, QK_PAUSE_STOP);
+        refuse_over_limit(c);
+        return false;
+    }
+    return true;
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -386,6 +463,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     /* The loop may have slept for long: deadlines of the calls decoded
      * below are counted from now, not from the last batch. */
     qk_worker_set_now(c->w);
+    c->last_in_ms = c->w->now_ms;
     c->in_len += (size_t)n;
     if (!c->proto && (c->in_len < 4 || !detect(c)))
         return;
@@ -407,6 +485,9 @@ void qk_conn_start(qk_conn *c)
 {
     qk_srv_worker *pw = &c->srv->pw[c->w->index];
     uv_tcp_nodelay(&c->tcp, 1);
+    c->opened_ms = c->last_in_ms = c->w->now_ms;
+    c->counted = true;
+    c->over_limit = atomic_fetch_add(&c->srv->nconns, 1) >= c->w->silo->opts.max_connections;
     c->next = pw->conns;
     if (pw->conns)
         pw->conns->prev = c;

@@ -26,6 +26,13 @@ long qk_frame_parse(const uint8_t *buf, size_t n, size_t max_payload, qk_frame *
 {
     if (n < QK_FRAME_HEADER)
         return 0;
+    /* Type, flags and reserved bytes first: a header that is wrong there
+     * is garbage, whatever length it announces. */
+    uint8_t type = buf[4];
+    if (type == 0 || type > QK_FRAME_TYPE_MAX || buf[5] != 0 || buf[6] != 0 || buf[7] != 0) {
+        *why = "unknown frame type or flags";
+        return QK_FRAME_MALFORMED;
+    }
     uint32_t len = get32(buf);
     if (len < QK_FRAME_HEADER - 4) {
         *why = "frame shorter than its header";
@@ -35,11 +42,6 @@ long qk_frame_parse(const uint8_t *buf, size_t n, size_t max_payload, qk_frame *
     if (payload > max_payload) {
         *why = "frame larger than the maximum message size";
         return QK_FRAME_TOO_BIG;
-    }
-    uint8_t type = buf[4];
-    if (type == 0 || type > QK_FRAME_TYPE_MAX || buf[5] != 0 || buf[6] != 0 || buf[7] != 0) {
-        *why = "unknown frame type or flags";
-        return QK_FRAME_MALFORMED;
     }
     if (n < 4 + (size_t)len)
         return 0;

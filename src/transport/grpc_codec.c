@@ -421,6 +421,7 @@ static const struct {
     {QUARK_EBADARGS, QK_GRPC_INVALID_ARGUMENT},
     {QUARK_ETIMEDOUT, QK_GRPC_DEADLINE_EXCEEDED},
     {QUARK_ETOOBIG, QK_GRPC_RESOURCE_EXHAUSTED},
+    {QUARK_EOVERLOAD, QK_GRPC_RESOURCE_EXHAUSTED},
     {QUARK_ECLUSTER, QK_GRPC_FAILED_PRECONDITION},
     {QUARK_ECYCLE, QK_GRPC_ABORTED},
     {QUARK_ECONFLICT, QK_GRPC_ABORTED},
@@ -525,6 +526,7 @@ struct qk_grpc_server {
     size_t rx_used;      /* request buffer bytes of all streams */
     qk_gs_stream *streams;
     uint8_t shutting_down, goaway_final, freeing, fatal;
+    uint8_t ready;        /* the client's SETTINGS came */
     int32_t goaway_last;  /* last stream id of the final GOAWAY */
     uint8_t stage[QK_STAGE_SIZE];
 };
@@ -786,6 +788,10 @@ static int srv_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, vo
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
             srv_end_of_request(s, nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id));
         break;
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
+            s->ready = 1;
+        break;
     case NGHTTP2_PING:
         if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && s->shutting_down &&
             memcmp(frame->ping.opaque_data, QK_SHUTDOWN_PING, 8) == 0)
@@ -827,7 +833,8 @@ static int srv_on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_c
     return 0;
 }
 
-qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size_t max_msg)
+qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size_t max_msg,
+                                   uint32_t max_streams)
 {
     if (!cbs || !cbs->on_request)
         return NULL;
@@ -864,7 +871,8 @@ qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size
         return NULL;
     }
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, QK_GRPC_MAX_CONCURRENT_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+         max_streams ? max_streams : QK_GRPC_MAX_CONCURRENT_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, QK_STREAM_WINDOW},
     };
     if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
@@ -996,6 +1004,11 @@ size_t qk_grpc_server_flush(qk_grpc_server *s,
     if (fatal)
         s->fatal = 1;
     return n;
+}
+
+int qk_grpc_server_ready(const qk_grpc_server *s)
+{
+    return s && s->ready;
 }
 
 int qk_grpc_server_want_close(const qk_grpc_server *s)

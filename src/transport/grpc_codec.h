@@ -107,9 +107,16 @@ typedef struct qk_grpc_server_cbs {
 } qk_grpc_server_cbs;
 
 /* A server for one accepted connection; max_msg bounds a request message
- * (payload bytes). Its SETTINGS are queued at once (flush to send them).
- * NULL when out of memory or cbs->on_request is NULL. */
-qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size_t max_msg);
+ * (payload bytes), max_streams the streams open at once (its
+ * SETTINGS_MAX_CONCURRENT_STREAMS; 0: QK_GRPC_MAX_CONCURRENT_STREAMS). Its
+ * SETTINGS are queued at once (flush to send them). NULL when out of memory
+ * or cbs->on_request is NULL. */
+qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size_t max_msg,
+                                   uint32_t max_streams);
+
+/* Nonzero once the client's connection preface and first SETTINGS came:
+ * the handshake is done. */
+int qk_grpc_server_ready(const qk_grpc_server *s);
 
 /* Feed received bytes. Returns 0, or QUARK_EPROTO / QUARK_ENOMEM on a fatal
  * connection error (not an HTTP/2 client, ...): then flush the pending output

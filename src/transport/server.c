@@ -250,6 +250,73 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
+/* ---- timeouts ---- */
+
+static void srv_flush_conns(qk_server *srv, qk_worker *w);
+
+static bool handshaken(const qk_conn *c)
+{
+    return c->proto == &qk_proto_tcp ? c->hello_done
+                                     : c->proto && qk_conn_grpc_ready(c);
+}
+
+/* Every connection of the worker against its clocks (server.h). */
+static void on_sweep(uv_timer_t *t)
+{
+    qk_worker *w = t->data;
+    qk_server *srv = w->silo->listener_self;
+    const quark_silo_opts *o = &w->silo->opts;
+    qk_worker_set_now(w);
+    uint64_t now = w->now_ms;
+    char why[200];
+    qk_conn *c = srv->pw[w->index].conns;
+    while (c) {
+        qk_conn *next = c->next; /* c may close (and leave the list) */
+        why[0] = '\0';
+        if (c->closing || c->close_after_write) {
+            /* told already */
+        } else if (!handshaken(c) && now - c->opened_ms >= o->handshake_timeout_ms) {
+            snprintf(why, sizeof why, "no handshake (%s) within %u ms of connecting",
+                     c->proto == &qk_proto_tcp ? "HELLO" : c->proto ? "HTTP/2 SETTINGS"
+                                                                     : "protocol bytes",
+                     o->handshake_timeout_ms);
+        } else if (c->partial_ms && now - c->partial_ms >= o->frame_timeout_ms) {
+            snprintf(why, sizeof why, "a frame was started and not finished within %u ms",
+                     o->frame_timeout_ms);
+        } else if (!c->inflight && !c->subs && !c->watching && !c->out_len && !c->writing &&
+                   now - c->last_in_ms >= o->idle_connection_ms) {
+            snprintf(why, sizeof why, "idle for %u ms (send PING to keep a connection open)",
+                     o->idle_connection_ms);
+        }
+        if (why[0]) {
+            if (c->proto && c->proto->goaway)
+                c->proto->goaway(c, QUARK_ETIMEDOUT, why);
+            else
+                qk_conn_close(c);
+        }
+        c = next;
+    }
+    srv_flush_conns(srv, w);
+}
+
+static void start_sweep(qk_server *srv, qk_worker *w)
+{
+    const quark_silo_opts *o = &w->silo->opts;
+    uint32_t least = o->handshake_timeout_ms;
+    if (o->frame_timeout_ms < least)
+        least = o->frame_timeout_ms;
+    if (o->idle_connection_ms < least)
+        least = o->idle_connection_ms;
+    uint64_t every = least / 4 < 20 ? 20 : least / 4 > 1000 ? 1000 : least / 4;
+    qk_srv_worker *pw = &srv->pw[w->index];
+    if (!(pw->sweep = calloc(1, sizeof *pw->sweep)))
+        return; /* no timeouts on this worker: out of memory at start */
+    uv_timer_init(&w->loop, pw->sweep);
+    pw->sweep->data = w;
+    uv_timer_start(pw->sweep, on_sweep, every, every);
+    uv_unref((uv_handle_t *)pw->sweep);
+}
+
 static void srv_worker_start(void *self, qk_worker *w)
 {
     qk_server *srv = self;
@@ -261,6 +328,7 @@ static void srv_worker_start(void *self, qk_worker *w)
         return;
     uv_tcp_init(&w->loop, pw->listener);
     pw->listener->data = w;
+    start_sweep(srv, w);
     int fd = srv->listen_fds[w->index];
     srv->listen_fds[w->index] = -1; /* libuv owns it now */
     if (uv_tcp_open(pw->listener, fd) != 0 ||
@@ -280,18 +348,28 @@ static void srv_worker_quiesce(void *self, qk_worker *w)
         pw->listener = NULL;
     }
     for (qk_conn *c = pw->conns; c; c = c->next)
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        qk_conn_pause(c, QK_PAUSE_STOP);
+    if (pw->sweep) {
+        uv_close((uv_handle_t *)pw->sweep, free_handle);
+        pw->sweep = NULL;
+    }
 }
 
 static void srv_flush(void *self, qk_worker *w)
 {
-    qk_server *srv = self;
+    srv_flush_conns(self, w);
+}
+
+static void srv_flush_conns(qk_server *srv, qk_worker *w)
+{
     qk_srv_worker *pw = &srv->pw[w->index];
     qk_conn *c = pw->dirty;
     pw->dirty = NULL;
     while (c) {
         qk_conn *n = c->dirty_next;
         c->dirty = false;
+        if (c->resume_input)
+            qk_conn_resume_input(c);
         qk_conn_write(c);
         c = n;
     }

@@ -79,6 +79,7 @@ typedef struct qk_srv_worker {
     uv_tcp_t *listener;           /* its listening socket, or NULL */
     qk_conn *conns;               /* all its connections */
     qk_conn *dirty;               /* connections with output to write */
+    uv_timer_t *sweep;            /* closes connections past their timeouts */
 } qk_srv_worker;
 
 struct qk_server {
@@ -87,6 +88,7 @@ struct qk_server {
     int *listen_fds;              /* one SO_REUSEPORT socket per worker, until adopted */
     qk_srv_worker *pw;            /* [silo->nworkers] */
     qk_server_control ctl;
+    _Atomic unsigned nconns;      /* open connections, all workers (max_connections) */
 };
 
 /* A protocol spoken on a connection (server_tcp.c, server_grpc.c). */
@@ -106,6 +108,9 @@ typedef struct qk_proto_ops {
     /* The connection was moved to this worker (qk_server_move_conn) with
      * the bytes in c->in still to read: say what is due first, or NULL. */
     void (*adopted)(qk_conn *c);
+    /* The silo ends the connection (err, why: a timeout, a limit): its
+     * last words, then it closes. */
+    void (*goaway)(qk_conn *c, quark_err err, const char *why);
     /* Stop phase 2: last words before the connection closes, or NULL. */
     void (*stop)(qk_conn *c);
     /* The connection closes: free the protocol's state, or NULL. */
@@ -129,12 +134,19 @@ struct qk_conn {
     bool closing;
     bool hello_done;               /* TCP: HELLO answered */
     bool hint_done;                /* gRPC: the worker hint was looked for */
-    bool read_paused;
     bool writing;
     bool close_after_write;
     bool in_recv;                  /* gRPC: inside the session's recv: no pumping */
     bool watching;                 /* wants the cluster's views (WATCH / WatchCluster) */
+    bool counted;                  /* in srv->nconns */
+    bool over_limit;               /* accepted past max_connections: told so, closed */
+    bool resume_input;             /* calls were answered: read again (at the flush) */
+    uint8_t paused;                /* why it is not read (QK_PAUSE_*), 0: it is */
     uint32_t refs;                 /* the socket + calls in flight + subscribers */
+    uint32_t inflight;             /* calls read and not yet answered */
+    uint64_t opened_ms;            /* accepted (the handshake's clock) */
+    uint64_t last_in_ms;           /* bytes last read (the idle clock) */
+    uint64_t partial_ms;           /* TCP: since when a frame is half read, 0: none */
     uint64_t discard;              /* TCP: bytes of an oversized frame still to skip */
     uint64_t watch_id;             /* its frame id, or gRPC stream id */
     uint8_t *in;
@@ -149,8 +161,20 @@ struct qk_conn {
     struct qk_grpc_server *grpc;   /* gRPC: the connection's HTTP/2 session */
 };
 
+/* Why a connection is not read: its peer leaves its answers unread, it
+ * has max_connection_calls calls in flight, the silo is stopping. */
+enum { QK_PAUSE_OUTPUT = 1, QK_PAUSE_CALLS = 2, QK_PAUSE_STOP = 4 };
+
 /* conn.c */
 void qk_conn_init(qk_conn *c, qk_server *srv, qk_worker *w);
+void qk_conn_pause(qk_conn *c, unsigned why);
+void qk_conn_unpause(qk_conn *c, unsigned why); /* reads again once no reason is left */
+/* At max_connection_calls: pause it (QK_PAUSE_CALLS) and say so; the
+ * protocols stop taking requests from it (the rest of its input waits). */
+bool qk_conn_full(qk_conn *c);
+/* At the flush, for a connection whose calls were answered: take the input
+ * it had left and read again. */
+void qk_conn_resume_input(qk_conn *c);
 /* A connection accepted (or adopted) on w: start reading. */
 void qk_conn_start(qk_conn *c);
 void qk_conn_unref(qk_conn *c);
@@ -172,6 +196,9 @@ quark_err qk_conn_subscribe(qk_conn *c, uint64_t sub_id, const char *type, const
 void qk_conn_unsubscribe(qk_conn *c, uint64_t sub_id);
 /* Start the connection's view stream under `id` (WATCH / WatchCluster). */
 void qk_conn_watch(qk_conn *c, uint64_t id);
+
+/* server_grpc.c: the connection's HTTP/2 handshake is done. */
+bool qk_conn_grpc_ready(const qk_conn *c);
 
 /* server.c */
 /* Hand c's socket, with the bytes still to handle, to worker `to`; false

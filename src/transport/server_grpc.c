@@ -202,7 +202,8 @@ static void grpc_input(qk_conn *c)
         }
     }
     if (!c->grpc) {
-        c->grpc = qk_grpc_server_new(&grpc_cbs, c, c->w->silo->opts.max_message_size);
+        const quark_silo_opts *o = &c->w->silo->opts;
+        c->grpc = qk_grpc_server_new(&grpc_cbs, c, o->max_message_size, o->max_connection_calls);
         if (!c->grpc) {
             qk_conn_close(c);
             return;
@@ -212,11 +213,17 @@ static void grpc_input(qk_conn *c)
     int rc = qk_grpc_server_recv(c->grpc, c->in, c->in_len);
     c->in_recv = false;
     c->in_len = 0;
+    qk_conn_full(c); /* at the limit: read no more until calls are answered */
     grpc_pump(c);
     if (rc != 0 && !c->closing) {
         c->close_after_write = true;
         qk_conn_close_when_written(c);
     }
+}
+
+bool qk_conn_grpc_ready(const qk_conn *c)
+{
+    return c->grpc && qk_grpc_server_ready(c->grpc);
 }
 
 /* Stop phase 2: the final GOAWAY now. Reading has stopped, so no PING round
@@ -227,6 +234,16 @@ static void grpc_stop(qk_conn *c)
         qk_grpc_server_goaway_now(c->grpc);
         grpc_pump(c);
     }
+}
+
+/* The silo ends the connection (a timeout): the final GOAWAY, then close. */
+static void grpc_goaway(qk_conn *c, quark_err err, const char *why)
+{
+    (void)err;
+    (void)why; /* HTTP/2's GOAWAY carries a code; the reason is the silo's log's */
+    grpc_stop(c);
+    c->close_after_write = true;
+    qk_conn_close_when_written(c);
 }
 
 static void grpc_close(qk_conn *c)
@@ -246,5 +263,6 @@ const qk_proto_ops qk_proto_grpc = {
     .stream_end = grpc_stream_end,
     .send_view = grpc_send_view,
     .stop = grpc_stop,
+    .goaway = grpc_goaway,
     .close = grpc_close,
 };

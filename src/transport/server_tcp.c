@@ -231,21 +231,29 @@ static void tcp_frame(qk_conn *c, const qk_frame *f)
     }
 }
 
-/* A frame too big to take (its header at h): a REQUEST is refused alone and
- * its bytes skipped, so the rest goes on; anything else ends the
- * connection. */
+/* A frame too big to take (its header at h): a REQUEST (after HELLO, of at
+ * most QK_SKIP_MAX_FACTOR times the maximum) is refused alone and its bytes
+ * skipped, so the rest goes on; anything else ends the connection. */
+#define QK_SKIP_MAX_FACTOR 64
 static void too_big(qk_conn *c, const uint8_t *h, const char *why)
 {
     size_t max = c->w->silo->opts.max_message_size;
     uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (h[4] != QK_FRAME_REQUEST) {
-        goaway(c, QUARK_EPROTO, why);
+    char msg[200];
+    if (h[4] != QK_FRAME_REQUEST || !c->hello_done) {
+        goaway(c, QUARK_EPROTO, c->hello_done ? why : "the first frame must be HELLO");
+        return;
+    }
+    if ((uint64_t)len > QK_SKIP_MAX_FACTOR * (uint64_t)max) {
+        /* Skipping it would take a long while for nothing: end it. */
+        snprintf(msg, sizeof msg, "a frame of %u bytes is far over this silo's maximum "
+                 "message size of %zu", len, max);
+        goaway(c, QUARK_ETOOBIG, msg);
         return;
     }
     uint64_t id = 0;
     for (int i = 0; i < 8; i++)
         id = id << 8 | h[8 + i];
-    char msg[200];
     snprintf(msg, sizeof msg, "message of %u bytes is larger than this silo's maximum of %zu",
              len, max);
     tcp_respond(c, id, QUARK_ETOOBIG, msg, NULL, 0, false);
@@ -257,6 +265,7 @@ static void tcp_input(qk_conn *c)
 {
     size_t max = c->w->silo->opts.max_message_size + 4096;
     size_t off = 0;
+    bool ended = false; /* a frame (or a skip) was completed */
     while (!c->closing && !c->close_after_write) {
         if (c->discard) { /* skipping an oversized frame */
             size_t k = c->in_len - off < c->discard ? c->in_len - off : (size_t)c->discard;
@@ -264,8 +273,11 @@ static void tcp_input(qk_conn *c)
             c->discard -= k;
             if (c->discard)
                 break;
+            ended = true;
             continue;
         }
+        if (c->hello_done && qk_conn_full(c))
+            break; /* the rest waits until calls are answered */
         qk_frame f;
         const char *why = NULL;
         long used = qk_frame_parse(c->in + off, c->in_len - off, max, &f, &why);
@@ -280,6 +292,7 @@ static void tcp_input(qk_conn *c)
             break;
         }
         off += (size_t)used;
+        ended = true;
         if (c->hello_done) {
             tcp_frame(c, &f);
         } else if (f.type != QK_FRAME_HELLO) {
@@ -296,6 +309,18 @@ static void tcp_input(qk_conn *c)
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
     }
+    /* The frame timeout's clock: a frame the peer started and has not
+     * finished (not one this silo has not taken yet). */
+    if ((!c->in_len && !c->discard) || (c->paused & QK_PAUSE_CALLS))
+        c->partial_ms = 0;
+    else if (ended || !c->partial_ms)
+        c->partial_ms = c->w->now_ms;
+    qk_conn_close_when_written(c);
+}
+
+static void tcp_goaway(qk_conn *c, quark_err err, const char *why)
+{
+    goaway(c, err, why);
     qk_conn_close_when_written(c);
 }
 
@@ -307,4 +332,5 @@ const qk_proto_ops qk_proto_tcp = {
     .stream_end = tcp_stream_end,
     .send_view = tcp_send_view,
     .adopted = tcp_adopted,
+    .goaway = tcp_goaway,
 };

@@ -22,6 +22,7 @@
 
 #include "../testutil.h"
 #include "../silo_proc.h"
+#include "../raw_tcp.h"
 #include "counter_actor.h"
 #include "quark/actor_service.pb-c.h"
 #include "quark/cluster.h"
@@ -326,15 +327,6 @@ static void test_connect_errors(void **state)
     quark_client_free(c);
 }
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -366,58 +358,6 @@ static void test_bad_input(void **state)
     quark_ref_free(r);
     quark_client_free(c);
     assert_int_equal(silo_stop(&sp, SIGTERM), 0);
-}
-
-/* Big-endian frame header (frame.h). */
-static void put_frame_header(uint8_t *h, uint8_t type, uint64_t id, uint32_t payload)
-{
-    uint32_t len = payload + 12;
-    h[0] = (uint8_t)(len >> 24); h[1] = (uint8_t)(len >> 16); h[2] = (uint8_t)(len >> 8); h[3] = (uint8_t)len;
-    h[4] = type; h[5] = h[6] = h[7] = 0;
-    for (int i = 0; i < 8; i++)
-        h[8 + i] = (uint8_t)(id >> (56 - 8 * i));
-}
-
-static void read_full(int fd, uint8_t *buf, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = read(fd, buf + got, n - got);
-        assert_true(k > 0);
-        got += (size_t)k;
-    }
-}
-
-/* Read one frame; returns its payload (malloc'd) and sets type/id/len. */
-static uint8_t *read_frame(int fd, uint8_t *type, uint64_t *id, size_t *len)
-{
-    uint8_t h[16];
-    read_full(fd, h, 16);
-    uint32_t l = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    *type = h[4];
-    *id = 0;
-    for (int i = 0; i < 8; i++)
-        *id = *id << 8 | h[8 + i];
-    *len = l - 12;
-    uint8_t *p = malloc(*len + 1);
-    read_full(fd, p, *len);
-    return p;
-}
-
-/* A raw TCP-protocol connection past its handshake (empty TcpHello: cluster
- * "default"). */
-static int raw_hello(int port)
-{
-    int fd = raw_connect(port);
-    uint8_t h[16], type;
-    uint64_t id;
-    size_t len;
-    assert_true(write(fd, "QRK1", 4) == 4);
-    put_frame_header(h, 1, 0, 0);
-    assert_true(write(fd, h, 16) == 16);
-    free(read_frame(fd, &type, &id, &len));
-    assert_int_equal(type, 2);
-    return fd;
 }
 
 static void test_oversized_request_skipped(void **state)

@@ -184,7 +184,7 @@ static srv_app *srv_app_new(size_t max_msg, int echo)
 {
     srv_app *a = calloc(1, sizeof *a);
     a->echo = echo;
-    a->s = qk_grpc_server_new(&app_cbs, a, max_msg);
+    a->s = qk_grpc_server_new(&app_cbs, a, max_msg, 0);
     assert_non_null(a->s);
     return a;
 }
