@@ -74,6 +74,15 @@ typedef struct quark_client_opts {
      * contended (it was preempted) stops polling for a while. Default 50;
      * 0 = sleep at once (least CPU). */
     uint32_t poll_us;
+    /* A connection to a silo that has been silent this long is sent a PING
+     * (default 1000 ms; 0: never), and one silent for keepalive_timeout_ms
+     * (default 5000; 0: 5 x keepalive_ms) is dropped: its calls end (those
+     * sent: QUARK_EUNKNOWN, or again elsewhere if idempotent) and the client
+     * reconnects. A silo that froze or vanished without a reset is noticed
+     * within that time, not at each call's deadline. Silos close
+     * connections idle for their idle_connection_ms; the PINGs keep them. */
+    uint32_t keepalive_ms;
+    uint32_t keepalive_timeout_ms;
 } quark_client_opts;
 
 /* Fill `opts` with the defaults above. */

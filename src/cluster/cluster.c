@@ -177,7 +177,10 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
     qk_remote_cfg pcfg = {.cluster_id = s->cluster_id, .client_name = cl->self,
                           .transport = QUARK_TRANSPORT_TCP,
                           .retry = {.max_attempts = 2, .initial_backoff_ms = 20,
-                                    .max_backoff_ms = hb}};
+                                    .max_backoff_ms = hb},
+                          /* a frozen peer's links go when it would be declared dead */
+                          .keepalive_ms = hb,
+                          .keepalive_timeout_ms = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000};
     qk_remote_hooks hooks = {.arg = cl, .tick = on_tick};
     quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     if (rc == QUARK_OK)

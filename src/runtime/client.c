@@ -26,6 +26,8 @@ void quark_client_opts_init(quark_client_opts *o)
     o->default_deadline_ms = 30000;
     o->direct_sockets = 4;
     o->poll_us = 50;
+    o->keepalive_ms = 1000;
+    o->keepalive_timeout_ms = 5000;
 }
 
 quark_err qk_client_new(const quark_client_opts *opts, const qk_client_ops *ops, void *impl,

@@ -220,7 +220,10 @@ struct qk_worker {
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t dl_timer;
-    uv_timer_t idle_timer;
+    uv_timer_t idle_timer;        /* collects idle activations, trims the heap */
+    uint64_t collect_every_ms, next_collect_ms;
+    uint64_t last_work_ms;        /* it last went to sleep after working */
+    bool heap_used;               /* it worked since the last trim */
     qk_node *lq_head, *lq_tail;   /* local queue: same-thread sends */
     struct qk_outq *out;          /* per target worker: sends not yet published */
     bool io_pending;              /* the listener has output to write (qk_flush) */

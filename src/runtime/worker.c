@@ -16,6 +16,9 @@
  * batch, not per call.
  */
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include "runtime.h"
 
@@ -199,11 +202,25 @@ static void arm_dl_timer(qk_worker *w, uint64_t at_ms)
 
 /* ---- idle collection ---- */
 
+/* A worker that has been idle for a second since it last worked gives the
+ * heap's free pages back (glibc keeps them otherwise): the memory a burst
+ * took returns when it ends, at no cost while the worker is busy. */
+#define QK_TRIM_AFTER_MS 1000
+
 static void on_idle_timer(uv_timer_t *t)
 {
     qk_worker *w = t->data;
     w->now_ms = qk_now_ms_coarse();
-    qk_collect_idle(w, w->now_ms);
+    if (w->now_ms >= w->next_collect_ms) {
+        w->next_collect_ms = w->now_ms + w->collect_every_ms;
+        qk_collect_idle(w, w->now_ms);
+    }
+#ifdef __GLIBC__
+    if (w->heap_used && w->now_ms - w->last_work_ms >= QK_TRIM_AFTER_MS) {
+        w->heap_used = false;
+        malloc_trim(0);
+    }
+#endif
 }
 
 /* ---- the thread ---- */
@@ -262,6 +279,10 @@ static void worker_main(void *arg)
         if (has_work(w)) {
             atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
             continue;
+        }
+        if (worked) {
+            w->heap_used = true;
+            w->last_work_ms = qk_now_ms_coarse();
         }
         worked = false;
         uv_run(&w->loop, UV_RUN_ONCE);
@@ -328,7 +349,10 @@ static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
         every = 10;
     if (every > 30000)
         every = 30000;
-    uv_timer_start(&w->idle_timer, on_idle_timer, every, every);
+    w->collect_every_ms = every;
+    w->next_collect_ms = qk_now_ms_coarse() + every;
+    uint64_t tick = every < QK_TRIM_AFTER_MS ? every : QK_TRIM_AFTER_MS;
+    uv_timer_start(&w->idle_timer, on_idle_timer, tick, tick);
     return 0;
 }
 

@@ -312,7 +312,9 @@ quark_err qk_remote_client_new(const quark_client_opts *opts, quark_client **out
                          .routing = opts->routing,
                          .retry = opts->retry,
                          .direct_sockets = opts->direct_sockets,
-                         .poll_us = opts->poll_us};
+                         .poll_us = opts->poll_us,
+                         .keepalive_ms = opts->keepalive_ms,
+                         .keepalive_timeout_ms = opts->keepalive_timeout_ms};
     qk_remote *r = NULL;
     quark_err rc = qk_remote_new(&cfg, &r);
     if (rc != QUARK_OK)

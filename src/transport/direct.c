@@ -51,6 +51,8 @@ struct qk_dsock {
     bool oom;
     bool done;                   /* our call's on_response ran */
     int status;                  /* its grpc-status */
+    uint64_t last_in_ms;         /* bytes last read (keepalive) */
+    bool pinged;                 /* a keepalive PING went since */
     uint8_t *rbuf;               /* its response message / grpc-message */
     size_t rlen, rcap;
 };
@@ -71,6 +73,7 @@ struct qk_direct {
     const char *meta[3];         /* gRPC: quark-cluster-id metadata */
     unsigned per_worker;
     uint32_t poll_us;
+    uint32_t keepalive_ms, keepalive_timeout_ms; /* 0: none (remote.h) */
     size_t max_msg;
     char *cluster_id, *client_name;
     qk_dsilo *silos;
@@ -78,7 +81,8 @@ struct qk_direct {
 };
 
 qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t max_msg,
-                         unsigned per_worker, bool grpc, uint32_t poll_us)
+                         unsigned per_worker, bool grpc, uint32_t poll_us, uint32_t keepalive_ms,
+                         uint32_t keepalive_timeout_ms)
 {
     qk_direct *d = calloc(1, sizeof *d);
     if (!d)
@@ -93,6 +97,8 @@ qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t
     }
     d->per_worker = per_worker;
     d->poll_us = poll_us;
+    d->keepalive_ms = keepalive_ms;
+    d->keepalive_timeout_ms = keepalive_timeout_ms;
     d->max_msg = max_msg;
     d->grpc = grpc;
     d->meta[0] = "quark-cluster-id";
@@ -218,11 +224,59 @@ void qk_direct_free(qk_direct *d)
  * polling first, for up to d->poll_us, while this thread has its core to
  * itself (core/spin.h); the answer is often a few microseconds away and a
  * sleeping thread takes far longer to wake. */
+/* A call starts on s: the keepalive's clock starts with it. */
+static qk_dsock *sock_taken(qk_dsock *s)
+{
+    s->last_in_ms = qk_now_ms_coarse();
+    s->pinged = false;
+    return s;
+}
+
 static QK_TLS qk_spin tls_spin;
 static QK_TLS uint32_t tls_spin_us = UINT32_MAX;
 
-static int wait_answer(const qk_direct *d, int fd, uint64_t at_ms)
+static size_t g_flush(qk_dsock *s, uint64_t at_ms, bool *all);
+
+/* While a call waits: a socket silent for keepalive_ms is sent a PING, one
+ * silent for keepalive_timeout_ms is given up (-1, *why says so): a silo
+ * that froze does not hold the caller until the deadline. */
+static int wait_quiet(const qk_direct *d, qk_dsock *s, uint64_t at_ms, const char **why)
 {
+    static QK_TLS char text[120];
+    for (;;) {
+        uint64_t now = qk_now_ms_coarse(), until = at_ms;
+        if (d->keepalive_ms) {
+            if (now - s->last_in_ms >= d->keepalive_timeout_ms) {
+                snprintf(text, sizeof text, "the silo sent nothing for %u ms, not even a PONG "
+                         "(keepalive)", d->keepalive_timeout_ms);
+                *why = text;
+                return -1;
+            }
+            if (!s->pinged && now - s->last_in_ms >= d->keepalive_ms) {
+                s->pinged = true;
+                bool all;
+                if (s->g) {
+                    qk_grpc_client_ping(s->g);
+                    g_flush(s, at_ms, &all);
+                } else {
+                    uint8_t h[QK_FRAME_HEADER];
+                    qk_frame_header(h, QK_FRAME_PING, 0, 0);
+                    qk_sock_write_all(s->fd, h, sizeof h, at_ms);
+                }
+            }
+            uint64_t next = s->last_in_ms + (s->pinged ? d->keepalive_timeout_ms : d->keepalive_ms);
+            if (next < until)
+                until = next;
+        }
+        int w = qk_sock_wait(s->fd, POLLIN, until);
+        if (w != 0 || until == at_ms)
+            return w;
+    }
+}
+
+static int wait_answer(const qk_direct *d, qk_dsock *s, uint64_t at_ms, const char **why)
+{
+    int fd = s->fd;
     if (tls_spin_us != d->poll_us) {
         qk_spin_init(&tls_spin, d->poll_us);
         tls_spin_us = d->poll_us;
@@ -240,7 +294,7 @@ static int wait_answer(const qk_direct *d, int fd, uint64_t at_ms)
         }
         qk_cpu_relax();
     }
-    return qk_sock_wait(fd, POLLIN, at_ms);
+    return wait_quiet(d, s, at_ms, why);
 }
 
 /* Read until one whole frame is in s->in (from s->in_off); 1 ok with *f set,
@@ -265,6 +319,8 @@ static int read_frame(qk_direct *d, qk_dsock *s, uint64_t at_ms, qk_frame *f, co
         ssize_t r = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
         if (r > 0) {
             s->in_len += (size_t)r;
+            s->last_in_ms = qk_now_ms_coarse();
+            s->pinged = false;
             continue;
         }
         if (r == 0) {
@@ -277,9 +333,10 @@ static int read_frame(qk_direct *d, qk_dsock *s, uint64_t at_ms, qk_frame *f, co
             *why = strerror(errno);
             return -1;
         }
-        int w = wait_answer(d, s->fd, at_ms);
+        const char *silent = NULL;
+        int w = wait_answer(d, s, at_ms, &silent);
         if (w <= 0) {
-            *why = w == 0 ? "deadline" : strerror(errno);
+            *why = w == 0 ? "deadline" : silent ? silent : strerror(errno);
             return w;
         }
     }
@@ -304,6 +361,7 @@ static qk_dsock *sock_connect(qk_dsilo *si, uint64_t *at_ms)
     }
     s->fd = fd;
     s->silo = si;
+    sock_taken(s); /* the handshake waits with the keepalive's clock too */
     return s;
 }
 
@@ -478,6 +536,8 @@ static qk_dc_status grpc_call(qk_direct *d, qk_dsock *s, const char *addr, const
         }
         ssize_t r = recv(s->fd, s->in, s->in_cap, 0);
         if (r > 0) {
+            s->last_in_ms = qk_now_ms_coarse();
+            s->pinged = false;
             if (qk_grpc_client_recv(s->g, s->in, (size_t)r) != 0 && !s->done) {
                 snprintf(res->why, sizeof res->why, "HTTP/2 error from %s", addr);
                 sock_drop(d, s);
@@ -488,10 +548,12 @@ static qk_dc_status grpc_call(qk_direct *d, qk_dsock *s, const char *addr, const
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int w = wait_answer(d, s->fd, at_ms);
+            const char *silent = NULL;
+            int w = wait_answer(d, s, at_ms, &silent);
             if (w > 0)
                 continue;
-            snprintf(res->why, sizeof res->why, "%s", w == 0 ? "deadline" : strerror(errno));
+            snprintf(res->why, sizeof res->why, "%s",
+                     w == 0 ? "deadline" : silent ? silent : strerror(errno));
             sock_drop(d, s);
             return w == 0 ? QK_DC_TIMEOUT : QK_DC_LOST;
         }
@@ -606,7 +668,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
             s->busy = true;
             uv_mutex_unlock(&d->mu);
             if (idle_usable(s))
-                return s;
+                return sock_taken(s);
             sock_drop(d, s);
             continue;
         }
@@ -642,7 +704,7 @@ static qk_dsock *acquire(qk_direct *d, const char *addr, uint64_t hash, uint64_t
         }
         s->busy = true;
         uv_mutex_unlock(&d->mu);
-        return s;
+        return sock_taken(s);
     }
     return NULL;
 }

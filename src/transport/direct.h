@@ -50,7 +50,8 @@ typedef struct qk_dc_result {
  * HTTP/2 sockets instead of Quark's TCP protocol; poll_us: how long a
  * caller polls for its answer before it sleeps in poll(2) (core/spin.h). */
 qk_direct *qk_direct_new(const char *cluster_id, const char *client_name, size_t max_msg,
-                         unsigned per_worker, bool grpc, uint32_t poll_us);
+                         unsigned per_worker, bool grpc, uint32_t poll_us, uint32_t keepalive_ms,
+                         uint32_t keepalive_timeout_ms);
 /* Disconnect: refuse new calls, close idle sockets and wake calls in
  * progress (they end LOST). */
 void qk_direct_shutdown(qk_direct *d);

@@ -1526,6 +1526,11 @@ int qk_grpc_client_usable(const qk_grpc_client *c)
            nghttp2_session_check_request_allowed(c->ng);
 }
 
+int qk_grpc_client_ping(qk_grpc_client *c)
+{
+    return c && nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL) == 0 ? 0 : QUARK_ENOMEM;
+}
+
 int qk_grpc_client_want_close(const qk_grpc_client *c)
 {
     if (!c || c->dead)

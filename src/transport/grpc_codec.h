@@ -247,6 +247,8 @@ size_t qk_grpc_client_flush(qk_grpc_client *c,
 int qk_grpc_client_usable(const qk_grpc_client *c);
 /* Nonzero when the connection should be closed (see the server's). */
 int qk_grpc_client_want_close(const qk_grpc_client *c);
+/* Queue an HTTP/2 PING (keepalive: its ACK is input like any other). */
+int qk_grpc_client_ping(qk_grpc_client *c);
 
 /* Fail every open call with grpc_status 14 UNAVAILABLE and message (the
  * connection was lost); the callbacks run now, once each. The client accepts

@@ -474,6 +474,7 @@ static void on_tick(uv_timer_t *t)
         if ((k->state == RC_CONNECTING || k->state == RC_HELLO) &&
             now - k->attempt_started_ms > QK_CONNECT_TIMEOUT_MS)
             qk_rm_conn_lost(k, "no answer within the connect timeout");
+        qk_rm_keepalive(k, now);
         if (k->state == RC_IDLE && !stopping && now >= k->reconnect_at_ms &&
             (k == r->primary || k->waiting || (k->member && !r->peer)))
             qk_rm_start_connect(k);
@@ -642,6 +643,8 @@ static qk_remote *remote_alloc(const qk_remote_cfg *cfg)
         remote_free(r);
         return NULL;
     }
+    if (r->cfg.keepalive_ms && !r->cfg.keepalive_timeout_ms)
+        r->cfg.keepalive_timeout_ms = 5 * r->cfg.keepalive_ms;
     r->max_msg = 4u << 20;
     r->meta[0] = "quark-cluster-id";
     r->meta[1] = r->cfg.cluster_id;
@@ -666,7 +669,7 @@ quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out)
     if (c.direct_sockets > 0) /* NULL: none */
         r->direct = qk_direct_new(r->cfg.cluster_id, r->cfg.client_name, r->max_msg,
                                   c.direct_sockets, c.transport == QUARK_TRANSPORT_GRPC,
-                                  c.poll_us);
+                                  c.poll_us, r->cfg.keepalive_ms, r->cfg.keepalive_timeout_ms);
     *out = r;
     return QUARK_OK;
 }

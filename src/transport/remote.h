@@ -29,6 +29,8 @@ typedef struct qk_remote_cfg {
     quark_retry_policy retry;
     unsigned direct_sockets;        /* per silo worker (0: none) */
     uint32_t poll_us;               /* the I/O thread's polling before it sleeps */
+    uint32_t keepalive_ms;          /* PING a connection silent this long (0: never) */
+    uint32_t keepalive_timeout_ms;  /* silent this long: lost */
 } qk_remote_cfg;
 
 quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out);

@@ -470,6 +470,8 @@ static void conn_ready(qk_rconn *k)
 {
     qk_remote *r = k->r;
     k->state = RC_READY;
+    k->last_in_ms = qk_now_ms_coarse();
+    k->pinged_ms = 0;
     k->failures = 0;
     if (k == r->primary)
         r->seed_failures = 0;
@@ -532,11 +534,57 @@ static void handle_hello(qk_rconn *k, const qk_frame *f)
     conn_ready(k);
 }
 
+/* The silo ends the connection: say why, as it did. */
+static void goaway_received(qk_rconn *k, const qk_frame *f)
+{
+    Quark__ActorInvocationResponse *r =
+        quark__actor_invocation_response__unpack(NULL, f->len, f->payload);
+    char why[400];
+    snprintf(why, sizeof why, "the silo is going away%s%.300s", r && *r->error_message ? ": " : "",
+             r ? r->error_message : "");
+    if (r)
+        quark__actor_invocation_response__free_unpacked(r, NULL);
+    qk_rm_conn_lost(k, why);
+}
+
+/* On the tick: PING a ready connection that has been silent for a while;
+ * one silent for keepalive_timeout_ms (its silo frozen, or gone without a
+ * reset) is lost, and its calls with it (docs/operations.md). */
+void qk_rm_keepalive(qk_rconn *k, uint64_t now)
+{
+    const qk_remote_cfg *cfg = &k->r->cfg;
+    if (k->state != RC_READY || !cfg->keepalive_ms)
+        return;
+    if (now - k->last_in_ms >= cfg->keepalive_timeout_ms) {
+        char why[120];
+        snprintf(why, sizeof why, "the silo sent nothing for %u ms, not even a PONG (keepalive)",
+                 cfg->keepalive_timeout_ms);
+        qk_rm_conn_lost(k, why);
+        return;
+    }
+    if (now - k->last_in_ms < cfg->keepalive_ms || (k->pinged_ms && now - k->pinged_ms < cfg->keepalive_ms))
+        return;
+    k->pinged_ms = now;
+    if (k->grpc) {
+        qk_grpc_client_ping(k->grpc);
+    } else {
+        uint8_t h[QK_FRAME_HEADER];
+        qk_frame_header(h, QK_FRAME_PING, 0, 0);
+        if (qk_rm_out_append(k, h, sizeof h) != 0)
+            return;
+    }
+    flush(k);
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
     qk_rconn *k = st->data;
     k->r->io_event = true;
+    if (n > 0) {
+        k->last_in_ms = qk_now_ms_coarse();
+        k->pinged_ms = 0;
+    }
     if (n < 0) {
         qk_rm_conn_lost(k, n == UV_EOF ? "closed by the silo" : uv_strerror((int)n));
         return;
@@ -581,7 +629,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             handle_stream(k, &f);
             break;
         case QK_FRAME_GOAWAY:
-            qk_rm_conn_lost(k, "the silo is going away");
+            goaway_received(k, &f);
             return;
         default:
             break;

@@ -109,6 +109,8 @@ struct qk_rconn {
     quark_err refusal;            /* the silo's HELLO_OK error of this attempt, or 0 */
     uint64_t reconnect_at_ms;
     uint64_t attempt_started_ms;
+    uint64_t last_in_ms;          /* bytes last read (keepalive) */
+    uint64_t pinged_ms;           /* a keepalive PING was sent then, 0: none since */
     qk_grpc_client *grpc;         /* gRPC transport: the connection's session */
     qk_rcall *watch;              /* our WATCH stream on it, if it is the view source */
     /* Shard-aware routing (TCP): a silo connection learns from HELLO_OK how
@@ -205,6 +207,7 @@ int qk_rm_out_append(qk_rconn *k, const uint8_t *p, size_t n);
 void qk_rm_flush_all(qk_remote *r);
 void qk_rm_on_tcp_closed(uv_handle_t *h);
 void qk_rm_conn_lost(qk_rconn *k, const char *why);
+void qk_rm_keepalive(qk_rconn *k, uint64_t now); /* on the tick */
 void qk_rm_start_connect(qk_rconn *k);
 
 /* ---- remote_route.c: where calls go (views, lanes, the watched silo, the primary) ---- */

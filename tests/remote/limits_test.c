@@ -554,6 +554,86 @@ static void test_connection_limit(void **state)
     silo_stop();
 }
 
+/* ---- client keepalive: a frozen silo is noticed within seconds ---- */
+
+/* The silo's state letter in /proc (T: stopped). */
+static char silo_state(void)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)g_sp.pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : '?';
+}
+
+static void frozen_silo(quark_transport t)
+{
+    silo_start(NULL);
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    char cs[64];
+    snprintf(cs, sizeof cs, "127.0.0.1:%d", g_sp.port);
+    co.connection_string = cs;
+    co.transport = t;
+    co.keepalive_ms = 200;
+    co.keepalive_timeout_ms = 1000;
+    co.default_deadline_ms = 60000;
+    quark_client *c;
+    TU_OK(quark_client_create(&co, &c));
+    TU_OK(quark_client_connect(c));
+    quark_ref *r;
+    TU_OK(quark_examples_CounterActor_ref(c, "frozen", &r));
+    quark_err err;
+    assert_int_equal(inc(r, &err), 1);
+    kill(g_sp.pid, SIGSTOP);
+    assert_true(TU_WAIT_UNTIL(silo_state() == 'T', 5000));
+    /* A blocking call (its own socket) and an async one (the shared
+     * connection): both end long before their 60 s deadline. */
+    atomic_store(&g_async_done, 0);
+    atomic_store(&g_async_failed, 0);
+    Quark__Examples__IncrementRequest one = QUARK__EXAMPLES__INCREMENT_REQUEST__INIT;
+    one.delta = 1;
+    TU_OK(quark_examples_CounterActor_Increment_async(r, &one, on_inc, NULL));
+    uint64_t t0 = tu_now_ms();
+    inc(r, &err);
+    long blocking_ms = (long)(tu_now_ms() - t0);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&g_async_done) == 1, 20000));
+    long async_ms = (long)(tu_now_ms() - t0);
+    printf("# %s, silo stopped: blocking call ended %s after %ld ms (%s), async after %ld ms\n",
+           t == QUARK_TRANSPORT_TCP ? "TCP" : "gRPC", quark_errname(err), blocking_ms,
+           quark_last_error(), async_ms);
+    assert_true(err == QUARK_EUNKNOWN || err == QUARK_EUNAVAILABLE);
+    assert_true(blocking_ms < 20000);
+    assert_int_equal(atomic_load(&g_async_failed), 1);
+    /* Back: the client finds it again by itself. */
+    kill(g_sp.pid, SIGCONT);
+    int64_t v = -1;
+    t0 = tu_now_ms();
+    while (tu_now_ms() - t0 < 20000 && (v = inc(r, &err)) < 0)
+        tu_sleep_ms(100);
+    TU_OK(err);
+    assert_true(v >= 2);
+    quark_ref_free(r);
+    quark_client_free(c);
+    silo_stop();
+}
+
+static void test_keepalive_tcp(void **state)
+{
+    (void)state;
+    frozen_silo(QUARK_TRANSPORT_TCP);
+}
+
+static void test_keepalive_grpc(void **state)
+{
+    (void)state;
+    frozen_silo(QUARK_TRANSPORT_GRPC);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -565,6 +645,8 @@ int main(void)
         cmocka_unit_test_teardown(test_flood_not_reading, teardown),
         cmocka_unit_test_teardown(test_flood_reading, teardown),
         cmocka_unit_test_teardown(test_flood_grpc, teardown),
+        cmocka_unit_test_teardown(test_keepalive_tcp, teardown),
+        cmocka_unit_test_teardown(test_keepalive_grpc, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
