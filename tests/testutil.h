@@ -16,6 +16,21 @@
 
 #include <quark/quark.h>
 
+/* Built with ASan or TSan: their allocators hold freed memory (quarantine,
+ * shadow), so a process's RSS says little about its own memory. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TU_SANITIZED 1
+#endif
+#endif
+#ifdef TU_SANITIZED
+#define TU_SANITIZED_BUILD 1
+#else
+#define TU_SANITIZED_BUILD 0
+#endif
+
 static inline uint64_t tu_now_ms(void)
 {
     struct timespec ts;

@@ -24,6 +24,16 @@
  * %fs-relative load instead of a __tls_get_addr call (libquark is linked
  * into programs, not dlopen'ed late; glibc keeps static TLS room for it). */
 #define QK_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+/* Built with ASan or TSan (gcc defines the first, clang answers the second):
+ * their allocators replace glibc's, so glibc-only calls (malloc_trim) are off. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define QK_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define QK_SANITIZED 1
+#endif
+#endif
+
 #define QK_ALIGN_UP(n, a) (((n) + ((a) - 1)) & ~((size_t)(a) - 1))
 
 /* Monotonic nanoseconds (vDSO, ~20 ns). */

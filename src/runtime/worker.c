@@ -16,9 +16,7 @@
  * batch, not per call.
  */
 #include <stdlib.h>
-#ifdef __GLIBC__
-#include <malloc.h> /* malloc_trim */
-#endif
+#include <malloc.h> /* malloc_trim (glibc) */
 
 #include "runtime.h"
 
@@ -215,7 +213,7 @@ static void on_idle_timer(uv_timer_t *t)
         w->next_collect_ms = w->now_ms + w->collect_every_ms;
         qk_collect_idle(w, w->now_ms);
     }
-#ifdef __GLIBC__
+#if defined(__GLIBC__) && !defined(QK_SANITIZED)
     if (w->heap_used && w->now_ms - w->last_work_ms >= QK_TRIM_AFTER_MS) {
         w->heap_used = false;
         malloc_trim(0);
