@@ -172,6 +172,7 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
     cl->dir = &qk_directory_hash;
     advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
     uint32_t hb = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
+    uint32_t ft = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000;
     /* The peer link: TCP, at most one resend (a silo that did not run a
      * call), backoffs shorter than a heartbeat. */
     qk_remote_cfg pcfg = {.cluster_id = s->cluster_id, .client_name = cl->self,
@@ -180,7 +181,7 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
                                     .max_backoff_ms = hb},
                           /* a frozen peer's links go when it would be declared dead */
                           .keepalive_ms = hb,
-                          .keepalive_timeout_ms = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000};
+                          .keepalive_timeout_ms = ft};
     qk_remote_hooks hooks = {.arg = cl, .tick = on_tick};
     quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     if (rc == QUARK_OK)

@@ -70,8 +70,7 @@ void qk_conn_close(qk_conn *c)
     if (c->closing)
         return;
     c->closing = true;
-    if (c->counted)
-        atomic_fetch_sub(&c->srv->nconns, 1);
+    atomic_fetch_sub(&c->srv->nconns, 1); /* only a started connection closes this way */
     qk_srv_worker *pw = &c->srv->pw[c->w->index];
     if (c->prev)
         c->prev->next = c->next;
@@ -144,8 +143,8 @@ bool qk_conn_full(qk_conn *c)
 
 void qk_conn_resume_input(qk_conn *c)
 {
-    c->resume_input = false;
-    if (c->closing || !(c->paused & QK_PAUSE_CALLS))
+    if (c->closing || !(c->paused & QK_PAUSE_CALLS) ||
+        c->inflight > c->w->silo->opts.max_connection_calls / 2)
         return;
     c->paused &= (uint8_t)~QK_PAUSE_CALLS;
     if (c->in_len && c->proto)
@@ -249,11 +248,9 @@ static void srv_call_done(qk_op *op)
     sc->next_free = c->free_calls;
     c->free_calls = sc;
     c->inflight--;
-    if ((c->paused & QK_PAUSE_CALLS) && !c->resume_input && !c->closing &&
-        c->inflight <= c->w->silo->opts.max_connection_calls / 2) {
-        c->resume_input = true; /* at the flush: never inside the input that answered it */
-        qk_conn_mark_dirty(c);
-    }
+    if ((c->paused & QK_PAUSE_CALLS) && !c->closing &&
+        c->inflight <= c->w->silo->opts.max_connection_calls / 2)
+        qk_conn_mark_dirty(c); /* resumed at the flush, never inside the input that answered */
     qk_conn_unref(c);
 }
 
@@ -401,36 +398,6 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
 
-/* One connection too many (max_connections): tell it in its protocol. */
-static void refuse_over_limit(qk_conn *c)
-{
-    char why[160];
-    snprintf(why, sizeof why, "this silo has %u connections open, its maximum "
-             "(max_connections): try another silo or later", c->w->silo->opts.max_connections);
-    if (c->proto == &qk_proto_tcp) {
-        c->proto->goaway(c, QUARK_EOVERLOAD, why);
-        return;
-    }
-    /* HTTP/2: the server's preface (empty SETTINGS), then GOAWAY with code
-     * REFUSED_STREAM (7: nothing ran) and the reason as its debug data. */
-    size_t dl = strlen(why);
-    if (!qk_conn_reserve(c, 9 + 9 + 8 + dl))
-        return;
-    uint8_t *o = c->out + c->out_len;
-    const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
-    memcpy(o, settings, 9);
-    size_t gl = 8 + dl;
-    uint8_t *g = o + 9;
-    g[0] = (uint8_t)(gl >> 16), g[1] = (uint8_t)(gl >> 8), g[2] = (uint8_t)gl;
-    g[3] = 7, g[4] = 0, g[5] = g[6] = g[7] = g[8] = 0; /* GOAWAY on stream 0 */
-    memset(g + 9, 0, 4);                                 /* last stream id 0 */
-    g[13] = g[14] = g[15] = 0, g[16] = 7;                /* REFUSED_STREAM */
-    memcpy(g + 17, why, dl);
-    c->out_len += 9 + 9 + gl;
-    c->close_after_write = true;
-    qk_conn_mark_dirty(c);
-}
-
 /* The first bytes tell the protocol; false: neither (closed). */
 static bool detect(qk_conn *c)
 {
@@ -444,9 +411,13 @@ static bool detect(qk_conn *c)
         qk_conn_close(c); /* neither protocol: nothing to say to it */
         return false;
     }
-    if (c->over_limit) {
+    if (c->over_limit) { /* one connection too many (max_connections) */
+        char why[160];
+        snprintf(why, sizeof why, "this silo has %u connections open, its maximum "
+                 "(max_connections): try another silo or later",
+                 c->w->silo->opts.max_connections);
         qk_conn_pause(c, QK_PAUSE_STOP);
-        refuse_over_limit(c);
+        c->proto->goaway(c, QUARK_EOVERLOAD, why);
         return false;
     }
     return true;
@@ -486,7 +457,6 @@ void qk_conn_start(qk_conn *c)
     qk_srv_worker *pw = &c->srv->pw[c->w->index];
     uv_tcp_nodelay(&c->tcp, 1);
     c->opened_ms = c->last_in_ms = c->w->now_ms;
-    c->counted = true;
     c->over_limit = atomic_fetch_add(&c->srv->nconns, 1) >= c->w->silo->opts.max_connections;
     c->next = pw->conns;
     if (pw->conns)

@@ -562,8 +562,9 @@ void qk_rm_keepalive(qk_rconn *k, uint64_t now)
         qk_rm_conn_lost(k, why);
         return;
     }
-    if (now - k->last_in_ms < cfg->keepalive_ms || (k->pinged_ms && now - k->pinged_ms < cfg->keepalive_ms))
-        return;
+    bool quiet = now - k->last_in_ms >= cfg->keepalive_ms;
+    if (!quiet || (k->pinged_ms && now - k->pinged_ms < cfg->keepalive_ms))
+        return; /* heard from lately, or pinged lately */
     k->pinged_ms = now;
     if (k->grpc) {
         qk_grpc_client_ping(k->grpc);

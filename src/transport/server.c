@@ -368,8 +368,7 @@ static void srv_flush_conns(qk_server *srv, qk_worker *w)
     while (c) {
         qk_conn *n = c->dirty_next;
         c->dirty = false;
-        if (c->resume_input)
-            qk_conn_resume_input(c);
+        qk_conn_resume_input(c);
         qk_conn_write(c);
         c = n;
     }

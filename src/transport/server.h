@@ -138,9 +138,7 @@ struct qk_conn {
     bool close_after_write;
     bool in_recv;                  /* gRPC: inside the session's recv: no pumping */
     bool watching;                 /* wants the cluster's views (WATCH / WatchCluster) */
-    bool counted;                  /* in srv->nconns */
     bool over_limit;               /* accepted past max_connections: told so, closed */
-    bool resume_input;             /* calls were answered: read again (at the flush) */
     uint8_t paused;                /* why it is not read (QK_PAUSE_*), 0: it is */
     uint32_t refs;                 /* the socket + calls in flight + subscribers */
     uint32_t inflight;             /* calls read and not yet answered */
@@ -172,8 +170,8 @@ void qk_conn_unpause(qk_conn *c, unsigned why); /* reads again once no reason is
 /* At max_connection_calls: pause it (QK_PAUSE_CALLS) and say so; the
  * protocols stop taking requests from it (the rest of its input waits). */
 bool qk_conn_full(qk_conn *c);
-/* At the flush, for a connection whose calls were answered: take the input
- * it had left and read again. */
+/* At the flush: a connection paused for its calls in flight that has half
+ * of them answered takes the input it had left and reads again. */
 void qk_conn_resume_input(qk_conn *c);
 /* A connection accepted (or adopted) on w: start reading. */
 void qk_conn_start(qk_conn *c);

@@ -236,12 +236,34 @@ static void grpc_stop(qk_conn *c)
     }
 }
 
-/* The silo ends the connection (a timeout): the final GOAWAY, then close. */
+/* Before its session starts (a connection past max_connections): the
+ * server's preface (an empty SETTINGS), then GOAWAY with code REFUSED_STREAM
+ * (7: nothing ran) and the reason as its debug data. */
+static void refuse_raw(qk_conn *c, const char *why)
+{
+    size_t dl = strlen(why), gl = 8 + dl;
+    if (!qk_conn_reserve(c, 9 + 9 + gl))
+        return;
+    uint8_t *o = c->out + c->out_len;
+    memset(o, 0, 9 + 9 + 8);
+    o[3] = 4;                                             /* SETTINGS, stream 0 */
+    o[9] = (uint8_t)(gl >> 16), o[10] = (uint8_t)(gl >> 8), o[11] = (uint8_t)gl;
+    o[12] = 7;                                            /* GOAWAY, stream 0 */
+    o[9 + 9 + 7] = 7;                                     /* last stream 0, REFUSED_STREAM */
+    memcpy(o + 9 + 9 + 8, why, dl);
+    c->out_len += 9 + 9 + gl;
+    qk_conn_mark_dirty(c);
+}
+
+/* The silo ends the connection (a timeout, a limit): the final GOAWAY (with
+ * a session, the reason stays in the silo: nghttp2's carries a code; before
+ * it, only a refusal says why), then close. */
 static void grpc_goaway(qk_conn *c, quark_err err, const char *why)
 {
-    (void)err;
-    (void)why; /* HTTP/2's GOAWAY carries a code; the reason is the silo's log's */
-    grpc_stop(c);
+    if (c->grpc)
+        grpc_stop(c);
+    else if (err == QUARK_EOVERLOAD)
+        refuse_raw(c, why);
     c->close_after_write = true;
     qk_conn_close_when_written(c);
 }

@@ -88,7 +88,9 @@ static long silo_rss(void)
     return kb * 1024;
 }
 
-static quark_client *client(quark_transport t)
+/* A client of the silo (keepalive_ms 0: the defaults), not connected yet. */
+static quark_client *client_new(quark_transport t, uint32_t keepalive_ms,
+                                uint32_t keepalive_timeout_ms)
 {
     quark_client_opts co;
     quark_client_opts_init(&co);
@@ -96,10 +98,33 @@ static quark_client *client(quark_transport t)
     snprintf(cs, sizeof cs, "127.0.0.1:%d", g_sp.port);
     co.connection_string = cs;
     co.transport = t;
+    if (keepalive_ms) {
+        co.keepalive_ms = keepalive_ms;
+        co.keepalive_timeout_ms = keepalive_timeout_ms;
+        co.default_deadline_ms = 60000;
+    }
     quark_client *c;
     TU_OK(quark_client_create(&co, &c));
+    return c;
+}
+
+static quark_client *client(quark_transport t)
+{
+    quark_client *c = client_new(t, 0, 0);
     TU_OK(quark_client_connect(c));
     return c;
+}
+
+/* PING on a raw connection; its PONG must come back. */
+static void ping_pong(int fd)
+{
+    uint8_t ping[16], type;
+    uint64_t id;
+    size_t len;
+    put_frame_header(ping, 9, 1, 0);
+    assert_true(write(fd, ping, 16) == 16);
+    free(read_frame(fd, &type, &id, &len));
+    assert_int_equal(type, 10); /* PONG */
 }
 
 static int64_t inc(quark_ref *r, quark_err *err)
@@ -491,26 +516,14 @@ static void test_connection_timeouts(void **state)
     int idle = raw_hello(g_sp.port);
     int live = raw_hello(g_sp.port);
     t0 = tu_now_ms();
-    uint8_t ping[16];
-    put_frame_header(ping, 9, 1, 0);
     while (tu_now_ms() - t0 < 2000) {
-        assert_true(write(live, ping, 16) == 16);
-        uint8_t type;
-        uint64_t id;
-        size_t len;
-        free(read_frame(live, &type, &id, &len));
-        assert_int_equal(type, 10); /* PONG */
+        ping_pong(live);
         tu_sleep_ms(200);
     }
     got = 0;
     assert_true(raw_wait_closed(idle, 5000, buf, sizeof buf, &got) >= 0);
     assert_non_null(memmem(buf, got, "idle for 800 ms", 15));
-    assert_true(write(live, ping, 16) == 16); /* still open */
-    uint8_t type;
-    uint64_t id;
-    size_t len;
-    free(read_frame(live, &type, &id, &len));
-    assert_int_equal(type, 10);
+    ping_pong(live); /* still open */
     close(idle);
     close(live);
     silo_stop();
@@ -549,12 +562,7 @@ static void test_connection_limit(void **state)
     quark_err err = QUARK_EUNAVAILABLE;
     uint64_t t0 = tu_now_ms();
     while (err != QUARK_OK && tu_now_ms() - t0 < 10000) {
-        quark_client_opts co;
-        quark_client_opts_init(&co);
-        char cs[64];
-        snprintf(cs, sizeof cs, "127.0.0.1:%d", g_sp.port);
-        co.connection_string = cs;
-        TU_OK(quark_client_create(&co, &c));
+        c = client_new(QUARK_TRANSPORT_GRPC, 0, 0);
         if ((err = quark_client_connect(c)) == QUARK_OK) {
             TU_OK(quark_examples_CounterActor_ref(c, "after", &r));
             inc(r, &err);
@@ -589,17 +597,7 @@ static char silo_state(void)
 static void frozen_silo(quark_transport t)
 {
     silo_start(NULL);
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    char cs[64];
-    snprintf(cs, sizeof cs, "127.0.0.1:%d", g_sp.port);
-    co.connection_string = cs;
-    co.transport = t;
-    co.keepalive_ms = 200;
-    co.keepalive_timeout_ms = 1000;
-    co.default_deadline_ms = 60000;
-    quark_client *c;
-    TU_OK(quark_client_create(&co, &c));
+    quark_client *c = client_new(t, 200, 1000);
     TU_OK(quark_client_connect(c));
     quark_ref *r;
     TU_OK(quark_examples_CounterActor_ref(c, "frozen", &r));
