@@ -8,7 +8,7 @@
  *                [--storage SPEC] [--max-mailbox N] [--max-worker-queue N]
  *                [--max-connection-calls N] [--max-connections N]
  *                [--handshake-timeout-ms MS] [--frame-timeout-ms MS]
- *                [--idle-connection-ms MS]
+ *                [--idle-connection-ms MS] [--cluster-key-file FILE]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
@@ -41,8 +41,29 @@ static void usage(void)
                     "                    [--max-mailbox N] [--max-worker-queue N]\n"
                     "                    [--max-connection-calls N] [--max-connections N]\n"
                     "                    [--handshake-timeout-ms MS] [--frame-timeout-ms MS]\n"
-                    "                    [--idle-connection-ms MS]\n");
+                    "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n");
     exit(2);
+}
+
+/* The cluster key: the file's first line (trailing white space dropped). */
+static const char *read_key(const char *path)
+{
+    static char key[1024];
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(key, sizeof key, f)) {
+        fprintf(stderr, "counter-silo: cannot read the cluster key from %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+    size_t n = strlen(key);
+    while (n && (key[n - 1] == '\n' || key[n - 1] == '\r' || key[n - 1] == ' ' ||
+                 key[n - 1] == '\t'))
+        key[--n] = '\0';
+    if (!n) {
+        fprintf(stderr, "counter-silo: the cluster key in %s is empty\n", path);
+        exit(2);
+    }
+    return key;
 }
 
 static void on_view(const quark_silo_status *st, void *arg)
@@ -95,6 +116,8 @@ int main(int argc, char **argv)
             so.advertise = argv[++i];
         else if (!strcmp(argv[i], "--storage") && i + 1 < argc)
             so.storage = argv[++i];
+        else if (!strcmp(argv[i], "--cluster-key-file") && i + 1 < argc)
+            so.cluster_key = read_key(argv[++i]);
         else
             usage();
     }

@@ -35,6 +35,12 @@ typedef struct quark_silo_opts {
      * bytes); port 0 picks a free one (see quark_silo_port). */
     const char *listen;
     const char *cluster_id;       /* peers of another cluster are refused ("default") */
+    /* A secret the silos of the cluster share (docs/operations.md,
+     * "Security"): a connection may send cluster frames (gossip, forwarded
+     * calls) only after proving it holds the key (an HMAC of a challenge;
+     * the key never crosses the wire). NULL or "": no key, any connection
+     * may (a trusted network only). */
+    const char *cluster_key;
     size_t max_message_size;      /* larger messages are refused (default 4 MiB) */
     /* A connection whose peer leaves this many bytes of answers unread
      * stops being read until they drop below a quarter of it (default

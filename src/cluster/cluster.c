@@ -181,7 +181,8 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
                                     .max_backoff_ms = hb},
                           /* a frozen peer's links go when it would be declared dead */
                           .keepalive_ms = hb,
-                          .keepalive_timeout_ms = ft};
+                          .keepalive_timeout_ms = ft,
+                          .cluster_key = s->cluster_key};
     qk_remote_hooks hooks = {.arg = cl, .tick = on_tick};
     quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     if (rc == QUARK_OK)

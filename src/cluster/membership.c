@@ -281,11 +281,21 @@ static int g_receive(void *self, const uint8_t *p, size_t n, uint64_t now_ms, co
     }
     /* Check everything before changing anything: a bad message is all
      * rejected. */
+    size_t unknown = find(g, cv->from) < 0;
     for (size_t i = 0; i < cv->n_members; i++) {
         if (!addr_ok(cv->members[i]->address)) {
             *why = "gossip lists a member with an empty or too long address";
             goto out;
         }
+        unknown += find(g, cv->members[i]->address) < 0;
+    }
+    /* A cluster of more silos than this is not what gossip is for; a
+     * message that would grow the table past it is refused whole. */
+    if (cv->n_members > QK_MEMBERS_MAX || g->n + unknown > QK_MEMBERS_MAX) {
+        snprintf(g->why, sizeof g->why, "gossip would make %zu members, more than the %d a "
+                 "view may hold", g->n + unknown, QK_MEMBERS_MAX);
+        *why = g->why;
+        goto out;
     }
     if (heard_from(g, cv->from, cv->from_incarnation, now_ms) != 0) {
         *why = "out of memory";

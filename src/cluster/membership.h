@@ -38,6 +38,9 @@
 #include "runtime/view.h"
 
 #define QK_TOMBSTONE_MS 60000
+/* Members a view may hold (dead and left ones included): gossip that would
+ * make more is refused whole. */
+#define QK_MEMBERS_MAX 1024
 
 typedef struct qk_gossip_cfg {
     const char *cluster_id;

@@ -265,6 +265,7 @@ struct quark_silo {
     quark_silo_opts opts;
     char *listen_host;            /* copies of opts strings */
     char *cluster_id;
+    char *cluster_key;            /* NULL: none (quark_silo_opts.cluster_key) */
     char *seeds;
     char *advertise;
     unsigned nworkers;

@@ -91,7 +91,11 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
     s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;
+    /* NULL when there is none: "" is no key either */
+    s->cluster_key = s->opts.cluster_key && *s->opts.cluster_key ? strdup(s->opts.cluster_key)
+                                                                  : NULL;
     s->opts.cluster_id = s->cluster_id;
+    s->opts.cluster_key = s->cluster_key;
     s->opts.listen = s->listen_host;
     s->opts.seeds = s->seeds;
     s->opts.advertise = s->advertise;
@@ -162,6 +166,9 @@ void qk_silo_free(quark_silo *s)
     quark_client_free(s->self_client);
     uv_mutex_destroy(&s->lock);
     free(s->cluster_id);
+    if (s->cluster_key) /* the secret does not outlive the silo in its heap */
+        explicit_bzero(s->cluster_key, strlen(s->cluster_key));
+    free(s->cluster_key);
     free(s->listen_host);
     free(s->seeds);
     free(s->advertise);

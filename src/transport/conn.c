@@ -263,6 +263,8 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
                           "decoded", NULL, 0, false);
         return;
     }
+    if (rq.hops && !qk_conn_cluster_member(c, "a forwarded call (hops > 0)"))
+        return;
     uint64_t dl = rq.deadline_ms;
     if (timeout_ms && (!dl || timeout_ms < dl))
         dl = timeout_ms;

@@ -42,7 +42,8 @@ enum qk_frame_type {
     QK_FRAME_VIEW = 15,      /* silo -> client: ClusterView (live members) */
     QK_FRAME_STATUS = 16,    /* -> silo: SiloStatusRequest */
     QK_FRAME_STATUS_OK = 17, /* silo ->: SiloStatus, same id */
-    QK_FRAME_TYPE_MAX = 17
+    QK_FRAME_AUTH = 18,      /* silo -> silo: TcpAuth, after HELLO_OK's challenge */
+    QK_FRAME_TYPE_MAX = 18
 };
 
 typedef struct qk_frame {

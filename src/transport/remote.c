@@ -623,6 +623,9 @@ static void remote_free(qk_remote *r)
     free((char *)r->cfg.connection_string);
     free((char *)r->cfg.cluster_id);
     free((char *)r->cfg.client_name);
+    if (r->cfg.cluster_key)
+        explicit_bzero((char *)r->cfg.cluster_key, strlen(r->cfg.cluster_key));
+    free((char *)r->cfg.cluster_key);
     free(r);
 }
 
@@ -638,8 +641,9 @@ static qk_remote *remote_alloc(const qk_remote_cfg *cfg)
     r->cfg.connection_string = cfg->connection_string ? strdup(cfg->connection_string) : NULL;
     r->cfg.cluster_id = strdup(cfg->cluster_id && *cfg->cluster_id ? cfg->cluster_id : "default");
     r->cfg.client_name = strdup(cfg->client_name ? cfg->client_name : "");
+    r->cfg.cluster_key = cfg->cluster_key ? strdup(cfg->cluster_key) : NULL;
     if ((cfg->connection_string && !r->cfg.connection_string) || !r->cfg.cluster_id ||
-        !r->cfg.client_name) {
+        !r->cfg.client_name || (cfg->cluster_key && !r->cfg.cluster_key)) {
         remote_free(r);
         return NULL;
     }

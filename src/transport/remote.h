@@ -31,6 +31,7 @@ typedef struct qk_remote_cfg {
     uint32_t poll_us;               /* the I/O thread's polling before it sleeps */
     uint32_t keepalive_ms;          /* PING a connection silent this long (0: never) */
     uint32_t keepalive_timeout_ms;  /* silent this long: lost */
+    const char *cluster_key;        /* peer links: answer a silo's challenge (auth.h) */
 } qk_remote_cfg;
 
 quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "transport/auth.h"
 #include "transport/remote_internal.h"
 
 static void on_written(uv_write_t *req, int status);
@@ -514,6 +515,22 @@ static void learn_workers(qk_rconn *k, unsigned workers, unsigned served_by)
     k->served_by = served_by;
 }
 
+/* The silo has a cluster key and so do we: prove it (auth.h) before
+ * anything else goes. */
+static bool send_auth(qk_rconn *k, const uint8_t *challenge)
+{
+    Quark__TcpAuth a = QUARK__TCP_AUTH__INIT;
+    uint8_t proof[QK_AUTH_PROOF], buf[QK_FRAME_HEADER + QK_AUTH_PROOF + 8];
+    if (!qk_auth_proof(k->r->cfg.cluster_key, k->r->cfg.cluster_id, challenge, proof))
+        return false;
+    a.proof.data = proof;
+    a.proof.len = sizeof proof;
+    size_t len = quark__tcp_auth__get_packed_size(&a);
+    qk_frame_header(buf, QK_FRAME_AUTH, 0, len);
+    quark__tcp_auth__pack(&a, buf + QK_FRAME_HEADER);
+    return qk_rm_out_append(k, buf, QK_FRAME_HEADER + len) == 0;
+}
+
 static void handle_hello(qk_rconn *k, const qk_frame *f)
 {
     Quark__TcpHelloReply *h = quark__tcp_hello_reply__unpack(NULL, f->len, f->payload);
@@ -530,8 +547,14 @@ static void handle_hello(qk_rconn *k, const qk_frame *f)
     if (h->silo_id && h->silo_id[0] && strlen(h->silo_id) < sizeof k->silo_id)
         strcpy(k->silo_id, h->silo_id);
     learn_workers(k, h->workers, h->worker);
+    bool proved = h->challenge.len != QK_AUTH_CHALLENGE || !k->r->cfg.cluster_key ||
+                  send_auth(k, h->challenge.data);
     quark__tcp_hello_reply__free_unpacked(h, NULL);
-    conn_ready(k);
+    if (!proved) {
+        qk_rm_conn_lost(k, "could not compute the cluster key's proof");
+        return;
+    }
+    conn_ready(k); /* what waited goes after the AUTH */
 }
 
 /* The silo ends the connection: say why, as it did. */

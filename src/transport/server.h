@@ -139,6 +139,8 @@ struct qk_conn {
     bool in_recv;                  /* gRPC: inside the session's recv: no pumping */
     bool watching;                 /* wants the cluster's views (WATCH / WatchCluster) */
     bool over_limit;               /* accepted past max_connections: told so, closed */
+    bool member;                   /* TCP: proved the cluster key (AUTH) */
+    uint8_t challenge[32];         /* TCP: HELLO_OK's, for AUTH (QK_AUTH_CHALLENGE) */
     uint8_t paused;                /* why it is not read (QK_PAUSE_*), 0: it is */
     uint32_t refs;                 /* the socket + calls in flight + subscribers */
     uint32_t inflight;             /* calls read and not yet answered */
@@ -194,6 +196,10 @@ quark_err qk_conn_subscribe(qk_conn *c, uint64_t sub_id, const char *type, const
 void qk_conn_unsubscribe(qk_conn *c, uint64_t sub_id);
 /* Start the connection's view stream under `id` (WATCH / WatchCluster). */
 void qk_conn_watch(qk_conn *c, uint64_t id);
+
+/* server_tcp.c: with a cluster key, whether c proved it (else c is told
+ * and logged that `what` needs it, and closes). */
+bool qk_conn_cluster_member(qk_conn *c, const char *what);
 
 /* server_grpc.c: the connection's HTTP/2 handshake is done. */
 bool qk_conn_grpc_ready(const qk_conn *c);

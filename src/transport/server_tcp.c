@@ -11,10 +11,12 @@
  * STATUS) are answered through the server's control table. Answers are
  * appended to the connection's output as frames and written once per batch.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "quark/actor_service.pb-c.h"
+#include "transport/auth.h"
 #include "transport/frame.h"
 #include "transport/server.h"
 #include "transport/wire.h"
@@ -117,6 +119,17 @@ static void send_hello_ok(qk_conn *c, quark_err code, const char *msg)
     r.error_message = (char *)(msg ? msg : "");
     r.workers = s->nworkers;
     r.worker = c->w->index + 1;
+    _Static_assert(sizeof c->challenge == QK_AUTH_CHALLENGE, "room for the challenge");
+    if (code == QUARK_OK && s->cluster_key) {
+        if (!qk_auth_challenge(c->challenge)) {
+            code = QUARK_EINTERNAL;
+            r.error_code = code;
+            r.error_message = "this silo could not draw random bytes for its challenge";
+        } else {
+            r.challenge.data = c->challenge;
+            r.challenge.len = QK_AUTH_CHALLENGE;
+        }
+    }
     send_frame(c, QK_FRAME_HELLO_OK, 0, &r.base);
     if (code)
         c->close_after_write = true;
@@ -170,9 +183,57 @@ static void tcp_subscribe(qk_conn *c, const qk_frame *f)
         send_why(c, QK_FRAME_STREAM_END, f->id, rc, quark_last_error());
 }
 
+/* A refused cluster frame goes to stderr, at most once a second per
+ * process (a misconfigured silo retries every heartbeat). */
+static void log_refusal(const char *why)
+{
+    static _Atomic uint64_t last_ms;
+    uint64_t now = qk_now_ms_coarse(), last = atomic_load(&last_ms);
+    if (now - last >= 1000 && atomic_compare_exchange_strong(&last_ms, &last, now))
+        fprintf(stderr, "quark: %s (refusals logged at most once a second)\n", why);
+}
+
+/* With a cluster key, cluster frames only from a connection that proved
+ * it: true if c may send them; else it is told (GOAWAY) and logged. */
+bool qk_conn_cluster_member(qk_conn *c, const char *what)
+{
+    quark_silo *s = c->w->silo;
+    if (!s->cluster_key || c->member)
+        return true;
+    char why[200];
+    snprintf(why, sizeof why, "%s refused: this connection has not proved the cluster key "
+             "(only the cluster's silos may send it)", what);
+    log_refusal(why);
+    c->proto->goaway(c, QUARK_ECLUSTER, why);
+    return false;
+}
+
+/* AUTH: the peer proves it holds the cluster key. */
+static void tcp_auth(qk_conn *c, const qk_frame *f)
+{
+    quark_silo *s = c->w->silo;
+    Quark__TcpAuth *a = quark__tcp_auth__unpack(NULL, f->len, f->payload);
+    bool ok = a && s->cluster_key &&
+              qk_auth_check(s->cluster_key, s->cluster_id, c->challenge, a->proof.data,
+                            a->proof.len);
+    if (a)
+        quark__tcp_auth__free_unpacked(a, NULL);
+    if (ok) {
+        c->member = true;
+        return;
+    }
+    const char *why = s->cluster_key ? "AUTH refused: wrong cluster key (this silo's cluster "
+                                       "has another one)"
+                                     : "AUTH refused: this silo has no cluster key to prove";
+    log_refusal(why);
+    goaway(c, QUARK_ECLUSTER, why);
+}
+
 static void tcp_gossip(qk_conn *c, const qk_frame *f)
 {
     const qk_server_control *ctl = &c->srv->ctl;
+    if (!qk_conn_cluster_member(c, "GOSSIP"))
+        return;
     size_t n = 0;
     const char *why = NULL;
     uint8_t *rep = ctl->gossip ? ctl->gossip(ctl->arg, f->payload, f->len, &n, &why) : NULL;
@@ -221,6 +282,9 @@ static void tcp_frame(qk_conn *c, const qk_frame *f)
         break;
     case QK_FRAME_STATUS:
         tcp_status(c, f);
+        break;
+    case QK_FRAME_AUTH:
+        tcp_auth(c, f);
         break;
     case QK_FRAME_GOAWAY:
         c->close_after_write = true;

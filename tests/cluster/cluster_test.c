@@ -150,6 +150,7 @@ typedef struct silo {
 } silo;
 
 static silo g_silo[N_SILOS];
+static const char *g_key_file[N_SILOS]; /* --cluster-key-file of each, or NULL */
 
 /* Drain a silo's stdout for as long as it runs (a full pipe would block
  * it), note its "listening" line, echo everything else. */
@@ -181,7 +182,8 @@ static void silo_spawn(int i)
     snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
     char *argv[] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
                     "--seeds", g_seeds, "--heartbeat-ms", hb, "--failure-timeout-ms", ft,
-                    "--workers", "2", NULL};
+                    "--workers", "2", g_key_file[i] ? "--cluster-key-file" : NULL,
+                    (char *)g_key_file[i], NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -329,6 +331,8 @@ static int case_setup(void **state)
 static int case_teardown(void **state)
 {
     (void)state;
+    for (int i = 0; i < N_SILOS; i++)
+        g_key_file[i] = NULL;
     for (int i = 0; i < N_SILOS; i++)
         if (g_silo[i].pid)
             silo_signal(i, SIGKILL);
@@ -1080,6 +1084,41 @@ static void test_leave(void **state)
     cluster_down();
 }
 
+/* ------------------------------------------------------------------ */
+/* the cluster key                                                    */
+/* ------------------------------------------------------------------ */
+
+static void key_file(char *path, size_t cap, const char *key)
+{
+    snprintf(path, cap, "/tmp/quark-cluster-key-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_true(write(fd, key, strlen(key)) == (ssize_t)strlen(key));
+    close(fd);
+}
+
+/* Silos 1 and 2 share a key, silo 3 has another: 1 and 2 form a cluster,
+ * 3 (seeded with both, and in their seeds) never joins either side. */
+static void test_cluster_key(void **state)
+{
+    (void)state;
+    char a[64], b[64];
+    key_file(a, sizeof a, "the key of silos 1 and 2\n");
+    key_file(b, sizeof b, "another key\n");
+    g_key_file[0] = g_key_file[1] = a;
+    g_key_file[2] = b;
+    for (int i = 0; i < N_SILOS; i++)
+        silo_spawn(i);
+    if (!POLL_UNTIL(all_report(0x3, 0x3), 10000))
+        fail_msg("silos 1 and 2, sharing a key, did not form a cluster of two within 10 s");
+    tu_sleep_ms(10 * HEARTBEAT_MS); /* silo 3 gossips to them, they to it, all refused */
+    assert_true(all_report(0x3, 0x3));
+    assert_true(reports_members(2, 0x4, NULL));
+    cluster_down();
+    unlink(a);
+    unlink(b);
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
 
 int main(void)
@@ -1089,6 +1128,7 @@ int main(void)
     const struct CMUnitTest once[] = {
         CASE(test_formation),
         CASE(test_actor_to_actor),
+        CASE(test_cluster_key),
     };
     const struct CMUnitTest per_transport[] = {
         CASE(test_placement),

@@ -23,6 +23,10 @@
 #include "../raw_tcp.h"
 #include "counter_actor.h"
 #include "quark/actor_service.pb-c.h"
+#include "quark/cluster.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define MB (1024L * 1024L)
 #define RSS_BOUND (256 * MB) /* the bound for the flood */
@@ -648,6 +652,150 @@ static void test_keepalive_grpc(void **state)
     frozen_silo(QUARK_TRANSPORT_GRPC);
 }
 
+/* ---- cluster frames only from members (the cluster key) ---- */
+
+#define KEY "correct horse battery staple"
+
+static char g_key_path[64];
+
+static void keyed_silo_start(void)
+{
+    snprintf(g_key_path, sizeof g_key_path, "/tmp/quark-limits-key-XXXXXX");
+    int fd = mkstemp(g_key_path);
+    assert_true(fd >= 0);
+    assert_true(write(fd, KEY "\n", sizeof KEY) == (ssize_t)sizeof KEY);
+    close(fd);
+    const char *extra[] = {"--cluster-key-file", g_key_path, NULL};
+    silo_start(extra);
+}
+
+/* A HELLO'd raw connection; the silo's challenge goes to challenge[32]. */
+static int hello_challenge(uint8_t challenge[32])
+{
+    int fd = raw_connect(g_sp.port);
+    uint8_t h[16], type;
+    uint64_t id;
+    size_t len;
+    assert_true(write(fd, "QRK1", 4) == 4);
+    put_frame_header(h, 1, 0, 0);
+    assert_true(write(fd, h, 16) == 16);
+    uint8_t *p = read_frame(fd, &type, &id, &len);
+    assert_int_equal(type, 2);
+    Quark__TcpHelloReply *r = quark__tcp_hello_reply__unpack(NULL, len, p);
+    assert_non_null(r);
+    assert_int_equal(r->challenge.len, 32);
+    memcpy(challenge, r->challenge.data, 32);
+    quark__tcp_hello_reply__free_unpacked(r, NULL);
+    free(p);
+    return fd;
+}
+
+/* Send a frame whose payload is one packed message. */
+static void send_msg(int fd, uint8_t type, uint64_t id, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *f = malloc(16 + n);
+    put_frame_header(f, type, id, (uint32_t)n);
+    protobuf_c_message_pack(m, f + 16);
+    assert_true(write(fd, f, 16 + n) == (ssize_t)(16 + n));
+    free(f);
+}
+
+/* A gossip from "127.0.0.1:1" listing n members. */
+static void send_gossip(int fd, int n)
+{
+    Quark__ClusterView cv = QUARK__CLUSTER_VIEW__INIT;
+    cv.cluster_id = "default";
+    cv.from = "127.0.0.1:1";
+    cv.from_incarnation = 1;
+    Quark__ClusterMember *m = calloc((size_t)n, sizeof *m);
+    Quark__ClusterMember **mp = calloc((size_t)n, sizeof *mp);
+    char (*addr)[32] = calloc((size_t)n, sizeof *addr);
+    for (int i = 0; i < n; i++) {
+        quark__cluster_member__init(&m[i]);
+        snprintf(addr[i], sizeof addr[i], "10.0.%d.%d:7000", i / 250, i % 250 + 1);
+        m[i].address = addr[i];
+        m[i].incarnation = 1;
+        mp[i] = &m[i];
+    }
+    cv.n_members = (size_t)n;
+    cv.members = mp;
+    send_msg(fd, 12, 1, &cv.base);
+    free(m);
+    free(mp);
+    free(addr);
+}
+
+static void send_auth(int fd, const uint8_t *proof, size_t n)
+{
+    Quark__TcpAuth a = QUARK__TCP_AUTH__INIT;
+    a.proof.data = (uint8_t *)proof;
+    a.proof.len = n;
+    send_msg(fd, 18, 0, &a.base);
+}
+
+static void test_cluster_frames_need_the_key(void **state)
+{
+    (void)state;
+    keyed_silo_start();
+    uint8_t ch[32];
+    /* A client's gossip, and a call that claims to be forwarded. */
+    int fd = hello_challenge(ch);
+    send_gossip(fd, 1);
+    expect_goaway(fd, QUARK_ECLUSTER, "has not proved the cluster key");
+    fd = hello_challenge(ch);
+    Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
+    rq.actor_id = "x";
+    rq.actor_type = "quark.examples.CounterActor";
+    rq.method_name = "Get";
+    rq.hops = 1;
+    send_msg(fd, 3, 7, &rq.base);
+    expect_goaway(fd, QUARK_ECLUSTER, "forwarded call");
+    /* A wrong proof. */
+    fd = hello_challenge(ch);
+    uint8_t proof[32];
+    unsigned plen = 0;
+    HMAC(EVP_sha256(), "another key", 11, ch, sizeof ch, proof, &plen);
+    send_auth(fd, proof, plen);
+    expect_goaway(fd, QUARK_ECLUSTER, "wrong cluster key");
+    /* The right one (auth.h's input), then gossip is taken. */
+    fd = hello_challenge(ch);
+    static const char label[] = "quark-cluster-auth/1";
+    uint8_t msg[sizeof label + 8 + 32];
+    memcpy(msg, label, sizeof label);
+    memcpy(msg + sizeof label, "default", 8);
+    memcpy(msg + sizeof label + 8, ch, 32);
+    HMAC(EVP_sha256(), KEY, (int)strlen(KEY), msg, sizeof msg, proof, &plen);
+    send_auth(fd, proof, plen);
+    send_gossip(fd, 1);
+    uint8_t type;
+    uint64_t id;
+    size_t len;
+    free(read_frame(fd, &type, &id, &len));
+    assert_int_equal(type, 13); /* GOSSIP_ACK */
+    close(fd);
+    silo_stop();
+    unlink(g_key_path);
+}
+
+static void test_gossip_size_capped(void **state)
+{
+    (void)state;
+    silo_start(NULL); /* no key: anyone may gossip, but not 2,000 members */
+    int fd = raw_hello(g_sp.port);
+    send_gossip(fd, 2000);
+    expect_goaway(fd, QUARK_EPROTO, "more than the 1024");
+    /* The view did not take any of them. */
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", g_sp.port);
+    quark_silo_status *st = NULL;
+    TU_OK(quark_status_fetch(addr, "default", 5000, &st));
+    for (size_t i = 0; i < st->n_members; i++)
+        assert_null(strstr(st->members[i].address, "10.0."));
+    quark_status_free(st);
+    silo_stop();
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -661,6 +809,8 @@ int main(void)
         cmocka_unit_test_teardown(test_flood_grpc, teardown),
         cmocka_unit_test_teardown(test_keepalive_tcp, teardown),
         cmocka_unit_test_teardown(test_keepalive_grpc, teardown),
+        cmocka_unit_test_teardown(test_cluster_frames_need_the_key, teardown),
+        cmocka_unit_test_teardown(test_gossip_size_capped, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
