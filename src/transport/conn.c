@@ -129,8 +129,11 @@ void qk_conn_unpause(qk_conn *c, unsigned why)
     if (!(c->paused & why))
         return;
     c->paused &= (uint8_t)~why;
-    if (!c->paused && !c->closing)
+    if (!c->paused && !c->closing) {
+        if (c->partial_ms) /* the frame's clock ran while this silo did not read */
+            c->partial_ms = qk_worker_now_ms(c->w);
         resume_read(c);
+    }
 }
 
 bool qk_conn_full(qk_conn *c)

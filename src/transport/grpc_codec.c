@@ -23,6 +23,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "quark/error.h"
+#include "core/common.h" /* qk_now_ms_coarse */
 
 #define QK_STAGE_SIZE (32u * 1024u)      /* output coalescing buffer */
 #define QK_STREAM_WINDOW (1 << 20)       /* SETTINGS_INITIAL_WINDOW_SIZE */
@@ -514,6 +515,7 @@ typedef struct qk_gs_stream {
     size_t path_len;
     char *cluster_id;
     uint64_t timeout_ms;
+    uint64_t began_ms; /* its HEADERS came (qk_grpc_server_oldest_request_ms) */
     qk_rx rx;
     qk_tx tx;
 } qk_gs_stream;
@@ -686,6 +688,7 @@ static int srv_on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame,
     if (!st)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     st->id = frame->hd.stream_id;
+    st->began_ms = qk_now_ms_coarse();
     if (nghttp2_session_set_stream_user_data(ng, st->id, st) != 0) {
         free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -1004,6 +1007,16 @@ size_t qk_grpc_server_flush(qk_grpc_server *s,
     if (fatal)
         s->fatal = 1;
     return n;
+}
+
+uint64_t qk_grpc_server_oldest_request_ms(const qk_grpc_server *s)
+{
+    uint64_t oldest = 0;
+    for (const qk_gs_stream *st = s ? s->streams : NULL; st; st = st->next)
+        if (!st->app_holds && !st->answered && !st->rejected &&
+            (!oldest || st->began_ms < oldest))
+            oldest = st->began_ms;
+    return oldest;
 }
 
 int qk_grpc_server_ready(const qk_grpc_server *s)

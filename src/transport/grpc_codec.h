@@ -114,6 +114,10 @@ typedef struct qk_grpc_server_cbs {
 qk_grpc_server *qk_grpc_server_new(const qk_grpc_server_cbs *cbs, void *ud, size_t max_msg,
                                    uint32_t max_streams);
 
+/* When the oldest request still being received (its HEADERS came, not its
+ * end) began, on qk_now_ms_coarse's clock; 0: none. */
+uint64_t qk_grpc_server_oldest_request_ms(const qk_grpc_server *s);
+
 /* Nonzero once the client's connection preface and first SETTINGS came:
  * the handshake is done. */
 int qk_grpc_server_ready(const qk_grpc_server *s);

@@ -272,6 +272,7 @@ static void on_sweep(uv_timer_t *t)
     qk_conn *c = srv->pw[w->index].conns;
     while (c) {
         qk_conn *next = c->next; /* c may close (and leave the list) */
+        uint64_t partial;
         why[0] = '\0';
         if (c->closing || c->close_after_write) {
             /* told already */
@@ -280,9 +281,12 @@ static void on_sweep(uv_timer_t *t)
                      c->proto == &qk_proto_tcp ? "HELLO" : c->proto ? "HTTP/2 SETTINGS"
                                                                      : "protocol bytes",
                      o->handshake_timeout_ms);
-        } else if (c->partial_ms && now - c->partial_ms >= o->frame_timeout_ms) {
-            snprintf(why, sizeof why, "a frame was started and not finished within %u ms",
-                     o->frame_timeout_ms);
+        } else if (!c->paused && (partial = c->proto == &qk_proto_grpc ? qk_conn_grpc_partial_ms(c)
+                                                                    : c->partial_ms) &&
+                   now - partial >= o->frame_timeout_ms) {
+            /* (not while the silo itself stopped reading it) */
+            snprintf(why, sizeof why, "a %s was started and not finished within %u ms",
+                     c->proto == &qk_proto_grpc ? "request" : "frame", o->frame_timeout_ms);
         } else if (!c->inflight && !c->subs && !c->watching && !c->out_len && !c->writing &&
                    now - c->last_in_ms >= o->idle_connection_ms) {
             snprintf(why, sizeof why, "idle for %u ms (send PING to keep a connection open)",

@@ -146,7 +146,8 @@ struct qk_conn {
     uint32_t inflight;             /* calls read and not yet answered */
     uint64_t opened_ms;            /* accepted (the handshake's clock) */
     uint64_t last_in_ms;           /* bytes last read (the idle clock) */
-    uint64_t partial_ms;           /* TCP: since when a frame is half read, 0: none */
+    uint64_t partial_ms;           /* TCP: since when a frame is half read, 0: none
+                                    * (gRPC: qk_conn_grpc_partial_ms) */
     uint64_t discard;              /* TCP: bytes of an oversized frame still to skip */
     uint64_t watch_id;             /* its frame id, or gRPC stream id */
     uint8_t *in;
@@ -203,6 +204,8 @@ bool qk_conn_cluster_member(qk_conn *c, const char *what);
 
 /* server_grpc.c: the connection's HTTP/2 handshake is done. */
 bool qk_conn_grpc_ready(const qk_conn *c);
+/* server_grpc.c: since when its oldest request is half received, 0: none. */
+uint64_t qk_conn_grpc_partial_ms(const qk_conn *c);
 
 /* server.c */
 /* Hand c's socket, with the bytes still to handle, to worker `to`; false

@@ -226,6 +226,11 @@ bool qk_conn_grpc_ready(const qk_conn *c)
     return c->grpc && qk_grpc_server_ready(c->grpc);
 }
 
+uint64_t qk_conn_grpc_partial_ms(const qk_conn *c)
+{
+    return c->grpc ? qk_grpc_server_oldest_request_ms(c->grpc) : 0;
+}
+
 /* Stop phase 2: the final GOAWAY now. Reading has stopped, so no PING round
  * trip can complete; what it refuses never ran. */
 static void grpc_stop(qk_conn *c)

@@ -530,6 +530,55 @@ static void test_connection_timeouts(void **state)
     ping_pong(live); /* still open */
     close(idle);
     close(live);
+
+    /* gRPC: a request whose body trickles in, a DATA frame of one byte at
+     * a time: bytes keep coming, the request never ends. */
+    int g = raw_connect(g_sp.port);
+    uint8_t req[512];
+    memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    memcpy(req + 24, "\0\0\0\x04\0\0\0\0\0", 9); /* SETTINGS, empty */
+    size_t n2 = 24 + 9;
+    static const char *const hdr[][2] = {
+        {":method", "POST"}, {":scheme", "http"}, {":path", "/quark.ActorService/InvokeActor"},
+        {":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}};
+    size_t hl = 0, at = n2 + 9;
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) { /* literal, not indexed */
+        size_t kl = strlen(hdr[i][0]), vl = strlen(hdr[i][1]);
+        req[at + hl++] = 0;
+        req[at + hl++] = (uint8_t)kl;
+        memcpy(req + at + hl, hdr[i][0], kl);
+        hl += kl;
+        req[at + hl++] = (uint8_t)vl;
+        memcpy(req + at + hl, hdr[i][1], vl);
+        hl += vl;
+    }
+    uint8_t fh[9] = {0, 0, (uint8_t)hl, 1, 4, 0, 0, 0, 1}; /* HEADERS, END_HEADERS, stream 1 */
+    memcpy(req + n2, fh, 9);
+    n2 += 9 + hl;
+    /* DATA: the gRPC prefix of a 100-byte message; its body then trickles. */
+    static const uint8_t prefix[14] = {0, 0, 5, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 100};
+    memcpy(req + n2, prefix, sizeof prefix);
+    n2 += sizeof prefix;
+    assert_true(write(g, req, n2) == (ssize_t)n2);
+    t0 = tu_now_ms();
+    closed = false;
+    while (!closed && tu_now_ms() - t0 < 10000) {
+        uint8_t data[10] = {0, 0, 1, 0, 0, 0, 0, 0, 1, 7}; /* DATA, stream 1, one byte */
+        if (write(g, data, 10) != 10)
+            closed = true;
+        struct pollfd p = {.fd = g, .events = POLLIN};
+        while (!closed && poll(&p, 1, 100) > 0) {
+            uint8_t junk[4096];
+            if (read(g, junk, sizeof junk) <= 0)
+                closed = true; /* SETTINGS and its ACK come first, then the end */
+        }
+    }
+    uint64_t took = tu_now_ms() - t0;
+    printf("# gRPC request trickling a byte per 100 ms: closed after %llu ms\n",
+           (unsigned long long)took);
+    assert_true(closed);
+    assert_true(took >= 300); /* by the request's clock, not at once */
+    close(g);
     silo_stop();
 }
 
