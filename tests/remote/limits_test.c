@@ -377,6 +377,110 @@ static void test_flood_grpc(void **state)
     silo_stop();
 }
 
+/* The gRPC flood without reading: a raw HTTP/2 client opens stream after
+ * stream (Increment on one actor) and never reads a byte; the silo grants
+ * max_connection_calls streams, nghttp2 holds the answers the client's
+ * window does not take, and the silo stops reading. */
+static size_t h2_request(uint8_t *out, uint32_t stream, const uint8_t *msg, size_t mlen)
+{
+    static const char *const hdr[][2] = {
+        {":method", "POST"}, {":scheme", "http"}, {":path", "/quark.ActorService/InvokeActor"},
+        {":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}};
+    size_t hl = 0;
+    uint8_t *hp = out + 9;
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) { /* literal, not indexed */
+        size_t kl = strlen(hdr[i][0]), vl = strlen(hdr[i][1]);
+        hp[hl++] = 0;
+        hp[hl++] = (uint8_t)kl;
+        memcpy(hp + hl, hdr[i][0], kl);
+        hl += kl;
+        hp[hl++] = (uint8_t)vl;
+        memcpy(hp + hl, hdr[i][1], vl);
+        hl += vl;
+    }
+    const uint8_t fh[9] = {0, 0, (uint8_t)hl, 1, 4, (uint8_t)(stream >> 24),
+                           (uint8_t)(stream >> 16), (uint8_t)(stream >> 8), (uint8_t)stream};
+    memcpy(out, fh, 9); /* HEADERS, END_HEADERS */
+    size_t n = 9 + hl, dl = 5 + mlen;
+    uint8_t *d = out + n; /* DATA, END_STREAM: the gRPC prefix and the message */
+    const uint8_t dh[9] = {0, 0, (uint8_t)dl, 0, 1, (uint8_t)(stream >> 24),
+                           (uint8_t)(stream >> 16), (uint8_t)(stream >> 8), (uint8_t)stream};
+    memcpy(d, dh, 9);
+    d[9] = 0, d[10] = d[11] = d[12] = 0, d[13] = (uint8_t)mlen;
+    memcpy(d + 14, msg, mlen);
+    return n + 9 + dl;
+}
+
+static void test_flood_grpc_not_reading(void **state)
+{
+    (void)state;
+    silo_start(NULL);
+    tu_sleep_ms(200);
+    long before = silo_rss(), peak = before;
+    bystander b = {.transport = QUARK_TRANSPORT_GRPC};
+    pthread_t bt;
+    pthread_create(&bt, NULL, bystander_main, &b);
+    int fd = raw_connect(g_sp.port);
+    int small = 65536;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    assert_true(write(fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0", 33) == 33);
+    Quark__ActorInvocationRequest rq = QUARK__ACTOR_INVOCATION_REQUEST__INIT;
+    rq.actor_id = "gflood-nr";
+    rq.actor_type = "quark.examples.CounterActor";
+    rq.method_name = "Increment";
+    uint8_t args[2] = {0x08, 0x01};
+    rq.serialized_args.data = args;
+    rq.serialized_args.len = 2;
+    uint8_t msg[128];
+    size_t mlen = quark__actor_invocation_request__pack(&rq, msg);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    uint8_t *buf = malloc(512);
+    uint32_t stream = 1;
+    long streams = 0;
+    uint64_t t0 = tu_now_ms(), last_rss = 0, blocked_ms = 0;
+    size_t len = 0, off = 0;
+    while (tu_now_ms() - t0 < 5000 && stream < 0x7fffff00u) {
+        if (off == len) {
+            len = h2_request(buf, stream, msg, mlen);
+            off = 0;
+            stream += 2;
+            streams++;
+        }
+        ssize_t k = write(fd, buf + off, len - off);
+        if (k > 0) {
+            off += (size_t)k;
+        } else {
+            assert_true(errno == EAGAIN);
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            uint64_t w0 = tu_now_ms();
+            poll(&p, 1, 10);
+            blocked_ms += tu_now_ms() - w0;
+        }
+        uint64_t now = tu_now_ms();
+        if (now - last_rss >= 50) {
+            last_rss = now;
+            long rss = silo_rss();
+            if (rss > peak)
+                peak = rss;
+            if (rss > RSS_GUARD)
+                break;
+        }
+    }
+    atomic_store(&b.stop, true);
+    pthread_join(bt, NULL);
+    close(fd);
+    free(buf);
+    printf("# gRPC flood, not reading, 5 s: %ld streams opened, writes blocked %llu ms, silo RSS "
+           "%ld MB before, %ld MB peak; bystander %ld calls, %ld failed, worst %ld ms\n",
+           streams, (unsigned long long)blocked_ms, before / MB, peak / MB,
+           atomic_load(&b.calls), atomic_load(&b.failures), atomic_load(&b.worst_ms));
+    check_rss(peak);
+    assert_true(blocked_ms > 0); /* the silo stopped reading: TCP pushed back */
+    assert_true(atomic_load(&b.calls) > 0);
+    assert_int_equal(atomic_load(&b.failures), 0);
+    silo_stop();
+}
+
 /* ---- a full mailbox answers at once ---- */
 
 static void test_mailbox_full(void **state)
@@ -856,6 +960,7 @@ int main(void)
         cmocka_unit_test_teardown(test_flood_not_reading, teardown),
         cmocka_unit_test_teardown(test_flood_reading, teardown),
         cmocka_unit_test_teardown(test_flood_grpc, teardown),
+        cmocka_unit_test_teardown(test_flood_grpc_not_reading, teardown),
         cmocka_unit_test_teardown(test_keepalive_tcp, teardown),
         cmocka_unit_test_teardown(test_keepalive_grpc, teardown),
         cmocka_unit_test_teardown(test_cluster_frames_need_the_key, teardown),
