@@ -42,21 +42,28 @@
 #define QK_REDIS_BACKOFF_MAX_MS 1000
 
 /* KEYS[1] the record; ARGV[1] the etag read ("" none), ARGV[2] the data,
- * ARGV[3] "1" to clear, ARGV[4] now (ms). Returns {1, new etag} or
- * {0, stored etag}. */
+ * ARGV[3] "1" to clear, ARGV[4] now (ms), ARGV[5] the new etag (the read
+ * one's version + 1: the writer knows it, so the script does no number
+ * conversions). Returns 1 written, 2 nothing to clear (no record), or the
+ * stored etag (a string; "" none) when it is not the one read. */
 static const char script[] =
-    "local cur = redis.call('HGET', KEYS[1], 'etag')\n"
-    "if not cur then cur = '' end\n"
-    "if cur ~= ARGV[1] then return {0, cur} end\n"
-    "if ARGV[3] == '1' and cur == '' then return {1, ''} end\n"
-    "local new = tostring((tonumber(cur) or 0) + 1)\n"
+    "local cur = redis.call('HGET', KEYS[1], 'etag') or ''\n"
+    "if cur ~= ARGV[1] then return cur end\n"
     "if ARGV[3] == '1' then\n"
-    "  redis.call('HSET', KEYS[1], 'etag', new, 'updated_at', ARGV[4])\n"
+    "  if cur == '' then return 2 end\n"
+    "  redis.call('HSET', KEYS[1], 'etag', ARGV[5], 'updated_at', ARGV[4])\n"
     "  redis.call('HDEL', KEYS[1], 'data')\n"
-    "else\n"
-    "  redis.call('HSET', KEYS[1], 'etag', new, 'data', ARGV[2], 'updated_at', ARGV[4])\n"
+    "  return 1\n"
     "end\n"
-    "return {1, new}\n";
+    "redis.call('HSET', KEYS[1], 'etag', ARGV[5], 'data', ARGV[2], 'updated_at', ARGV[4])\n"
+    "return 1\n";
+
+/* The version a write over etag makes (a foreign etag counts as 0). */
+static unsigned long long next_version(const char *etag)
+{
+    long long v = qk_version_of_etag(etag);
+    return (unsigned long long)(v < 0 ? 0 : v) + 1;
+}
 
 typedef struct rd {
     char *spec;
@@ -184,28 +191,23 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         free(c);
         return;
     }
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER ||
-        rep->element[1]->type != REDIS_REPLY_STRING) {
-        cmd_fail(c, QUARK_ESTORAGE, "unexpected reply to the compare-and-set script");
-        free(c);
-        return;
-    }
-    redisReply *e = rep->element[1];
-    if (rep->element[0]->integer == 1) {
-        size_t n = (size_t)e->len < QK_ETAG_MAX ? (size_t)e->len : QK_ETAG_MAX - 1;
-        memcpy(c->rec->etag, e->str, n);
-        c->rec->etag[n] = '\0';
+    if (rep->type == REDIS_REPLY_INTEGER && (rep->integer == 1 || rep->integer == 2)) {
+        if (rep->integer == 1)
+            qk_etag_of_version(c->rec->etag, next_version(c->rec->etag));
+        else
+            c->rec->etag[0] = '\0';
         qk_outcome o = {0};
         qk_op_finish(c->op, &o);
-    } else {
+    } else if (rep->type == REDIS_REPLY_STRING) {
         char text[600];
         const char *type = c->key + strlen(pw->r->prefix);
         snprintf(text, sizeof text, "%.*s '%.*s': the stored state has etag '%.*s' but this "
                  "write expected '%s' (another activation wrote it)", (int)c->type_len, type,
-                 (int)c->id_len, type + c->type_len + 1, (int)e->len, e->str, c->rec->etag);
+                 (int)c->id_len, type + c->type_len + 1, (int)rep->len, rep->str, c->rec->etag);
         qk_outcome o = qk_outcome_error(QUARK_ECONFLICT, text);
         qk_op_finish(c->op, &o);
+    } else {
+        cmd_fail(c, QUARK_ESTORAGE, "unexpected reply to the compare-and-set script");
     }
     free(c);
 }
@@ -395,13 +397,15 @@ static bool send_write(rd_pw *pw, cmd *c, bool eval)
     uv_gettimeofday(&tv);
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    char next[QK_ETAG_MAX];
+    qk_etag_of_version(next, next_version(c->rec->etag));
     bool use_sha = !eval && pw->sha[0];
     const char *argv[] = {use_sha ? "EVALSHA" : "EVAL", use_sha ? pw->sha : script, "1",
                           c->key, c->rec->etag, c->data ? (const char *)c->data : "",
-                          c->data ? "0" : "1", now};
+                          c->data ? "0" : "1", now, next};
     size_t lens[] = {strlen(argv[0]), strlen(argv[1]), 1, strlen(c->key), strlen(c->rec->etag),
-                     c->data ? c->len : 0, 1, strlen(now)};
-    if (redisAsyncCommandArgv(pw->ac, on_reply, c, 8, argv, lens) != REDIS_OK)
+                     c->data ? c->len : 0, 1, strlen(now), strlen(next)};
+    if (redisAsyncCommandArgv(pw->ac, on_reply, c, 9, argv, lens) != REDIS_OK)
         return false;
     if (eval) /* load it again for the next ones */
         redisAsyncCommand(pw->ac, on_sha, pw, "SCRIPT LOAD %s", script);
