@@ -9,14 +9,18 @@
  *                [--max-connection-calls N] [--max-connections N]
  *                [--handshake-timeout-ms MS] [--frame-timeout-ms MS]
  *                [--idle-connection-ms MS] [--cluster-key-file FILE]
+ *                [--membership gossip|redis://H:P] [--redis redis://H:P]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
  * "sqlite:counter.db" keeps it across restarts and crashes).
  *
- * With --seeds it joins those silos as one cluster (docs/cluster.md) and
- * prints a line starting "counter-silo: view" each time its view of the
- * members changes.
+ * With --seeds it joins those silos as one cluster (docs/cluster.md); with
+ * --membership redis://H:P the silos find each other in that Redis server's
+ * member table instead, with no seeds. It prints a line starting
+ * "counter-silo: view" each time its view of the members changes.
+ * --redis redis://H:P puts what can be in Redis there (today membership and
+ * storage); --membership and --storage override it.
  *
  * Serves gRPC (ActorService) and Quark's TCP protocol on one port, prints a
  * line containing "listening" when ready, and on SIGTERM or SIGINT stops
@@ -41,7 +45,8 @@ static void usage(void)
                     "                    [--max-mailbox N] [--max-worker-queue N]\n"
                     "                    [--max-connection-calls N] [--max-connections N]\n"
                     "                    [--handshake-timeout-ms MS] [--frame-timeout-ms MS]\n"
-                    "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n");
+                    "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n"
+                    "                    [--membership gossip|redis://H:P] [--redis redis://H:P]\n");
     exit(2);
 }
 
@@ -78,6 +83,7 @@ static void on_view(const quark_silo_status *st, void *arg)
 int main(int argc, char **argv)
 {
     quark_silo_opts so;
+    const char *redis = NULL; /* --redis: the default of --membership and --storage */
     quark_silo_opts_init(&so);
     /* The numeric options (docs/configuration.md, docs/operations.md). */
     const struct {
@@ -118,9 +124,17 @@ int main(int argc, char **argv)
             so.storage = argv[++i];
         else if (!strcmp(argv[i], "--cluster-key-file") && i + 1 < argc)
             so.cluster_key = read_key(argv[++i]);
+        else if (!strcmp(argv[i], "--membership") && i + 1 < argc)
+            so.membership = argv[++i];
+        else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
+            redis = argv[++i];
         else
             usage();
     }
+    if (redis && !so.membership)
+        so.membership = redis;
+    if (redis && !so.storage)
+        so.storage = redis;
     if (!so.listen)
         usage();
     so.on_view = on_view;

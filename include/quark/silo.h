@@ -86,11 +86,16 @@ typedef struct quark_silo_opts {
     /* "H1:P1,H2:P2,...": silos to join (the list may include this one).
      * NULL: a cluster of one. */
     const char *seeds;
+    /* How the silos learn who is in the cluster: NULL or "gossip" (the
+     * default: they gossip, and find each other through .seeds), or
+     * "redis://HOST:PORT[/DB]": a member table in that Redis server
+     * (docs/cluster.md), which needs no seeds (and takes none). */
+    const char *membership;
     /* The address other silos and clients reach this one at; default: the
      * listen address with its bound port (a wildcard host becomes the
      * machine's host name). */
     const char *advertise;
-    uint32_t heartbeat_ms;        /* gossip period (default 500) */
+    uint32_t heartbeat_ms;        /* gossip / Redis heartbeat period (default 500) */
     uint32_t failure_timeout_ms;  /* silent this long = dead (default 3000, >= 2 heartbeats) */
     unsigned vnodes;              /* points per silo on the placement ring (default 128) */
     quark_view_fn on_view;        /* told of every view change (optional) */

@@ -32,6 +32,7 @@
 #include "cluster/cluster.h"
 #include "cluster/directory_hash.h"
 #include "cluster/gossip.h"
+#include "cluster/membership_redis.h"
 #include "transport/remote.h"
 #include "transport/view_codec.h"
 
@@ -139,7 +140,37 @@ static const char *ctl_self_name(void *arg)
     return cl->self;
 }
 
+/* The peer link's I/O thread stops: the provider closes its handles. */
+static void on_stop(void *arg)
+{
+    qk_cluster *cl = arg;
+    if (cl->mstarted && cl->mp->stop)
+        cl->mp->stop(cl->mstate);
+}
+
 /* ---- lifecycle ---- */
+
+/* The membership provider opts.membership names. */
+static quark_err new_membership(qk_cluster *cl, quark_silo *s, uint32_t hb, uint32_t ft)
+{
+    const char *m = s->opts.membership;
+    if (!m || !*m || !strcmp(m, "gossip")) {
+        cl->mp = &qk_membership_gossip;
+        return qk_gossip_new(&s->opts, cl->self, cl->peer, &cl->mstate);
+    }
+    if (!strncmp(m, "redis://", 8)) {
+        if (s->opts.seeds && *s->opts.seeds)
+            return qk_error(QUARK_EINVAL, "membership '%s' keeps the member table in Redis: "
+                            "give no seeds with it (seeds are for gossip)", m);
+        cl->mp = &qk_membership_redis;
+        qk_redis_members_cfg rc = {.spec = m, .cluster_id = s->cluster_id,
+                                   .self_addr = cl->self, .heartbeat_ms = hb,
+                                   .failure_timeout_ms = ft, .vnodes = s->opts.vnodes};
+        return qk_membership_redis_new(&rc, &cl->mstate);
+    }
+    return qk_error(QUARK_EINVAL, "membership '%s': give \"gossip\" (with seeds) or "
+                    "\"redis://HOST:PORT[/DB]\"", m);
+}
 
 static void advertise_addr(quark_silo *s, int port, char *out, size_t cap)
 {
@@ -168,7 +199,6 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
     cl->silo = s;
     cl->server = server;
     cl->started_ms = qk_now_ms_coarse();
-    cl->mp = &qk_membership_gossip;
     cl->dir = &qk_directory_hash;
     advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
     uint32_t hb = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
@@ -183,10 +213,10 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
                           .keepalive_ms = hb,
                           .keepalive_timeout_ms = ft,
                           .cluster_key = s->cluster_key};
-    qk_remote_hooks hooks = {.arg = cl, .tick = on_tick};
+    qk_remote_hooks hooks = {.arg = cl, .tick = on_tick, .stop = on_stop};
     quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     if (rc == QUARK_OK)
-        rc = qk_gossip_new(&s->opts, cl->self, cl->peer, &cl->mstate);
+        rc = new_membership(cl, s, hb, ft);
     for (unsigned i = 0; rc == QUARK_OK && i < s->nworkers; i++)
         if (!(cl->pw[i].dir = cl->dir->attach(cl->dstate, &s->workers[i])))
             rc = qk_error(QUARK_ENOMEM, "out of memory creating the actor directory");

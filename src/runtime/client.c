@@ -114,7 +114,7 @@ quark_err quark_call(quark_ref *ref, const quark_interface *iface, unsigned meth
     if (QK_UNLIKELY(qk_tls_worker != NULL))
         return qk_error(QUARK_EWOULDBLOCK, "blocking call on a Quark worker thread (inside "
                         "an actor or a callback) would stall it: use the _async form");
-    uint32_t dl;
+    uint32_t dl = 0;
     quark_err rc = check_call(ref, iface, method, req, &dl);
     if (rc != QUARK_OK)
         return rc;
@@ -128,7 +128,7 @@ quark_err quark__call_async(quark_ref *ref, const quark_interface *iface, unsign
 {
     if (QK_UNLIKELY(!tramp || !fn))
         return qk_error(QUARK_EINVAL, "async call: the callback is NULL");
-    uint32_t dl;
+    uint32_t dl = 0;
     quark_err rc = check_call(ref, iface, method, req, &dl);
     if (rc != QUARK_OK)
         return rc;

@@ -15,8 +15,8 @@
  *                  quark_last_error() saying more.
  *
  * Which of these tables are filled today:
- *   membership  gossip over static seeds (cluster/gossip.c); Redis comes
- *               with the Redis clustering issue;
+ *   membership  gossip over static seeds (cluster/gossip.c), or a table
+ *               in Redis (cluster/membership_redis.c);
  *   directory   hash: the placement owner under the view
  *               (cluster/directory_hash.c); Redis likewise;
  *   storage     memory (storage/memory.c), SQLite (storage/sqlite.c),
@@ -79,6 +79,9 @@ typedef struct qk_membership_ops {
      * with *why. NULL for providers that do not. */
     uint8_t *(*peer_message)(void *self, const uint8_t *p, size_t n, size_t *len,
                              const char **why);
+    /* On the cluster's thread as it stops (after leave, if any): close what
+     * the provider opened on the loop. NULL for providers that open nothing. */
+    void (*stop)(void *self);
     /* After the cluster's thread stopped. */
     void (*destroy)(void *self);
 } qk_membership_ops;

@@ -267,6 +267,7 @@ struct quark_silo {
     char *cluster_id;
     char *cluster_key;            /* NULL: none (quark_silo_opts.cluster_key) */
     char *seeds;
+    char *membership;
     char *advertise;
     unsigned nworkers;
     qk_worker *workers;

@@ -90,6 +90,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->cluster_id = strdup(cid);
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
+    s->membership = s->opts.membership ? strdup(s->opts.membership) : NULL;
     s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;
     /* NULL when there is none: "" is no key either */
     s->cluster_key = s->opts.cluster_key && *s->opts.cluster_key ? strdup(s->opts.cluster_key)
@@ -98,6 +99,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->opts.cluster_key = s->cluster_key;
     s->opts.listen = s->listen_host;
     s->opts.seeds = s->seeds;
+    s->opts.membership = s->membership;
     s->opts.advertise = s->advertise;
     uv_mutex_init(&s->lock);
     quark_client_opts co;
@@ -106,7 +108,8 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     co.default_deadline_ms = s->opts.default_deadline_ms;
     quark_err rc = qk_client_new(&co, &qk_client_embedded, s, &s->self_client);
     if (rc != QUARK_OK || !s->cluster_id || (s->opts.listen && !s->listen_host) ||
-        (s->opts.seeds && !s->seeds) || (s->opts.advertise && !s->advertise)) {
+        (s->opts.seeds && !s->seeds) || (s->opts.membership && !s->membership) ||
+        (s->opts.advertise && !s->advertise)) {
         qk_silo_free(s);
         return rc != QUARK_OK ? rc : qk_error(QUARK_ENOMEM, "out of memory creating a silo");
     }
@@ -171,6 +174,7 @@ void qk_silo_free(quark_silo *s)
     free(s->cluster_key);
     free(s->listen_host);
     free(s->seeds);
+    free(s->membership);
     free(s->advertise);
     free(s);
 }

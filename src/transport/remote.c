@@ -580,6 +580,8 @@ static void io_main(void *arg)
     /* Subscriptions the application still holds are freed by quark_unsubscribe
      * (if it comes) or with the client. */
     r->source = NULL;
+    if (r->hooks.stop)
+        r->hooks.stop(r->hooks.arg);
     uv_close((uv_handle_t *)&r->wake, NULL);
     uv_close((uv_handle_t *)&r->tick, NULL);
     uv_run(&r->loop, UV_RUN_DEFAULT);

@@ -57,6 +57,9 @@ typedef struct qk_remote_hooks {
     void *arg;
     /* Every loop tick (a few ms), on the I/O thread. */
     void (*tick)(void *arg, uint64_t now_ms);
+    /* Once, on the I/O thread as it stops, before its loop runs out: close
+     * the handles the hooks opened on it (NULL: none). */
+    void (*stop)(void *arg);
 } qk_remote_hooks;
 
 /* A peer link for `c` (TCP, no seeds: it connects to whom it sends to).
