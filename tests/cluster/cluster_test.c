@@ -38,6 +38,7 @@
 
 #include "testutil.h"
 #include "counter_actor.h"
+#include "storage/redis_server.h"
 
 extern char **environ;
 
@@ -52,6 +53,10 @@ enum {
 static quark_transport g_transport = QUARK_TRANSPORT_TCP;
 static char g_cluster[64];  /* fresh per case */
 static char g_seeds[128];   /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
+/* The cluster_redis group: the silos find each other in this server's
+ * member table (--membership), with no seeds. */
+static redis_server g_redis;
+static char g_membership[64]; /* "" gossip */
 static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
 
 static const char *tname(void)
@@ -180,8 +185,10 @@ static void silo_spawn(int i)
     char hb[16], ft[16];
     snprintf(hb, sizeof hb, "%d", HEARTBEAT_MS);
     snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
+    bool redis = g_membership[0] != '\0';
     char *argv[] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
-                    "--seeds", g_seeds, "--heartbeat-ms", hb, "--failure-timeout-ms", ft,
+                    redis ? "--membership" : "--seeds", redis ? g_membership : g_seeds,
+                    "--heartbeat-ms", hb, "--failure-timeout-ms", ft,
                     "--workers", "2", g_key_file[i] ? "--cluster-key-file" : NULL,
                     (char *)g_key_file[i], NULL};
     posix_spawn_file_actions_t fa;
@@ -1144,5 +1151,24 @@ int main(void)
     g_transport = QUARK_TRANSPORT_GRPC;
     failed += _cmocka_run_group_tests("cluster_grpc", per_transport,
                                       sizeof per_transport / sizeof per_transport[0], NULL, NULL);
+    /* The same cases with the member table in a real redis-server: three
+     * silos that were given no seeds form one cluster, a killed one is
+     * declared dead by the others' votes and comes back as a new
+     * incarnation, a leaving one leaves. */
+    const struct CMUnitTest with_redis[] = {
+        CASE(test_formation),
+        CASE(test_placement),
+        CASE(test_kill),
+        CASE(test_leave),
+    };
+    g_transport = QUARK_TRANSPORT_TCP;
+    if (rs_start(&g_redis, 0) != 0) {
+        fprintf(stderr, "could not start redis-server (Debian's redis-server package)\n");
+        return failed + 1;
+    }
+    snprintf(g_membership, sizeof g_membership, "redis://127.0.0.1:%d", g_redis.port);
+    failed += _cmocka_run_group_tests("cluster_redis", with_redis,
+                                      sizeof with_redis / sizeof with_redis[0], NULL, NULL);
+    rs_stop(&g_redis);
     return failed;
 }
