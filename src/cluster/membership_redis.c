@@ -168,6 +168,7 @@ typedef struct qk_rmembers {
     char known[24];               /* the version of the published view ("" none) */
     qk_view *published;
     uint64_t last_log_ms;
+    bool stopping;                /* what fails now fails because we close */
     _Atomic uint64_t inc;
     _Atomic int leave_req;        /* 1 asked */
     _Atomic int left;             /* 1 told Redis (or nothing to tell) */
@@ -184,7 +185,7 @@ static uint64_t wall_ms(void)
 static void say(qk_rmembers *m, const char *what, const char *why)
 {
     uint64_t now = qk_now_ms_coarse();
-    if (now - m->last_log_ms < 1000)
+    if (m->stopping || now - m->last_log_ms < 1000)
         return;
     m->last_log_ms = now;
     fprintf(stderr, "quark: membership in Redis %s:%d: %s: %s\n", m->addr.host, m->addr.port,
@@ -364,6 +365,7 @@ static uint64_t rm_incarnation(void *self)
 static void rm_stop(void *self)
 {
     qk_rmembers *m = self;
+    m->stopping = true;
     qk_redis_free(m->link); /* its callbacks run now: busy is cleared */
     m->link = NULL;
 }
