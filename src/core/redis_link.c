@@ -394,7 +394,7 @@ void qk_redis_free(qk_redis *r)
 
 bool qk_redis_up(const qk_redis *r, const char **why)
 {
-    bool up = r->ac && r->connected && r->db_ok && !r->bad_db;
+    bool up = r->ac && r->db_ok && !r->bad_db;
     if (!up && why)
         *why = r->why[0] ? r->why : "connecting";
     return up;

@@ -53,7 +53,8 @@ qk_redis *qk_redis_new(const qk_redis_addr *a, uv_loop_t *loop, const char *cons
  * its handles; the loop must run once more for them to go. */
 void qk_redis_free(qk_redis *r);
 
-/* Connected now? (why: the reason it is not.) */
+/* Does it take commands now? Connected, or connecting (they leave once the
+ * connection is made, or fail with it). why: the reason it does not. */
 bool qk_redis_up(const qk_redis *r, const char **why);
 
 /* A command (argv[0..argc), lens). Not connected: QUARK_EUNAVAILABLE,
