@@ -29,7 +29,9 @@
  *              silent does not count); prunes dead and left rows older than
  *              prune_ms; answers this silo's own status and, when the version
  *              is not the one it knows, the alive members;
- *   leave      marks the row "left".
+ *   leave      marks the row "left"; then left_seen tells when every other
+ *              alive silo heartbeated since (its view no longer holds this
+ *              one), which leave() waits for, bounded.
  * A silo that finds its row gone (Redis restarted without persistence, or
  * it was pruned), dead, left or taken by a later incarnation joins again as
  * a new incarnation (the wall clock in ms, above the last), as the gossip
@@ -50,7 +52,7 @@
 #include "core/redis_link.h"
 #include "cluster/membership_redis.h"
 
-enum { S_JOIN, S_HEARTBEAT, S_LEAVE, S_NSCRIPTS };
+enum { S_JOIN, S_HEARTBEAT, S_LEAVE, S_LEFT_SEEN, S_NSCRIPTS };
 
 #define LUA_NOW                                                                  \
     "local t = redis.call('TIME')\n"                                             \
@@ -142,19 +144,41 @@ static const char heartbeat_lua[] =
     "end\n"
     "return out\n";
 
-/* KEYS[1] the hash; ARGV: addr, incarnation. The new version, or 0 when
- * the row was not this incarnation's alive one. */
+/* KEYS[1] the hash; ARGV: addr, incarnation. {the new version, now}, or
+ * {0, now} when the row was not this incarnation's alive one. */
 static const char leave_lua[] =
     "local K, me, inc = KEYS[1], ARGV[1], ARGV[2]\n"
     LUA_NOW
     "local row = redis.call('HGET', K, 'silo/' .. me)\n"
-    "if not row then return 0 end\n"
+    "if not row then return {0, now} end\n"
     "local s, i = string.match(row, '^(%a+) (%d+)')\n"
-    "if s ~= 'alive' or i ~= inc then return 0 end\n"
+    "if s ~= 'alive' or i ~= inc then return {0, now} end\n"
     "redis.call('HSET', K, 'silo/' .. me, 'left ' .. inc .. ' ' .. ms(now))\n"
-    "return redis.call('HINCRBY', K, 'version', 1)\n";
+    "return {redis.call('HINCRBY', K, 'version', 1), now}\n";
 
-static const char *const scripts[S_NSCRIPTS] = {join_lua, heartbeat_lua, leave_lua};
+/* KEYS[1] the hash; ARGV: addr, the leave's time, failure timeout ms. 1
+ * when every other alive silo that is not silent heartbeated since (so its
+ * view no longer holds the leaving one), else 0. */
+static const char left_seen_lua[] =
+    "local K, me, since, ft = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    LUA_NOW
+    "local all = redis.call('HGETALL', K)\n"
+    "local rows, seen = {}, {}\n"
+    "for i = 1, #all, 2 do\n"
+    "  local kind, a = string.match(all[i], '^(%a+)/(.+)$')\n"
+    "  if kind == 'silo' then rows[a] = all[i + 1]\n"
+    "  elseif kind == 'alive' then seen[a] = tonumber(string.match(all[i + 1], ' (%d+)$')) end\n"
+    "end\n"
+    "for a, v in pairs(rows) do\n"
+    "  local ts = seen[a] or 0\n"
+    "  if a ~= me and string.sub(v, 1, 6) == 'alive ' and now - ts <= ft and ts < since then\n"
+    "    return 0\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+static const char *const scripts[S_NSCRIPTS] = {join_lua, heartbeat_lua, leave_lua,
+                                                left_seen_lua};
 
 typedef struct qk_rmembers {
     qk_redis_members_cfg cfg;     /* strings owned */
@@ -171,7 +195,10 @@ typedef struct qk_rmembers {
     bool stopping;                /* what fails now fails because we close */
     _Atomic uint64_t inc;
     _Atomic int leave_req;        /* 1 asked */
-    _Atomic int left;             /* 1 told Redis (or nothing to tell) */
+    _Atomic int left;             /* 1 the others know (or nothing to tell) */
+    _Atomic int running;          /* start ran: the cluster's thread ticks it */
+    char left_at[24];             /* Redis's time of the LEAVE ("" not sent yet) */
+    uint64_t next_check_ms;       /* next LEFT_SEEN */
 } qk_rmembers;
 
 static uint64_t wall_ms(void)
@@ -290,10 +317,27 @@ static void on_leave(void *arg, const redisReply *r, const char *why)
 {
     qk_rmembers *m = arg;
     m->busy = false;
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        say(m, "leaving failed", r ? r->str : why);
     m->joined = false;
-    atomic_store(&m->left, 1);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[0]->integer == 0) {
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            say(m, "leaving failed", r ? r->str : why);
+        atomic_store(&m->left, 1); /* nothing to wait for */
+        return;
+    }
+    /* Left: now wait (rm_tick) until the others heartbeated since, so that
+     * they route elsewhere before this silo refuses calls. */
+    snprintf(m->left_at, sizeof m->left_at, "%lld", r->element[1]->integer);
+}
+
+static void on_left_seen(void *arg, const redisReply *r, const char *why)
+{
+    qk_rmembers *m = arg;
+    m->busy = false;
+    (void)why;
+    if (!r || r->type != REDIS_REPLY_INTEGER || r->integer == 1)
+        atomic_store(&m->left, 1); /* seen, or no way to know: leave()'s bound decides */
 }
 
 static void send_script(qk_rmembers *m, unsigned which, qk_redis_cb cb)
@@ -305,10 +349,16 @@ static void send_script(qk_rmembers *m, unsigned which, qk_redis_cb cb)
     const char *argv[] = {m->key, m->cfg.self_addr, inc, m->known, ft, prune};
     size_t lens[] = {strlen(m->key), strlen(m->cfg.self_addr), strlen(inc), strlen(m->known),
                      strlen(ft), strlen(prune)};
-    int argc = which == S_HEARTBEAT ? 6 : 3;
+    if (which == S_LEFT_SEEN) { /* addr, the leave's time, ft */
+        argv[2] = m->left_at;
+        lens[2] = strlen(m->left_at);
+        argv[3] = ft;
+        lens[3] = strlen(ft);
+    }
+    int argc = which == S_HEARTBEAT ? 6 : which == S_LEFT_SEEN ? 4 : 3;
     if (qk_redis_script(m->link, which, cb, m, 1, argc, argv, lens) == QUARK_OK)
         m->busy = true;
-    else if (which == S_LEAVE)
+    else if (which == S_LEAVE || which == S_LEFT_SEEN)
         atomic_store(&m->left, 1); /* nothing to tell it with: the others time it out */
     else
         say(m, "cannot send", quark_last_error());
@@ -321,6 +371,7 @@ static quark_err rm_start(void *self, const qk_membership_env *env)
     m->link = qk_redis_new(&m->addr, env->loop, scripts, S_NSCRIPTS, m->cfg.failure_timeout_ms);
     if (!m->link)
         return qk_error(QUARK_ENOMEM, "out of memory connecting to Redis for membership");
+    atomic_store(&m->running, 1);
     return QUARK_OK;
 }
 
@@ -332,10 +383,16 @@ static void rm_tick(void *self, uint64_t now_ms)
         return;
     uint64_t now = uv_now(m->env.loop);
     if (atomic_load(&m->leave_req)) {
-        if (m->joined && qk_redis_up(m->link, NULL))
+        if (m->left_at[0]) { /* the LEAVE is in: have the others seen it? */
+            if (now >= m->next_check_ms) {
+                m->next_check_ms = now + 20;
+                send_script(m, S_LEFT_SEEN, on_left_seen);
+            }
+        } else if (m->joined && qk_redis_up(m->link, NULL)) {
             send_script(m, S_LEAVE, on_leave);
-        else
+        } else {
             atomic_store(&m->left, 1);
+        }
         return;
     }
     if (now < m->next_ms || !qk_redis_up(m->link, NULL))
@@ -352,7 +409,7 @@ static void rm_leave(void *self)
     qk_rmembers *m = self;
     atomic_store(&m->leave_req, 1);
     uint64_t until = qk_now_ms_coarse() + 2000;
-    while (!atomic_load(&m->left) && m->link && qk_now_ms_coarse() < until)
+    while (!atomic_load(&m->left) && atomic_load(&m->running) && qk_now_ms_coarse() < until)
         usleep(1000);
 }
 
@@ -366,6 +423,7 @@ static void rm_stop(void *self)
 {
     qk_rmembers *m = self;
     m->stopping = true;
+    atomic_store(&m->running, 0);
     qk_redis_free(m->link); /* its callbacks run now: busy is cleared */
     m->link = NULL;
 }
