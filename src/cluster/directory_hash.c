@@ -46,6 +46,7 @@ static quark_err h_lookup(void *pw, const qk_actor_key *key, qk_dir_entry *out, 
     out->member = owner;
     out->silo = owner >= 0 ? v->members[owner].addr : NULL;
     out->incarnation = owner >= 0 ? v->members[owner].incarnation : 0;
+    out->activation = 0;
     return QUARK_OK;
 }
 
@@ -55,10 +56,12 @@ static quark_err h_register(void *pw, const qk_actor_key *key, qk_dir_entry *out
     return h_lookup(pw, key, out, op);
 }
 
-static quark_err h_unregister(void *pw, const qk_actor_key *key, qk_op *op)
+static quark_err h_unregister(void *pw, const qk_actor_key *key, const qk_dir_entry *mine,
+                              qk_op *op)
 {
     (void)pw;
     (void)key;
+    (void)mine;
     (void)op;
     return QUARK_OK;
 }

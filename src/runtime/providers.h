@@ -18,7 +18,9 @@
  *   membership  gossip over static seeds (cluster/gossip.c), or a table
  *               in Redis (cluster/membership_redis.c);
  *   directory   hash: the placement owner under the view
- *               (cluster/directory_hash.c); Redis likewise;
+ *               (cluster/directory_hash.c); Redis (cluster/directory_redis.c:
+ *               the provider and its conformance test; the route does not
+ *               use it yet, as it answers QUARK_PENDING);
  *   storage     memory (storage/memory.c), SQLite (storage/sqlite.c),
  *               Redis (storage/redis.c), chosen by quark_silo_opts.storage;
  *   reminders   declared for the Redis clustering issue (no provider yet:
@@ -92,8 +94,11 @@ typedef struct qk_membership_ops {
  * lock on the call path); view and lookup run on that worker. */
 typedef struct qk_dir_entry {
     int member;                /* index in the view it was found under (-1: none) */
-    const char *silo;          /* that member's address (valid while the view is) */
+    const char *silo;          /* that member's address (valid while the view is,
+                                * or pointing at `where`); NULL: no entry */
     uint64_t incarnation;      /* of that silo */
+    uint64_t activation;       /* which activation there (0: the directory has none) */
+    char where[QK_ADDR_MAX];   /* the address, for a directory that read it from a server */
 } qk_dir_entry;
 
 typedef struct qk_directory_ops {
@@ -122,9 +127,10 @@ typedef struct qk_directory_ops {
      * or the other one, which the call must go to). */
     quark_err (*register_activation)(void *pw, const qk_actor_key *key, qk_dir_entry *out,
                                      struct qk_op *op);
-    /* On w: unregister this silo's activation of `key`, only if it is still
-     * the registered one. */
-    quark_err (*unregister_activation)(void *pw, const qk_actor_key *key, struct qk_op *op);
+    /* On w: unregister this silo's activation of `key` (`mine`, as register
+     * answered it), only if it is still the registered one. */
+    quark_err (*unregister_activation)(void *pw, const qk_actor_key *key,
+                                       const qk_dir_entry *mine, struct qk_op *op);
 } qk_directory_ops;
 
 /* ---- storage: actor state (docs/storage.md) ----

@@ -35,7 +35,7 @@ static int dir_owner(qk_view *v, uint64_t key)
     qk_dir_entry r;
     assert_int_equal(qk_directory_hash.register_activation(pw, &k, &r, NULL), QUARK_OK);
     assert_int_equal(r.member, e.member); /* placement decides */
-    assert_int_equal(qk_directory_hash.unregister_activation(pw, &k, NULL), QUARK_OK);
+    assert_int_equal(qk_directory_hash.unregister_activation(pw, &k, NULL, NULL), QUARK_OK);
     qk_directory_hash.detach(NULL, pw);
     return e.member;
 }
