@@ -59,6 +59,17 @@ enum { S_JOIN, S_HEARTBEAT, S_LEAVE, S_LEFT_SEEN, S_NSCRIPTS };
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"    \
     "local function ms(x) return string.format('%d', x) end\n"
 
+/* The table K as rows[addr] = "status inc since", seen[addr] = ms of its
+ * last heartbeat. */
+#define LUA_READ_TABLE                                                           \
+    "local all = redis.call('HGETALL', K)\n"                                     \
+    "local rows, seen = {}, {}\n"                                                \
+    "for i = 1, #all, 2 do\n"                                                    \
+    "  local kind, a = string.match(all[i], '^(%a+)/(.+)$')\n"                   \
+    "  if kind == 'silo' then rows[a] = all[i + 1]\n"                            \
+    "  elseif kind == 'alive' then seen[a] = tonumber(string.match(all[i + 1], ' (%d+)$')) end\n" \
+    "end\n"
+
 /* KEYS[1] the hash; ARGV: addr, incarnation. {1, version} or {0, the
  * incarnation the row holds}. */
 static const char join_lua[] =
@@ -92,13 +103,7 @@ static const char heartbeat_lua[] =
     "if rinc ~= inc then return {'replaced'} end\n"
     "if st ~= 'alive' then return {st} end\n"
     "redis.call('HSET', K, 'alive/' .. me, inc .. ' ' .. ms(now))\n"
-    "local all = redis.call('HGETALL', K)\n"
-    "local rows, seen = {}, {}\n"
-    "for i = 1, #all, 2 do\n"
-    "  local kind, a = string.match(all[i], '^(%a+)/(.+)$')\n"
-    "  if kind == 'silo' then rows[a] = all[i + 1]\n"
-    "  elseif kind == 'alive' then seen[a] = tonumber(string.match(all[i + 1], ' (%d+)$')) end\n"
-    "end\n"
+    LUA_READ_TABLE
     "local function fresh(a)\n"
     "  local ts = seen[a] or 0\n"
     "  if ts < resumed then ts = resumed end\n"
@@ -162,13 +167,7 @@ static const char leave_lua[] =
 static const char left_seen_lua[] =
     "local K, me, since, ft = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     LUA_NOW
-    "local all = redis.call('HGETALL', K)\n"
-    "local rows, seen = {}, {}\n"
-    "for i = 1, #all, 2 do\n"
-    "  local kind, a = string.match(all[i], '^(%a+)/(.+)$')\n"
-    "  if kind == 'silo' then rows[a] = all[i + 1]\n"
-    "  elseif kind == 'alive' then seen[a] = tonumber(string.match(all[i + 1], ' (%d+)$')) end\n"
-    "end\n"
+    LUA_READ_TABLE
     "for a, v in pairs(rows) do\n"
     "  local ts = seen[a] or 0\n"
     "  if a ~= me and string.sub(v, 1, 6) == 'alive ' and now - ts <= ft and ts < since then\n"

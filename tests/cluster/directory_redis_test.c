@@ -371,13 +371,6 @@ static void test_odd_ids(void **state)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (rs_start(&g_rs, 0) != 0) {
-        fprintf(stderr, "could not start redis-server (Debian's redis-server package)\n");
-        return 1;
-    }
-    snprintf(g_spec, sizeof g_spec, "redis://127.0.0.1:%d", g_rs.port);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_register_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racing, setup, teardown),
@@ -386,7 +379,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_a_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_odd_ids, setup, teardown),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    rs_stop(&g_rs);
-    return failed;
+    return rs_run_group(&g_rs, g_spec, sizeof g_spec, "directory_redis", tests,
+                        sizeof tests / sizeof tests[0]);
 }

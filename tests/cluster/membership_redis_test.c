@@ -368,13 +368,6 @@ static void test_script_flush(void **state)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (rs_start(&g_rs, 0) != 0) {
-        fprintf(stderr, "could not start redis-server (Debian's redis-server package)\n");
-        return 1;
-    }
-    snprintf(g_spec, sizeof g_spec, "redis://127.0.0.1:%d", g_rs.port);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_racing_joins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racing_leaves, setup, teardown),
@@ -385,7 +378,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redis_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_flush, setup, teardown),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    rs_stop(&g_rs);
-    return failed;
+    return rs_run_group(&g_rs, g_spec, sizeof g_spec, "membership_redis", tests,
+                        sizeof tests / sizeof tests[0]);
 }

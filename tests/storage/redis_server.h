@@ -136,4 +136,21 @@ static inline void rs_stop(redis_server *r)
     }
 }
 
+/* A test program's main over one server: start it (spec gets its
+ * "redis://127.0.0.1:PORT"), run the group, stop it. */
+static inline int rs_run_group(redis_server *r, char *spec, size_t cap, const char *name,
+                               const struct CMUnitTest *tests, size_t n)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (rs_start(r, 0) != 0) {
+        fprintf(stderr, "could not start redis-server (Debian's redis-server package)\n");
+        return 1;
+    }
+    snprintf(spec, cap, "redis://127.0.0.1:%d", r->port);
+    int failed = _cmocka_run_group_tests(name, tests, n, NULL, NULL);
+    rs_stop(r);
+    return failed;
+}
+
 #endif
