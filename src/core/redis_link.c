@@ -387,7 +387,7 @@ void qk_redis_free(qk_redis *r)
     if (!r)
         return;
     r->closing = true;
-    lost(r, "closing");
+    lost(r, "the silo is stopping");
     uv_timer_stop(&r->timer);
     uv_close((uv_handle_t *)&r->timer, timer_closed);
 }
