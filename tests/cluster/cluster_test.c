@@ -15,7 +15,11 @@
  *                   "retry-able" errors, recovery within detection time, the
  *                   silo's return (new incarnation, no duplicate left behind)
  *   leave           SIGTERM of a silo under idempotent load: zero errors
- * The placement, pinned, kill and leave cases run over TCP and over gRPC.
+ * The placement, pinned, kill and leave cases run over TCP and over gRPC;
+ * formation, placement, kill and leave again with the member table in a real
+ * redis-server, with one more case there:
+ *   pause           SIGSTOP of a silo past the failure timeout, then SIGCONT:
+ *                   declared dead, back as a new incarnation
  *
  * Waits poll a condition (never a fixed sleep hoping); the only sleeps are
  * the durations a scenario is meant to last (load running past a point).
@@ -1106,6 +1110,33 @@ static void key_file(char *path, size_t cap, const char *key)
 
 /* Silos 1 and 2 share a key, silo 3 has another: 1 and 2 form a cluster,
  * 3 (seeded with both, and in their seeds) never joins either side. */
+/* SIGSTOP a silo past the failure timeout: the others declare it dead and
+ * go on as two; after SIGCONT it finds itself dead and comes back as a new
+ * incarnation, and all three see three members again. */
+static void test_pause(void **state)
+{
+    (void)state;
+    cluster_up();
+    uint64_t inc[N_SILOS] = {0}, inc2[N_SILOS] = {0};
+    assert_true(reports_members(0, ALL, inc));
+    uint64_t t0 = tu_now_ms();
+    kill(g_silo[1].pid, SIGSTOP);
+    bool two = POLL_UNTIL(all_report(1u << 0 | 1u << 2, 1u << 0 | 1u << 2), RECOVERY_MS);
+    uint64_t two_ms = tu_now_ms() - t0;
+    kill(g_silo[1].pid, SIGCONT);
+    uint64_t t1 = tu_now_ms();
+    bool three = POLL_UNTIL(all_report(ALL, ALL), RECOVERY_MS);
+    uint64_t three_ms = tu_now_ms() - t1;
+    printf("# pause: the others saw 2 members %llu ms after SIGSTOP, 3 again %llu ms after "
+           "SIGCONT\n", (unsigned long long)two_ms, (unsigned long long)three_ms);
+    assert_true(two);
+    assert_true(three);
+    assert_true(reports_members(0, ALL, inc2));
+    assert_true(inc2[1] > inc[1]); /* a new incarnation, never the old one */
+    assert_true(inc2[0] == inc[0] && inc2[2] == inc[2]);
+    cluster_down();
+}
+
 static void test_cluster_key(void **state)
 {
     (void)state;
@@ -1157,6 +1188,7 @@ int main(void)
      * incarnation, a leaving one leaves. */
     const struct CMUnitTest with_redis[] = {
         CASE(test_formation),
+        CASE(test_pause),
         CASE(test_placement),
         CASE(test_kill),
         CASE(test_leave),
