@@ -111,11 +111,7 @@ static dr_req *req_new(dr_pw *pw, const qk_actor_key *k, qk_dir_entry *out, qk_o
     r->op = op;
     r->out = out;
     r->klen = kl;
-    memcpy(r->key, pw->d->prefix, pl);
-    memcpy(r->key + pl, k->type, k->type_len);
-    r->key[pl + k->type_len] = '/';
-    memcpy(r->key + pl + k->type_len + 1, k->id, k->id_len);
-    r->key[kl] = '\0';
+    qk_redis_actor_key(r->key, pw->d->prefix, pl, k->type, k->type_len, k->id, k->id_len);
     return r;
 }
 
@@ -322,18 +318,14 @@ quark_err qk_dir_redis_new(const qk_dir_redis_cfg *cfg, qk_dir_redis **out)
     qk_dir_redis *d = calloc(1, sizeof *d);
     if (!d)
         return qk_error(QUARK_ENOMEM, "out of memory creating the Redis directory");
-    const char *cid = cfg->cluster_id ? cfg->cluster_id : "default";
-    size_t cl = strlen(cid);
     d->addr = a;
     d->self_addr = strdup(cfg->self_addr);
-    d->prefix = malloc(cl + sizeof "/directory/");
-    d->members_key = malloc(cl + sizeof "/members");
+    d->prefix = qk_redis_key(cfg->cluster_id, "directory/");
+    d->members_key = qk_redis_key(cfg->cluster_id, "members");
     if (!d->self_addr || !d->prefix || !d->members_key) {
         qk_dir_redis_free(d);
         return qk_error(QUARK_ENOMEM, "out of memory creating the Redis directory");
     }
-    snprintf(d->prefix, cl + sizeof "/directory/", "%s/directory/", cid);
-    snprintf(d->members_key, cl + sizeof "/members", "%s/members", cid);
     d->ttl_ms = cfg->ttl_ms ? cfg->ttl_ms : QK_DIR_TTL_MS;
     d->incarnation = cfg->incarnation;
     d->incarnation_arg = cfg->incarnation_arg;

@@ -180,14 +180,14 @@ static const char *const scripts[S_NSCRIPTS] = {join_lua, heartbeat_lua, leave_l
                                                 left_seen_lua};
 
 typedef struct qk_rmembers {
-    qk_redis_members_cfg cfg;     /* strings owned */
+    qk_redis_members_cfg cfg;     /* spec and self_addr owned; cluster_id not kept */
     qk_redis_addr addr;
     char *key;                    /* "<cluster_id>/members" */
     qk_membership_env env;
     qk_redis *link;               /* cluster's thread */
     bool joined;                  /* the row is ours, alive */
     bool busy;                    /* a command is in flight */
-    uint64_t next_ms;             /* next heartbeat (uv_now) */
+    uint64_t next_ms;             /* next heartbeat (the tick's clock, ms) */
     char known[24];               /* the version of the published view ("" none) */
     qk_view *published;
     uint64_t last_log_ms;
@@ -377,10 +377,9 @@ static quark_err rm_start(void *self, const qk_membership_env *env)
 static void rm_tick(void *self, uint64_t now_ms)
 {
     qk_rmembers *m = self;
-    (void)now_ms;
+    uint64_t now = now_ms;
     if (!m->link || m->busy || atomic_load(&m->left))
         return;
-    uint64_t now = uv_now(m->env.loop);
     if (atomic_load(&m->leave_req)) {
         if (m->left_at[0]) { /* the LEAVE is in: have the others seen it? */
             if (now >= m->next_check_ms) {
@@ -432,7 +431,6 @@ static void rm_destroy(void *self)
     qk_rmembers *m = self;
     qk_view_unref(m->published);
     free((char *)m->cfg.spec);
-    free((char *)m->cfg.cluster_id);
     free((char *)m->cfg.self_addr);
     free(m->key);
     free(m);
@@ -460,17 +458,13 @@ quark_err qk_membership_redis_new(const qk_redis_members_cfg *cfg, void **out)
         return qk_error(QUARK_ENOMEM, "out of memory creating the Redis membership");
     m->addr = a;
     m->cfg = *cfg;
-    const char *cid = cfg->cluster_id ? cfg->cluster_id : "default";
     m->cfg.spec = strdup(cfg->spec);
-    m->cfg.cluster_id = strdup(cid);
     m->cfg.self_addr = strdup(cfg->self_addr);
-    size_t kl = strlen(cid) + sizeof "/members";
-    m->key = malloc(kl);
-    if (!m->cfg.spec || !m->cfg.cluster_id || !m->cfg.self_addr || !m->key) {
+    m->key = qk_redis_key(cfg->cluster_id, "members");
+    if (!m->cfg.spec || !m->cfg.self_addr || !m->key) {
         rm_destroy(m);
         return qk_error(QUARK_ENOMEM, "out of memory creating the Redis membership");
     }
-    snprintf(m->key, kl, "%s/members", cid);
     if (!m->cfg.heartbeat_ms)
         m->cfg.heartbeat_ms = 500;
     if (!m->cfg.failure_timeout_ms)

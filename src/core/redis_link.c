@@ -3,9 +3,10 @@
  * redis_link.h).
  *
  * A script command is kept encoded from its third element on (numkeys,
- * keys, args: the part EVALSHA and EVAL share), so that a NOSCRIPT answer
- * sends it again with EVAL and the script's text in front, and the caller
- * never sees it.
+ * keys, args: the part EVALSHA and EVAL share), with room in front for the
+ * EVALSHA head, so that it leaves from that one buffer, and a NOSCRIPT
+ * answer sends it again with EVAL and the script's text in front, without
+ * the caller knowing.
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -37,10 +38,17 @@ typedef struct rl_cmd {
     uint64_t sent_ms;
     int script;                    /* its number, or -1: a plain command */
     bool retried;                  /* sent again with EVAL after NOSCRIPT */
-    int tail_n;                    /* elements in tail */
+    int tail_n;                    /* elements in the tail */
     size_t tail_len;
-    char tail[];                   /* script: numkeys, keys, args, RESP-encoded */
+    /* script: QK_RL_HEAD bytes of room for the EVALSHA head, then the tail
+     * (numkeys, keys, args, RESP-encoded): the command goes out of this one
+     * buffer */
+    char room[];
 } rl_cmd;
+
+/* "*N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n" fits in it. */
+#define QK_RL_HEAD 96
+#define TAIL(c) ((c)->room + QK_RL_HEAD)
 
 struct qk_redis {
     qk_redis_addr a;
@@ -109,6 +117,26 @@ quark_err qk_redis_addr_parse(const char *spec, const char *what, qk_redis_addr 
     return QUARK_OK;
 }
 
+char *qk_redis_key(const char *cluster_id, const char *what)
+{
+    const char *cid = cluster_id && *cluster_id ? cluster_id : "default";
+    size_t n = strlen(cid) + 1 + strlen(what) + 1;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s/%s", cid, what);
+    return k;
+}
+
+void qk_redis_actor_key(char *dst, const char *prefix, size_t pl, const char *type,
+                        size_t type_len, const char *id, size_t id_len)
+{
+    memcpy(dst, prefix, pl);
+    memcpy(dst + pl, type, type_len);
+    dst[pl + type_len] = '/';
+    memcpy(dst + pl + type_len + 1, id, id_len);
+    dst[pl + type_len + 1 + id_len] = '\0';
+}
+
 /* ---- RESP encoding of a script's shared part ---- */
 
 static size_t bulk_size(size_t len)
@@ -124,28 +152,36 @@ static size_t put_bulk(char *p, const char *s, size_t len)
     return (size_t)n + len + 2;
 }
 
-/* Send c (a script) with EVALSHA, or with EVAL when the SHA is not known or
- * Redis did not know it. */
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Send c (a script) with EVALSHA, or with EVAL when the SHA is not known or
+ * Redis did not know it. */
 static int send_script(qk_redis *r, rl_cmd *c)
 {
     const char *sha = r->sha[c->script];
-    bool by_sha = sha[0] && !c->retried;
-    const char *verb = by_sha ? "EVALSHA" : "EVAL";
-    const char *body = by_sha ? sha : r->scripts[c->script];
-    size_t blen = strlen(body);
-    size_t cap = 32 + bulk_size(strlen(verb)) + bulk_size(blen) + c->tail_len;
-    char *buf = malloc(cap);
-    if (!buf)
-        return -1;
-    size_t n = (size_t)sprintf(buf, "*%d\r\n", 2 + c->tail_n);
-    n += put_bulk(buf + n, verb, strlen(verb));
-    n += put_bulk(buf + n, body, blen);
-    memcpy(buf + n, c->tail, c->tail_len);
-    n += c->tail_len;
-    int rc = redisAsyncFormattedCommand(r->ac, on_reply, c, buf, n);
-    free(buf);
+    int rc;
+    if (sha[0] && !c->retried) {
+        /* The common case: the head is written in front of the tail. */
+        char head[QK_RL_HEAD];
+        size_t n = (size_t)sprintf(head, "*%d\r\n", 2 + c->tail_n);
+        n += put_bulk(head + n, "EVALSHA", 7);
+        n += put_bulk(head + n, sha, strlen(sha));
+        memcpy(TAIL(c) - n, head, n);
+        rc = redisAsyncFormattedCommand(r->ac, on_reply, c, TAIL(c) - n, n + c->tail_len);
+    } else {
+        /* The SHA is not known (yet), or Redis did not know it: EVAL with the text. */
+        const char *body = r->scripts[c->script];
+        size_t blen = strlen(body);
+        char *buf = malloc(32 + bulk_size(4) + bulk_size(blen) + c->tail_len);
+        if (!buf)
+            return -1;
+        size_t n = (size_t)sprintf(buf, "*%d\r\n", 2 + c->tail_n);
+        n += put_bulk(buf + n, "EVAL", 4);
+        n += put_bulk(buf + n, body, blen);
+        memcpy(buf + n, TAIL(c), c->tail_len);
+        rc = redisAsyncFormattedCommand(r->ac, on_reply, c, buf, n + c->tail_len);
+        free(buf);
+    }
     return rc == REDIS_OK ? 0 : -1;
 }
 
@@ -438,7 +474,7 @@ quark_err qk_redis_script(qk_redis *r, unsigned script, qk_redis_cb cb, void *ar
     size_t cap = bulk_size((size_t)nkl);
     for (int i = 0; i < argc; i++)
         cap += bulk_size(lens[i]);
-    rl_cmd *c = calloc(1, sizeof *c + cap);
+    rl_cmd *c = calloc(1, sizeof *c + QK_RL_HEAD + cap);
     if (!c)
         return qk_error(QUARK_ENOMEM, "out of memory queueing a Redis command");
     c->r = r;
@@ -446,9 +482,9 @@ quark_err qk_redis_script(qk_redis *r, unsigned script, qk_redis_cb cb, void *ar
     c->arg = arg;
     c->script = (int)script;
     c->tail_n = 1 + argc;
-    size_t n = put_bulk(c->tail, nk, (size_t)nkl);
+    size_t n = put_bulk(TAIL(c), nk, (size_t)nkl);
     for (int i = 0; i < argc; i++)
-        n += put_bulk(c->tail + n, argv[i], lens[i]);
+        n += put_bulk(TAIL(c) + n, argv[i], lens[i]);
     c->tail_len = n;
     if (send_script(r, c) != 0) {
         free(c);

@@ -40,6 +40,15 @@ typedef struct qk_redis_addr {
 /* Parse "redis://HOST:PORT[/DB]" (what = who asks, for the message). */
 quark_err qk_redis_addr_parse(const char *spec, const char *what, qk_redis_addr *out);
 
+/* "<cluster_id>/<what>" (malloc'd; NULL: out of memory): the keys of a
+ * cluster ("default" when cluster_id is NULL or ""). */
+char *qk_redis_key(const char *cluster_id, const char *what);
+/* An actor's key "<prefix><type>/<id>", NUL-terminated, into dst (room for
+ * pl + type_len + 1 + id_len + 1 bytes). A type name has no '/', so the id
+ * after it may hold any bytes. */
+void qk_redis_actor_key(char *dst, const char *prefix, size_t pl, const char *type,
+                        size_t type_len, const char *id, size_t id_len);
+
 typedef struct qk_redis qk_redis;
 
 /* r NULL: the command failed after it was sent (why says how: it may or

@@ -170,14 +170,7 @@ static cmd *cmd_new(rd_pw *pw, const qk_actor_key *k, qk_state_rec *rec, qk_op *
     c->write = write;
     c->type_len = k->type_len;
     c->id_len = k->id_len;
-    char *p = c->key;
-    memcpy(p, pw->r->prefix, pl);
-    p += pl;
-    memcpy(p, k->type, k->type_len);
-    p += k->type_len;
-    *p++ = '/';
-    memcpy(p, k->id, k->id_len);
-    p[k->id_len] = '\0';
+    qk_redis_actor_key(c->key, pw->r->prefix, pl, k->type, k->type_len, k->id, k->id_len);
     return c;
 }
 
@@ -283,7 +276,6 @@ static quark_err rd_open(const char *spec, const char *rest, const qk_storage_en
                          const qk_storage_ops **ops, void **self)
 {
     (void)rest;
-    const char *cluster = env->cluster_id;
     qk_redis_addr a;
     quark_err rc = qk_redis_addr_parse(spec, "storage", &a);
     if (rc != QUARK_OK)
@@ -293,13 +285,11 @@ static quark_err rd_open(const char *spec, const char *rest, const qk_storage_en
         return qk_error(QUARK_ENOMEM, "out of memory opening storage '%s'", spec);
     r->addr = a;
     r->spec = strdup(spec);
-    size_t cl = strlen(cluster ? cluster : "default");
-    r->prefix = malloc(cl + sizeof "/state/");
+    r->prefix = qk_redis_key(env->cluster_id, "state/");
     if (!r->spec || !r->prefix) {
         rd_destroy(r);
         return qk_error(QUARK_ENOMEM, "out of memory opening storage '%s'", spec);
     }
-    snprintf(r->prefix, cl + sizeof "/state/", "%s/state/", cluster ? cluster : "default");
     *ops = &rd_ops;
     *self = r;
     return QUARK_OK;
