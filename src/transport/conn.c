@@ -6,7 +6,8 @@
  * A connection is owned by one worker and touched by no other thread. It is
  * reference-counted: the socket holds one reference, every call in flight
  * one (its call record), every subscription one (until the owner of the
- * actor let go of it), a write in progress one; it is freed at zero.
+ * actor let go of it), a write in progress one, the worker's list of
+ * connections with output to flush one; it is freed at zero.
  *
  * Output is coalesced: answers are appended to a per-connection buffer and
  * written once per batch of the worker (the listener port's flush). A peer
@@ -103,6 +104,7 @@ void qk_conn_mark_dirty(qk_conn *c)
     if (!c->dirty) {
         qk_srv_worker *pw = &c->srv->pw[c->w->index];
         c->dirty = true;
+        c->refs++; /* the dirty list's: it may close and its socket's close callback run before the flush */
         c->dirty_next = pw->dirty;
         pw->dirty = c;
         qk_worker_io_pending(c->w);

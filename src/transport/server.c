@@ -374,6 +374,7 @@ static void srv_flush_conns(qk_server *srv, qk_worker *w)
         c->dirty = false;
         qk_conn_resume_input(c);
         qk_conn_write(c);
+        qk_conn_unref(c); /* the dirty list's */
         c = n;
     }
 }
