@@ -9,7 +9,8 @@
  *                [--max-connection-calls N] [--max-connections N]
  *                [--handshake-timeout-ms MS] [--frame-timeout-ms MS]
  *                [--idle-connection-ms MS] [--cluster-key-file FILE]
- *                [--membership gossip|redis://H:P] [--redis redis://H:P]
+ *                [--membership gossip|redis://H:P] [--directory hash|redis://H:P]
+ *                [--redis redis://H:P]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
@@ -17,10 +18,12 @@
  *
  * With --seeds it joins those silos as one cluster (docs/cluster.md); with
  * --membership redis://H:P the silos find each other in that Redis server's
- * member table instead, with no seeds. It prints a line starting
- * "counter-silo: view" each time its view of the members changes.
- * --redis redis://H:P puts what can be in Redis there (today membership and
- * storage); --membership and --storage override it.
+ * member table instead, with no seeds; with --directory redis://H:P an
+ * actor's activation is registered there (one per actor, staying where it
+ * was activated). It prints a line starting "counter-silo: view" each time
+ * its view of the members changes. --redis redis://H:P puts what can be in
+ * Redis there (today membership, directory and storage); --membership,
+ * --directory and --storage override it.
  *
  * Serves gRPC (ActorService) and Quark's TCP protocol on one port, prints a
  * line containing "listening" when ready, and on SIGTERM or SIGINT stops
@@ -46,7 +49,8 @@ static void usage(void)
                     "                    [--max-connection-calls N] [--max-connections N]\n"
                     "                    [--handshake-timeout-ms MS] [--frame-timeout-ms MS]\n"
                     "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n"
-                    "                    [--membership gossip|redis://H:P] [--redis redis://H:P]\n");
+                    "                    [--membership gossip|redis://H:P]\n"
+                    "                    [--directory hash|redis://H:P] [--redis redis://H:P]\n");
     exit(2);
 }
 
@@ -83,7 +87,7 @@ static void on_view(const quark_silo_status *st, void *arg)
 int main(int argc, char **argv)
 {
     quark_silo_opts so;
-    const char *redis = NULL; /* --redis: the default of --membership and --storage */
+    const char *redis = NULL; /* --redis: the default of --membership, --directory, --storage */
     quark_silo_opts_init(&so);
     /* The numeric options (docs/configuration.md, docs/operations.md). */
     const struct {
@@ -126,6 +130,8 @@ int main(int argc, char **argv)
             so.cluster_key = read_key(argv[++i]);
         else if (!strcmp(argv[i], "--membership") && i + 1 < argc)
             so.membership = argv[++i];
+        else if (!strcmp(argv[i], "--directory") && i + 1 < argc)
+            so.directory = argv[++i];
         else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
             redis = argv[++i];
         else
@@ -133,6 +139,8 @@ int main(int argc, char **argv)
     }
     if (redis && !so.membership)
         so.membership = redis;
+    if (redis && !so.directory)
+        so.directory = redis;
     if (redis && !so.storage)
         so.storage = redis;
     if (!so.listen)

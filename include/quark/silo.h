@@ -91,6 +91,13 @@ typedef struct quark_silo_opts {
      * "redis://HOST:PORT[/DB]": a member table in that Redis server
      * (docs/cluster.md), which needs no seeds (and takes none). */
     const char *membership;
+    /* Where an actor lives: NULL or "hash" (the default: on the silo the
+     * placement ring names under the current view; actors move when silos
+     * join or leave), or "redis://HOST:PORT[/DB]": an entry per activation
+     * in that Redis server (docs/cluster.md), so an actor stays where it
+     * was activated, and at most one activation serves it. Needs the same
+     * Redis as .membership. */
+    const char *directory;
     /* The address other silos and clients reach this one at; default: the
      * listen address with its bound port (a wildcard host becomes the
      * machine's host name). */

@@ -6,8 +6,17 @@
  *   - a membership provider (runtime/providers.h; gossip over static seeds,
  *     gossip.c) learns the live members and hands over a view whenever they
  *     change;
- *   - a directory provider (the hash directory, directory_hash.c) says
- *     where an actor lives; each worker asks its own per-worker state;
+ *   - a directory provider says where an actor lives; each worker asks its
+ *     own per-worker state. The hash directory (directory_hash.c) follows
+ *     placement: the view alone answers. The Redis directory
+ *     (directory_redis.c) holds an entry per activation: a call for an
+ *     actor with no activation here is held while its worker asks Redis
+ *     (registers the activation here, or learns the silo that has it),
+ *     then runs here (qk_deliver_placed) or is forwarded; what it learned
+ *     stays in the worker's cache (dir_cache.h) for the next calls. Such a
+ *     silo serves its activations only while the membership's lease holds
+ *     (lease_until): a silo that may have been declared dead lets go of
+ *     them before another can register the actor;
  *   - the peer link (transport/peer.c): its I/O thread is the cluster's
  *     thread (it ticks the membership provider) and carries forwarded calls;
  *   - views: when the live set changes, the new view (runtime/view.h) is
@@ -31,10 +40,15 @@
 #include "core/addr.h"
 #include "cluster/cluster.h"
 #include "cluster/directory_hash.h"
+#include "core/redis_link.h"
+#include "cluster/directory_redis.h"
 #include "cluster/gossip.h"
 #include "cluster/membership_redis.h"
 #include "transport/remote.h"
 #include "transport/view_codec.h"
+
+#define QK_DIR_WAIT_BUCKETS 256   /* a worker's table of directory requests in flight */
+#define QK_DIR_CACHE_SLOTS 16384  /* a worker's cache of where actors live */
 
 struct qk_cluster {
     quark_silo *silo;
@@ -45,12 +59,16 @@ struct qk_cluster {
     bool mstarted;                /* mp->start ran (on the cluster's thread) */
     const qk_directory_ops *dir;
     void *dstate;
+    bool located;                 /* the directory asks a server (!follows_placement) */
+    bool lapsed;                  /* the cluster's thread's last reading of the lease */
+    uint64_t last_inc;            /* the incarnation the workers' activations belong to */
     uv_mutex_t mu;
     qk_view *view;                /* last published (under mu) */
     qk_server *server;            /* the silo's (views go to its watchers) */
     qk_remote *peer;
     uint64_t started_ms;
     _Atomic int stopped;
+    _Atomic int leaving;          /* qk_cluster_leave began */
     _Atomic size_t forwards;      /* forwarded calls whose answer was not handled yet */
     qk_cl_worker *pw;             /* [silo->nworkers] */
 };
@@ -68,7 +86,11 @@ static void worker_view_task(qk_worker *w, void *arg)
     pw->view = v;
     qk_view_unref(old);
     qk_view_ref(v);
-    cl->dir->set_view(pw->dir, v);
+    pw->gen++;
+    if (cl->located && !pw->dir && !pw->dir_closed) /* its connection lives on this loop */
+        pw->dir = cl->dir->attach(cl->dstate, w);
+    if (pw->dir)
+        cl->dir->set_view(pw->dir, v);
     qk_rebalance(w);
     if (cl->server)
         qk_server_push_view(cl->server, w);
@@ -105,6 +127,46 @@ static void membership_changed(void *arg, qk_view *v)
     }
 }
 
+/* On each worker: let go of every activation (the lease lapsed, or this
+ * silo is a new incarnation: its entries may be someone else's now). */
+static void worker_drop_task(qk_worker *w, void *arg)
+{
+    qk_cluster *cl = arg;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    pw->drop_all = true;
+    qk_rebalance(w);
+    pw->drop_all = false;
+}
+
+static bool lease_holds(const qk_cluster *cl, uint64_t now)
+{
+    return now < cl->mp->lease_until(cl->mstate);
+}
+
+/* With a directory in a server, on the cluster's thread: when the lease
+ * lapses, or the silo became a new incarnation, the workers let go of
+ * their activations (the route refuses to run calls meanwhile). */
+static void watch_lease(qk_cluster *cl, uint64_t now)
+{
+    bool lapsed = !lease_holds(cl, now);
+    uint64_t inc = cl->mp->incarnation(cl->mstate);
+    bool drop = (lapsed && !cl->lapsed) || (inc != cl->last_inc && cl->last_inc);
+    if (lapsed != cl->lapsed && cl->last_inc && !atomic_load(&cl->leaving))
+        fprintf(stderr, "quark: %s: %s\n", cl->self,
+                lapsed ? "the membership lease lapsed (no heartbeat acknowledged within the "
+                         "failure timeout): this silo lets go of its activations and runs no "
+                         "call until it is renewed"
+                       : "the membership lease holds again");
+    cl->lapsed = lapsed;
+    if (!lapsed)
+        cl->last_inc = inc;
+    if (!drop)
+        return;
+    quark_silo *s = cl->silo;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        qk_post_task(&s->workers[i], worker_drop_task, cl); /* out of memory: the route refuses */
+}
+
 /* Every tick of the peer link's I/O thread: the membership provider's. */
 static void on_tick(void *arg, uint64_t now)
 {
@@ -120,6 +182,8 @@ static void on_tick(void *arg, uint64_t now)
         cl->mstarted = true;
     }
     cl->mp->tick(cl->mstate, now);
+    if (cl->located)
+        watch_lease(cl, now);
 }
 
 /* The server's control table: a peer's message for the membership
@@ -172,6 +236,51 @@ static quark_err new_membership(qk_cluster *cl, quark_silo *s, uint32_t hb, uint
                     "\"redis://HOST:PORT[/DB]\"", m);
 }
 
+static uint64_t incarnation_of(void *arg)
+{
+    qk_cluster *cl = arg;
+    return cl->mp->incarnation(cl->mstate);
+}
+
+/* The directory provider opts.directory names (after the membership). */
+static quark_err new_directory(qk_cluster *cl, quark_silo *s)
+{
+    const char *d = s->opts.directory;
+    if (!d || !*d || !strcmp(d, "hash")) {
+        cl->dir = &qk_directory_hash;
+        return QUARK_OK;
+    }
+    if (strncmp(d, "redis://", 8) != 0)
+        return qk_error(QUARK_EINVAL, "directory '%s': give \"hash\" or "
+                        "\"redis://HOST:PORT[/DB]\"", d);
+    const char *m = s->opts.membership;
+    qk_redis_addr da, ma;
+    quark_err rc = qk_redis_addr_parse(d, "directory", &da);
+    if (rc != QUARK_OK)
+        return rc;
+    if (!m || strncmp(m, "redis://", 8) != 0 ||
+        qk_redis_addr_parse(m, "membership", &ma) != QUARK_OK || strcmp(da.host, ma.host) ||
+        da.port != ma.port || da.db != ma.db)
+        return qk_error(QUARK_EINVAL, "directory '%s' judges entries by the Redis member table: "
+                        "give membership the same Redis (now '%s')", d, m ? m : "gossip");
+    if (!cl->mp->lease_until)
+        return qk_error(QUARK_EINTERNAL, "membership %s gives no lease", cl->mp->name);
+    qk_dir_redis_cfg dc = {.spec = d, .cluster_id = s->cluster_id, .self_addr = cl->self,
+                           .incarnation = incarnation_of, .incarnation_arg = cl};
+    qk_dir_redis *dr;
+    if ((rc = qk_dir_redis_new(&dc, &dr)) != QUARK_OK)
+        return rc;
+    cl->dir = &qk_directory_redis;
+    cl->dstate = dr;
+    cl->located = true;
+    cl->lapsed = true;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (!qk_dir_cache_init(&cl->pw[i].cache, QK_DIR_CACHE_SLOTS) ||
+            !(cl->pw[i].waits = calloc(QK_DIR_WAIT_BUCKETS, sizeof *cl->pw[i].waits)))
+            return qk_error(QUARK_ENOMEM, "out of memory creating the directory cache");
+    return QUARK_OK;
+}
+
 static void advertise_addr(quark_silo *s, int port, char *out, size_t cap)
 {
     if (s->opts.advertise && *s->opts.advertise) {
@@ -199,7 +308,7 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
     cl->silo = s;
     cl->server = server;
     cl->started_ms = qk_now_ms_coarse();
-    cl->dir = &qk_directory_hash;
+    cl->dir = &qk_directory_hash; /* until new_directory */
     advertise_addr(s, qk_server_port(server), cl->self, sizeof cl->self);
     uint32_t hb = s->opts.heartbeat_ms ? s->opts.heartbeat_ms : 500;
     uint32_t ft = s->opts.failure_timeout_ms ? s->opts.failure_timeout_ms : 3000;
@@ -217,7 +326,9 @@ quark_err qk_cluster_new(quark_silo *s, qk_server *server, qk_cluster **out)
     quark_err rc = qk_remote_new_peer(&pcfg, &hooks, &cl->peer);
     if (rc == QUARK_OK)
         rc = new_membership(cl, s, hb, ft);
-    for (unsigned i = 0; rc == QUARK_OK && i < s->nworkers; i++)
+    if (rc == QUARK_OK)
+        rc = new_directory(cl, s);
+    for (unsigned i = 0; rc == QUARK_OK && !cl->located && i < s->nworkers; i++)
         if (!(cl->pw[i].dir = cl->dir->attach(cl->dstate, &s->workers[i])))
             rc = qk_error(QUARK_ENOMEM, "out of memory creating the actor directory");
     if (rc != QUARK_OK) {
@@ -233,10 +344,27 @@ quark_err qk_cluster_start(qk_cluster *cl)
     return qk_remote_connect(cl->peer);
 }
 
+bool qk_cluster_leaves_last(const qk_cluster *cl)
+{
+    return cl->located;
+}
+
 void qk_cluster_leave(qk_cluster *cl)
 {
+    atomic_store(&cl->leaving, 1);
     if (!atomic_load(&cl->stopped))
         cl->mp->leave(cl->mstate);
+}
+
+static void worker_dir_stop_task(qk_worker *w, void *arg)
+{
+    qk_cluster *cl = arg;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    pw->dir_closed = true;
+    if (pw->dir) {
+        cl->dir->detach(cl->dstate, pw->dir);
+        pw->dir = NULL;
+    }
 }
 
 void qk_cluster_stop(qk_cluster *cl)
@@ -247,6 +375,11 @@ void qk_cluster_stop(qk_cluster *cl)
     while (atomic_load_explicit(&cl->forwards, memory_order_relaxed) && qk_now_ms_coarse() < until)
         usleep(1000);
     qk_remote_disconnect(cl->peer);
+    /* The directory's connections live on the workers' loops: each closes
+     * its own (what it still waits for fails, and is answered, there). */
+    quark_silo *s = cl->silo;
+    for (unsigned i = 0; cl->located && s->workers && i < s->nworkers; i++)
+        qk_run_on(&s->workers[i], worker_dir_stop_task, cl);
 }
 
 void qk_cluster_free(qk_cluster *cl)
@@ -262,7 +395,11 @@ void qk_cluster_free(qk_cluster *cl)
         qk_view_unref(cl->pw[i].view);
         if (cl->pw[i].dir)
             cl->dir->detach(cl->dstate, cl->pw[i].dir);
+        qk_dir_cache_free(&cl->pw[i].cache);
+        free(cl->pw[i].waits);
     }
+    if (cl->dir == &qk_directory_redis)
+        qk_dir_redis_free(cl->dstate);
     uv_mutex_destroy(&cl->mu);
     free(cl->pw);
     free(cl);
@@ -284,7 +421,22 @@ static void fwd_done(qk_op *op)
 {
     qk_fwd *f = QK_CONTAINER_OF(op, qk_fwd, op);
     qk_worker *w = qk_tls_worker;
-    qk_answer(w, f->m, op->out);
+    qk_cluster *cl = f->cl;
+    const qk_outcome *o = op->out;
+    if (cl->located && o->err == QUARK_EUNAVAILABLE && !o->started && f->m->hops < QK_HOPS_MAX &&
+        !atomic_load(&cl->stopped)) {
+        /* The silo the cache named did not run it (it let go of the actor,
+         * or is stopping): ask the directory again. */
+        qk_msg *m = f->m;
+        qk_dir_cache_drop(&cl->pw[w->index].cache, m->hash, m->type, m->id, m->id_len);
+        m->hops++;
+        qk_op_release(op);
+        atomic_fetch_sub_explicit(&cl->forwards, 1, memory_order_relaxed);
+        free(f);
+        qk_deliver(w, m);
+        return;
+    }
+    qk_answer(w, f->m, o);
     qk_arena_reset(&w->arena);
     qk_msg_free(f->m);
     qk_op_release(op);
@@ -340,70 +492,297 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
 
 /* ---- the route port (runtime/ports.h) ---- */
 
-/* Where the actor of CALL m lives, by the directory: its member index in
- * the worker's view v (-1: nowhere, an empty view; -2: the directory could
- * not say). A directory that follows placement is answered by v itself. */
-static inline int owner_of(qk_cluster *cl, qk_worker *w, const qk_view *v, const qk_msg *m)
+/* Where the actor of CALL m lives, by a directory that follows placement:
+ * its member index in the worker's view v (-1: nowhere, an empty view). */
+static inline int owner_of(const qk_view *v, const qk_msg *m)
 {
-    if (cl->dir->follows_placement)
-        return qk_view_owner(v, m->hash);
-    qk_actor_key key = {.type = m->type->name, .type_len = m->type->name_len, .id = m->id,
-                        .id_len = m->id_len, .hash = m->hash};
-    qk_dir_entry e;
-    quark_err rc = cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL);
-    return rc == QUARK_OK ? e.member : -2;
+    return qk_view_owner(v, m->hash);
 }
 
-/* The call is not for this silo, or the directory could not say: answer
- * it, or forward it (kept out of route_place, so that the common case, a
- * call that runs here, costs a few instructions). */
-static __attribute__((noinline)) int route_elsewhere(qk_cluster *cl, qk_worker *w, qk_msg *m,
-                                                     int owner)
+/* ---- routing by a directory in a server ----
+ * A call for an actor with no activation on this silo waits in a qk_dir_wait
+ * while the worker asks the directory; calls for the same actor that come
+ * meanwhile join it. Then they run here (the directory registered this
+ * silo's activation), or go to the silo that has it. */
+
+typedef struct qk_dir_wait {
+    qk_op op;                     /* home: the worker; the answer is only err/errmsg */
+    qk_op_room room;
+    struct qk_dir_wait *next;     /* in its bucket */
+    qk_cluster *cl;
+    bool claim;                   /* registering (else looking up) */
+    qk_dir_entry e;               /* the directory's answer */
+    qk_msg *head, *tail;          /* the calls waiting (head's actor is the key) */
+} qk_dir_wait;
+
+static inline size_t wait_bucket(uint64_t hash)
 {
-    if (owner == -2) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "the %s directory could not say where %s '%s' lives: %s",
-                 cl->dir->name, m->type->name, m->id, quark_last_error());
-        qk_answer_error(w, m, QUARK_EUNAVAILABLE, msg);
+    return (size_t)(hash >> 17) & (QK_DIR_WAIT_BUCKETS - 1);
+}
+
+static qk_dir_wait *wait_find(qk_cl_worker *pw, const qk_msg *m)
+{
+    for (qk_dir_wait *wt = pw->waits[wait_bucket(m->hash)]; wt; wt = wt->next) {
+        const qk_msg *k = wt->head;
+        if (k->hash == m->hash && k->type == m->type && k->id_len == m->id_len &&
+            memcmp(k->id, m->id, m->id_len) == 0)
+            return wt;
+    }
+    return NULL;
+}
+
+static void wait_unlink(qk_cl_worker *pw, qk_dir_wait *wt)
+{
+    qk_dir_wait **pp = &pw->waits[wait_bucket(wt->head->hash)];
+    while (*pp != wt)
+        pp = &(*pp)->next;
+    *pp = wt->next;
+}
+
+/* Answer every call of wt with err, text. */
+static void wait_fail(qk_worker *w, qk_dir_wait *wt, quark_err err, const char *text)
+{
+    qk_msg *m = wt->head;
+    wt->head = wt->tail = NULL;
+    while (m) {
+        qk_msg *n = m->next;
+        qk_answer_error(w, m, err, text);
+        qk_msg_free(m);
+        m = n;
+    }
+}
+
+static void wait_done(qk_op *op);
+
+/* Ask the directory for wt's actor: register this silo's activation
+ * (claim) or look it up. false: it could not ask (why in quark_last_error). */
+static bool wait_ask(qk_cluster *cl, qk_worker *w, qk_dir_wait *wt, bool claim)
+{
+    qk_cl_worker *pw = &cl->pw[w->index];
+    const qk_msg *m = wt->head;
+    if (!pw->dir) {
+        qk_error(QUARK_EUNAVAILABLE, pw->dir_closed ? "the silo is stopping"
+                                                    : "out of memory connecting to the directory");
+        return false;
+    }
+    qk_actor_key key = {.type = m->type->name, .type_len = m->type->name_len, .id = m->id,
+                        .id_len = m->id_len, .hash = m->hash};
+    wt->claim = claim;
+    memset(&wt->e, 0, sizeof wt->e);
+    qk_op_init(&wt->op, wait_done, w, 0, &wt->room);
+    quark_err rc = claim ? cl->dir->register_activation(pw->dir, &key, &wt->e, &wt->op)
+                         : cl->dir->lookup(pw->dir, &key, &wt->e, &wt->op);
+    if (rc != QUARK_PENDING)
+        return false; /* a server directory always answers later, or fails now */
+    atomic_fetch_add_explicit(claim ? &pw->registered : &pw->lookups, 1, memory_order_relaxed);
+    wt->next = pw->waits[wait_bucket(m->hash)];
+    pw->waits[wait_bucket(m->hash)] = wt;
+    return true;
+}
+
+static void refuse(qk_cluster *cl, qk_worker *w, qk_msg *m, const char *why)
+{
+    char msg[1200];
+    snprintf(msg, sizeof msg, "%s '%.200s' did not run on %s: %.500s (retry)", m->type->name,
+             m->id, cl->self, why);
+    qk_answer_error(w, m, QUARK_EUNAVAILABLE, msg);
+    qk_msg_free(m);
+}
+
+static const char lapsed_why[] =
+    "this silo's membership lease lapsed (Redis did not acknowledge its heartbeats within the "
+    "failure timeout), so it may have been declared dead and serves no actor until renewed";
+
+/* The directory answered wt, on its worker. */
+static void wait_done(qk_op *op)
+{
+    qk_dir_wait *wt = QK_CONTAINER_OF(op, qk_dir_wait, op);
+    qk_worker *w = qk_tls_worker;
+    qk_cluster *cl = wt->cl;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    const qk_view *v = pw->view;
+    wait_unlink(pw, wt);
+    quark_err err = op->out->err;
+    char text[600];
+    if (err != QUARK_OK)
+        snprintf(text, sizeof text, "the %s directory could not say where %s '%s' lives: %s "
+                 "(retry)", cl->dir->name, wt->head->type->name, wt->head->id,
+                 qk_outcome_text(op->out));
+    qk_op_release(op);
+    if (err != QUARK_OK) {
+        wait_fail(w, wt, QUARK_EUNAVAILABLE, text);
+        free(wt);
+        return;
+    }
+    const qk_dir_entry *e = &wt->e;
+    const qk_msg *k = wt->head;
+    bool mine = e->silo && !strcmp(e->silo, cl->self) &&
+                e->incarnation == cl->mp->incarnation(cl->mstate);
+    int at = -1;
+    char why[QK_ADDR_MAX + 200] = "";
+    if (wt->claim && mine) {
+        if (!lease_holds(cl, qk_worker_now_ms(w))) {
+            /* registered, but this silo may not serve it now: the entry
+             * stays (this silo's), the calls go back to their callers */
+            snprintf(why, sizeof why, "%s", lapsed_why);
+        } else {
+            qk_msg *m = wt->head;
+            uint64_t tag = e->activation ? e->activation : 1;
+            free(wt);
+            while (m) { /* the first activates (marked with its entry), the rest join it */
+                qk_msg *n = m->next;
+                qk_deliver_placed(w, m, tag);
+                m = n;
+            }
+            return;
+        }
+    } else if (e->silo && !mine && e->member >= 0) { /* it lives on another silo */
+        at = e->member;
+        qk_dir_cache_put(&pw->cache, k->hash, k->type, k->id, k->id_len, pw->gen, at);
+    } else if (wt->claim) { /* registered on a silo this view does not hold */
+        snprintf(why, sizeof why, "the directory places it on %s (incarnation %llu), which "
+                 "this silo's view does not hold yet", e->silo ? e->silo : "?",
+                 (unsigned long long)e->incarnation);
+    } else {
+        /* Looked up: no entry, one of this silo from before, or one of a
+         * silo this view does not hold (dead, or not seen yet). The
+         * placement owner registers (taking a dead silo's entry over). */
+        int owner = v ? qk_view_owner(v, k->hash) : -1;
+        if (owner >= 0 && owner == v->self) {
+            if (wait_ask(cl, w, wt, true))
+                return;
+            snprintf(why, sizeof why, "%s", quark_last_error());
+        } else if (owner >= 0) {
+            at = owner;
+        } else {
+            snprintf(why, sizeof why, "the cluster has no members");
+        }
+    }
+    qk_msg *m = wt->head;
+    free(wt);
+    while (m) {
+        qk_msg *n = m->next;
+        if (at >= 0)
+            forward(cl, w, m, at);
+        else
+            refuse(cl, w, m, why);
+        m = n;
+    }
+}
+
+/* A call for an actor with no activation on this silo, with a directory in
+ * a server: to the silo the cache names, or wait for the directory. */
+static __attribute__((noinline)) int route_located(qk_cluster *cl, qk_worker *w, qk_msg *m)
+{
+    qk_cl_worker *pw = &cl->pw[w->index];
+    const qk_view *v = pw->view;
+    qk_dir_wait *wt = wait_find(pw, m);
+    if (wt) {
+        m->next = NULL;
+        wt->tail->next = m;
+        wt->tail = m;
+        return QK_ROUTE_TAKEN;
+    }
+    int at = qk_dir_cache_find(&pw->cache, m->hash, m->type, m->id, m->id_len, pw->gen);
+    if (at >= 0 && at != v->self) {
+        forward(cl, w, m, at);
+        return QK_ROUTE_TAKEN;
+    }
+    /* The placement owner, or a silo a call was forwarded to, registers;
+     * any other looks up where it lives. */
+    int owner = qk_view_owner(v, m->hash);
+    bool claim = owner == v->self || m->hops > 0 || owner < 0;
+    if (claim && !lease_holds(cl, qk_worker_now_ms(w))) {
+        refuse(cl, w, m, lapsed_why);
+        return QK_ROUTE_TAKEN;
+    }
+    wt = calloc(1, sizeof *wt);
+    if (!wt) {
+        qk_answer_error(w, m, QUARK_ENOMEM, "out of memory asking the actor directory");
         qk_msg_free(m);
         return QK_ROUTE_TAKEN;
     }
-    forward(cl, w, m, owner);
+    wt->cl = cl;
+    m->next = NULL;
+    wt->head = wt->tail = m;
+    if (!wait_ask(cl, w, wt, claim)) {
+        char why[400];
+        snprintf(why, sizeof why, "%s", quark_last_error());
+        free(wt);
+        refuse(cl, w, m, why);
+    }
     return QK_ROUTE_TAKEN;
 }
 
-static int route_place(void *self, qk_worker *w, qk_msg *m)
+static int route_place(void *self, qk_worker *w, qk_msg *m, bool here)
 {
     qk_cluster *cl = self;
     const qk_view *v = cl->pw[w->index].view;
-    if (!v)
-        return QK_ROUTE_HERE; /* no view yet: a cluster of one */
-    int owner = owner_of(cl, w, v, m);
-    if (QK_LIKELY(owner == v->self || owner == -1))
+    if (QK_LIKELY(!cl->located)) {
+        if (!v)
+            return QK_ROUTE_HERE; /* no view yet: a cluster of one */
+        int owner = owner_of(v, m);
+        if (QK_LIKELY(owner == v->self || owner == -1))
+            return QK_ROUTE_HERE;
+        forward(cl, w, m, owner);
+        return QK_ROUTE_TAKEN;
+    }
+    if (here && QK_LIKELY(lease_holds(cl, qk_worker_now_ms(w))))
         return QK_ROUTE_HERE;
-    return route_elsewhere(cl, w, m, owner);
+    if (here || !v) {
+        refuse(cl, w, m, here ? lapsed_why : "this silo has not joined the cluster yet");
+        return QK_ROUTE_TAKEN;
+    }
+    return route_located(cl, w, m);
 }
 
 static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
 {
     qk_cluster *cl = self;
-    const qk_view *v = cl->pw[w->index].view;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    if (cl->located) /* activations stay where they are, while the lease holds */
+        return !pw->drop_all && lease_holds(cl, qk_worker_now_ms(w));
+    const qk_view *v = pw->view;
     if (!v)
         return true;
-    int owner;
-    if (cl->dir->follows_placement) {
-        owner = qk_view_owner(v, hash);
-    } else {
-        qk_actor_key key = {.hash = hash};
-        qk_dir_entry e;
-        if (cl->dir->lookup(cl->pw[w->index].dir, &key, &e, NULL) != QUARK_OK)
-            return true; /* nothing says otherwise: it stays */
-        owner = e.member;
-    }
+    int owner = qk_view_owner(v, hash);
     return owner < 0 || owner == v->self;
 }
 
-const qk_route_ops qk_cluster_route = {.place = route_place, .keeps = route_keeps};
+/* An activation the directory registered is gone: its entry goes (only if
+ * it is still this one's). Nobody waits for the answer. */
+typedef struct qk_unreg {
+    qk_op op;
+    qk_op_room room;
+} qk_unreg;
+
+static void unreg_done(qk_op *op)
+{
+    qk_op_release(op);
+    free(QK_CONTAINER_OF(op, qk_unreg, op));
+}
+
+static void route_released(void *self, qk_worker *w, const quark_actor *a)
+{
+    qk_cluster *cl = self;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    if (!cl->located || !pw->dir)
+        return;
+    qk_unreg *u = malloc(sizeof *u);
+    if (!u)
+        return; /* the entry stays: this silo's, taken over once it is gone */
+    qk_op_init(&u->op, unreg_done, w, 0, &u->room);
+    qk_actor_key key = {.type = a->type->name, .type_len = a->type->name_len, .id = a->id,
+                        .id_len = a->id_len, .hash = a->hash};
+    qk_dir_entry mine = {.member = -1, .silo = cl->self,
+                         .incarnation = cl->mp->incarnation(cl->mstate),
+                         .activation = a->route_tag};
+    if (cl->dir->unregister_activation(pw->dir, &key, &mine, &u->op) != QUARK_PENDING)
+        free(u);
+}
+
+const qk_route_ops qk_cluster_route = {.place = route_place, .keeps = route_keeps,
+                                       .released = route_released};
 
 /* ---- views for clients, status ---- */
 

@@ -7,6 +7,7 @@
 #include "runtime/runtime.h"
 #include "runtime/view.h"
 #include "transport/server.h"
+#include "cluster/dir_cache.h"
 
 #define QK_HOPS_MAX 2 /* a call is forwarded at most this many times */
 
@@ -16,8 +17,16 @@ typedef struct qk_cluster qk_cluster;
  * status). */
 typedef struct qk_cl_worker {
     qk_view *view;                /* the cluster as this worker routes by (NULL: none yet) */
-    void *dir;                    /* the directory's state for this worker */
+    void *dir;                    /* the directory's state for this worker (NULL: stopped) */
     _Atomic uint64_t forwarded;   /* calls this worker forwarded to their owner */
+    /* With a directory that asks a server (Redis): */
+    uint32_t gen;                 /* bumped at each view: cache entries of older ones are stale */
+    bool drop_all;
+    bool dir_closed;              /* the directory's worker state was detached (stopping) */                /* rebalancing to let go of every activation */
+    qk_dir_cache cache;           /* where actors of other silos live */
+    struct qk_dir_wait **waits;   /* [QK_DIR_WAIT_BUCKETS] requests in flight, by key hash */
+    _Atomic uint64_t registered;  /* registrations this worker made (won or not) */
+    _Atomic uint64_t lookups;
 } qk_cl_worker;
 
 /* In quark_silo_start, after the server bound (its port is known), before
@@ -31,6 +40,11 @@ qk_server_control qk_cluster_control(qk_cluster *cl);
 quark_err qk_cluster_start(qk_cluster *cl);
 /* Graceful leave: tell the others (bounded wait for their acks). */
 void qk_cluster_leave(qk_cluster *cl);
+/* True when the silo must leave only after its activations are gone (a
+ * directory in a server: once it left, the others may take them over);
+ * false when it leaves first, so that the others route elsewhere while it
+ * still forwards what reaches it (the hash directory). */
+bool qk_cluster_leaves_last(const qk_cluster *cl);
 /* Between the workers' stop phases: let forwarded calls finish (bounded),
  * then stop the peer link (what is left fails clearly). */
 void qk_cluster_stop(qk_cluster *cl);

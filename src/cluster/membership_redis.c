@@ -188,6 +188,8 @@ typedef struct qk_rmembers {
     bool joined;                  /* the row is ours, alive */
     bool busy;                    /* a command is in flight */
     uint64_t next_ms;             /* next heartbeat (the tick's clock, ms) */
+    uint64_t sent_ms;             /* when the command in flight was sent (qk_now_ms_coarse) */
+    _Atomic uint64_t lease_until; /* see rm_lease_until */
     char known[24];               /* the version of the published view ("" none) */
     qk_view *published;
     uint64_t last_log_ms;
@@ -260,6 +262,17 @@ static void publish(qk_rmembers *m, const redisReply *r, long long version)
     m->env.changed(m->env.arg, v);
 }
 
+/* An acknowledged heartbeat or join, sent at m->sent_ms: Redis stamped it
+ * alive no earlier than that, and the others declare a silo dead only after
+ * a failure timeout of silence on Redis's clock (and two votes), so until
+ * sent + ft the row is this incarnation's. A margin of ft/8 covers the
+ * coarse clock and a thread late to act on an expiry. */
+static void renew_lease(qk_rmembers *m)
+{
+    uint32_t ft = m->cfg.failure_timeout_ms;
+    atomic_store(&m->lease_until, m->sent_ms + ft - ft / 8);
+}
+
 static void on_heartbeat(void *arg, const redisReply *r, const char *why)
 {
     qk_rmembers *m = arg;
@@ -272,6 +285,7 @@ static void on_heartbeat(void *arg, const redisReply *r, const char *why)
     }
     const char *st = r->element[0]->str;
     if (strcmp(st, "alive") != 0) {
+        atomic_store(&m->lease_until, 0);
         rejoin(m, !strcmp(st, "missing")    ? "has no row in Redis (Redis lost it, or it was "
                                               "pruned)"
                   : !strcmp(st, "replaced") ? "was replaced by another incarnation"
@@ -283,6 +297,7 @@ static void on_heartbeat(void *arg, const redisReply *r, const char *why)
     }
     if (r->elements < 3 || r->element[1]->type != REDIS_REPLY_INTEGER)
         return;
+    renew_lease(m);
     if (r->elements > 3)
         publish(m, r, r->element[1]->integer);
 }
@@ -299,6 +314,7 @@ static void on_join(void *arg, const redisReply *r, const char *why)
     }
     if (r->element[0]->integer == 1) {
         m->joined = true;
+        renew_lease(m);
         m->known[0] = '\0';
         m->next_ms = 0; /* the table at once */
         return;
@@ -317,6 +333,7 @@ static void on_leave(void *arg, const redisReply *r, const char *why)
     qk_rmembers *m = arg;
     m->busy = false;
     m->joined = false;
+    atomic_store(&m->lease_until, 0);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
         r->element[0]->integer == 0) {
@@ -355,6 +372,7 @@ static void send_script(qk_rmembers *m, unsigned which, qk_redis_cb cb)
         lens[3] = strlen(ft);
     }
     int argc = which == S_HEARTBEAT ? 6 : which == S_LEFT_SEEN ? 4 : 3;
+    m->sent_ms = qk_now_ms_coarse();
     if (qk_redis_script(m->link, which, cb, m, 1, argc, argv, lens) == QUARK_OK)
         m->busy = true;
     else if (which == S_LEAVE || which == S_LEFT_SEEN)
@@ -417,6 +435,14 @@ static uint64_t rm_incarnation(void *self)
     return atomic_load(&m->inc);
 }
 
+/* Until when this incarnation's row is surely alive (renew_lease); 0 before
+ * the join, after a death or a leave. */
+static uint64_t rm_lease_until(void *self)
+{
+    qk_rmembers *m = self;
+    return atomic_load(&m->lease_until);
+}
+
 static void rm_stop(void *self)
 {
     qk_rmembers *m = self;
@@ -442,6 +468,7 @@ const qk_membership_ops qk_membership_redis = {
     .tick = rm_tick,
     .leave = rm_leave,
     .incarnation = rm_incarnation,
+    .lease_until = rm_lease_until,
     .peer_message = NULL,
     .stop = rm_stop,
     .destroy = rm_destroy,

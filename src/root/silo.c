@@ -119,11 +119,17 @@ quark_err quark_silo_stop(quark_silo *s)
     qk_silo_parts *p = parts_of(s);
     uv_mutex_lock(&s->lock);
     if (atomic_load(&s->state) == 1) {
-        /* Leave the cluster first: the others take over this silo's actors
-         * and route there, while it still forwards what reaches it. */
-        if (p->cluster)
+        /* Leave the cluster first (the hash directory): the others take
+         * over this silo's actors and route there, while it still forwards
+         * what reaches it. */
+        bool last = p->cluster && qk_cluster_leaves_last(p->cluster);
+        if (p->cluster && !last)
             qk_cluster_leave(p->cluster);
         qk_silo_stop_calls(s);
+        /* With a directory in a server, only once its activations are gone
+         * (their state written) may the others take them over. */
+        if (last)
+            qk_cluster_leave(p->cluster);
         /* Calls this silo forwarded get their answers (bounded), then the
          * link to the other silos closes. */
         if (p->cluster)

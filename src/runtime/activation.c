@@ -224,6 +224,14 @@ static void unlink_ready_and_outcalls(qk_worker *w, quark_actor *a)
 
 /* Take a out of the worker's tables and free it: an activation that never
  * became live (its state or its on_activate failed). */
+/* The route's released() hook, for an activation it marked. */
+static inline void route_release(qk_worker *w, const quark_actor *a)
+{
+    const quark_silo *s = w->silo;
+    if (a->route_tag && s->route && s->route->released)
+        s->route->released(s->route_self, w, a);
+}
+
 static void discard(qk_worker *w, quark_actor *a)
 {
     dir_remove(w, a);
@@ -231,6 +239,7 @@ static void discard(qk_worker *w, quark_actor *a)
     unlink_ready_and_outcalls(w, a);
     timers_destroy(a);
     qk_state_destroy(w, a, QUARK_ECLOSED, "the activation failed");
+    route_release(w, a);
     act_free(a);
 }
 
@@ -251,7 +260,7 @@ static quark_err run_on_activate(qk_worker *w, quark_actor *a, char *msg, size_t
 
 /* One allocation: [qk_pstate, if persistent] quark_actor, id, in-memory
  * state [, the persistent message's top level] (state.h). */
-static quark_actor *activate(qk_worker *w, qk_msg *m)
+static quark_actor *activate(qk_worker *w, qk_msg *m, uint64_t tag)
 {
     const quark_actor_type *t = m->type->type;
     size_t off = qk_actor_state_off(m->id_len);
@@ -274,6 +283,7 @@ static quark_actor *activate(qk_worker *w, qk_msg *m)
     a->type = m->type;
     a->worker = w;
     a->hash = m->hash;
+    a->route_tag = tag;
     a->id_len = m->id_len;
     memcpy(a->id, m->id, m->id_len + 1u);
     if (dir_insert(w, a) != 0) {
@@ -404,6 +414,7 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
     unlink_ready_and_outcalls(w, a);
     qk_state_destroy(w, a, QUARK_EUNKNOWN, "the silo stopped before the actor's state was "
                      "stored: the call may or may not have taken effect");
+    route_release(w, a);
     act_free(a);
     while (queued) {
         qk_msg *m = queued;
@@ -557,6 +568,9 @@ static void refuse_overloaded(qk_worker *w, quark_actor *a, qk_msg *m)
     qk_msg_free(m);
 }
 
+/* Run CALL m on its activation a (NULL: activate it first, marked `tag`). */
+static void deliver_here(qk_worker *w, quark_actor *a, qk_msg *m, uint64_t tag);
+
 static void deliver_call(qk_worker *w, qk_msg *m)
 {
     if (w->stopping) {
@@ -565,11 +579,26 @@ static void deliver_call(qk_worker *w, qk_msg *m)
         return;
     }
     const quark_silo *s = w->silo;
-    if (s->route && s->route->place(s->route_self, w, m) == QK_ROUTE_TAKEN)
-        return; /* it runs elsewhere (or the route answered it) */
     quark_actor *a = dir_find(w, m->type, m->hash, m->id, m->id_len);
+    if (s->route && s->route->place(s->route_self, w, m, a != NULL) == QK_ROUTE_TAKEN)
+        return; /* it runs elsewhere (or the route answered it) */
+    deliver_here(w, a, m, 0);
+}
+
+void qk_deliver_placed(qk_worker *w, qk_msg *m, uint64_t tag)
+{
+    if (w->stopping) {
+        qk_answer_error(w, m, QUARK_ECLOSED, "the silo is stopping");
+        qk_msg_free(m);
+        return;
+    }
+    deliver_here(w, dir_find(w, m->type, m->hash, m->id, m->id_len), m, tag);
+}
+
+static void deliver_here(qk_worker *w, quark_actor *a, qk_msg *m, uint64_t tag)
+{
     if (!a) {
-        a = activate(w, m);
+        a = activate(w, m, tag);
         if (!a) {
             qk_msg_free(m);
             return;

@@ -50,13 +50,19 @@ typedef struct qk_listener_ops {
  * Without one, every call runs on this silo. */
 enum { QK_ROUTE_HERE = 0, QK_ROUTE_TAKEN = 1 };
 typedef struct qk_route_ops {
-    /* CALL m reached its owner worker w on this silo. QK_ROUTE_HERE: run it
-     * here. QK_ROUTE_TAKEN: the route took m; it answers m (qk_answer, on
-     * w) and frees it, e.g. once the silo that owns the actor answered. */
-    int (*place)(void *self, struct qk_worker *w, struct qk_msg *m);
+    /* CALL m reached its owner worker w on this silo, which holds an
+     * activation of its actor (`here`) or not. QK_ROUTE_HERE: run it here.
+     * QK_ROUTE_TAKEN: the route took m; it answers m (qk_answer, on w) and
+     * frees it, e.g. once the silo that owns the actor answered, or hands it
+     * back with qk_deliver_placed. */
+    int (*place)(void *self, struct qk_worker *w, struct qk_msg *m, bool here);
     /* On w, while it rebalances (qk_rebalance): may this silo keep the
      * activation of key `hash`? */
     bool (*keeps)(void *self, struct qk_worker *w, uint64_t hash);
+    /* On w, optional: activation a, which the route marked (a->route_tag,
+     * qk_deliver_placed), is gone (deactivated, or its activation failed);
+     * its state writes are done. */
+    void (*released)(void *self, struct qk_worker *w, const struct quark_actor *a);
 } qk_route_ops;
 
 /* ---- a subscriber of actor events that is not an embedded client ----

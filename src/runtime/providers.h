@@ -76,6 +76,11 @@ typedef struct qk_membership_ops {
     void (*leave)(void *self);
     /* This silo's incarnation (it grows when the silo refutes its death). */
     uint64_t (*incarnation)(void *self);
+    /* Optional, any thread: until when (qk_now_ms_coarse) nobody can have
+     * declared this silo dead: the provider's promise that the silo's
+     * directory entries are still its own (0: not now). NULL for providers
+     * whose view alone decides (gossip with the hash directory). */
+    uint64_t (*lease_until)(void *self);
     /* Providers that talk silo to silo (gossip): a peer's message, received
      * by the server on any worker; returns the answer (malloc'd) or NULL
      * with *why. NULL for providers that do not. */

@@ -173,6 +173,8 @@ struct quark_actor {
     struct qk_pstate *ps;        /* persistent state (state.h), or NULL */
     uint64_t hash;
     uint64_t last_used_ms;
+    uint64_t route_tag;          /* the route's mark of this activation (its directory
+                                  * entry), 0: none; the route's released() hook sees it */
     uint32_t turn_ctr;
     uint32_t outcalls;           /* calls made and not yet answered */
     uint32_t event_seq;          /* events published (quark_actor_publish) */
@@ -268,6 +270,7 @@ struct quark_silo {
     char *cluster_key;            /* NULL: none (quark_silo_opts.cluster_key) */
     char *seeds;
     char *membership;
+    char *directory;
     char *advertise;
     unsigned nworkers;
     qk_worker *workers;
@@ -406,6 +409,11 @@ void qk_embedded_unsubscribe(void *sub);
 
 /* ---- activation.c ---- */
 void qk_deliver(qk_worker *w, qk_msg *m);
+/* On w, for the route: run CALL m here, activating its actor if it has no
+ * activation on w (that activation gets route_tag `tag`), without asking
+ * the route again: the route placed it (e.g. its directory registered the
+ * activation of this silo). */
+void qk_deliver_placed(qk_worker *w, qk_msg *m, uint64_t tag);
 /* What a worker's queue gave it: a message, or a finished op (its done). */
 static inline void qk_dispatch(qk_worker *w, qk_node *n)
 {

@@ -91,6 +91,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->listen_host = s->opts.listen ? strdup(s->opts.listen) : NULL;
     s->seeds = s->opts.seeds ? strdup(s->opts.seeds) : NULL;
     s->membership = s->opts.membership ? strdup(s->opts.membership) : NULL;
+    s->directory = s->opts.directory ? strdup(s->opts.directory) : NULL;
     s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;
     /* NULL when there is none: "" is no key either */
     s->cluster_key = s->opts.cluster_key && *s->opts.cluster_key ? strdup(s->opts.cluster_key)
@@ -100,6 +101,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->opts.listen = s->listen_host;
     s->opts.seeds = s->seeds;
     s->opts.membership = s->membership;
+    s->opts.directory = s->directory;
     s->opts.advertise = s->advertise;
     uv_mutex_init(&s->lock);
     quark_client_opts co;
@@ -109,6 +111,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     quark_err rc = qk_client_new(&co, &qk_client_embedded, s, &s->self_client);
     if (rc != QUARK_OK || !s->cluster_id || (s->opts.listen && !s->listen_host) ||
         (s->opts.seeds && !s->seeds) || (s->opts.membership && !s->membership) ||
+        (s->opts.directory && !s->directory) ||
         (s->opts.advertise && !s->advertise)) {
         qk_silo_free(s);
         return rc != QUARK_OK ? rc : qk_error(QUARK_ENOMEM, "out of memory creating a silo");
@@ -175,6 +178,7 @@ void qk_silo_free(quark_silo *s)
     free(s->listen_host);
     free(s->seeds);
     free(s->membership);
+    free(s->directory);
     free(s->advertise);
     free(s);
 }

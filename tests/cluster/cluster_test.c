@@ -61,6 +61,7 @@ static char g_seeds[128];   /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
  * member table (--membership), with no seeds. */
 static redis_server g_redis;
 static char g_membership[64]; /* "" gossip */
+static char g_directory[64];  /* "" hash */
 static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
 
 static const char *tname(void)
@@ -190,11 +191,19 @@ static void silo_spawn(int i)
     snprintf(hb, sizeof hb, "%d", HEARTBEAT_MS);
     snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
     bool redis = g_membership[0] != '\0';
-    char *argv[] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
-                    redis ? "--membership" : "--seeds", redis ? g_membership : g_seeds,
-                    "--heartbeat-ms", hb, "--failure-timeout-ms", ft,
-                    "--workers", "2", g_key_file[i] ? "--cluster-key-file" : NULL,
-                    (char *)g_key_file[i], NULL};
+    char *argv[24] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
+                      redis ? "--membership" : "--seeds", redis ? g_membership : g_seeds,
+                      "--heartbeat-ms", hb, "--failure-timeout-ms", ft, "--workers", "2"};
+    int n = 13;
+    if (g_directory[0]) {
+        argv[n++] = "--directory";
+        argv[n++] = g_directory;
+    }
+    if (g_key_file[i]) {
+        argv[n++] = "--cluster-key-file";
+        argv[n++] = (char *)g_key_file[i];
+    }
+    argv[n] = NULL;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -1157,12 +1166,127 @@ static void test_cluster_key(void **state)
     unlink(b);
 }
 
+/* ---- the Redis directory ---- */
+
+enum { N_STAY = 200 };
+
+/* The directory entry of counter "s-<i>" ("<silo> <incarnation> <activation>"),
+ * read with GET as an operator would; "" if there is none. */
+static void entry_of(int i, char *out, size_t cap)
+{
+    out[0] = '\0';
+    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/s-%d", g_cluster, i);
+    assert_non_null(keys);
+    if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1) {
+        redisReply *v = rs_command(&g_redis, "GET %s", keys->element[0]->str);
+        if (v && v->type == REDIS_REPLY_STRING)
+            snprintf(out, cap, "%s", v->str);
+        if (v)
+            freeReplyObject(v);
+    } else if (keys->type == REDIS_REPLY_ARRAY && keys->elements > 1) {
+        fail_msg("%zu directory keys for counter s-%d", keys->elements, i);
+    }
+    freeReplyObject(keys);
+}
+
+/* With the Redis directory an actor stays where it was activated when a
+ * silo joins: the in-memory counters keep their values (a moved actor
+ * would start again at 0), their entries do not change, the new silo
+ * hosts none of them, and each has one activation. */
+static void test_dir_stays(void **state)
+{
+    (void)state;
+    silo_spawn(0);
+    silo_spawn(1);
+    if (!POLL_UNTIL(all_report(3u, 3u), 10000))
+        fail_msg("silos 1 and 2 did not see each other within 10 s");
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, 3u);
+    char id[32];
+    static char before[N_STAY][128];
+    int on[2] = {0, 0};
+    for (int i = 0; i < N_STAY; i++) {
+        snprintf(id, sizeof id, "s-%d", i);
+        int64_t v = -1;
+        quark_err err = call_id(c, id, M_INC, 1, &v);
+        if (err != QUARK_OK || v != 1)
+            fail_msg("Increment(%s) -> %s %lld: %s", id, quark_errname(err), (long long)v,
+                     quark_last_error());
+        entry_of(i, before[i], sizeof before[i]);
+        if (!before[i][0])
+            fail_msg("no directory entry for %s after a call", id);
+        for (int k = 0; k < 2; k++)
+            if (!strncmp(before[i], g_silo[k].addr, strlen(g_silo[k].addr)) &&
+                before[i][strlen(g_silo[k].addr)] == ' ')
+                on[k]++;
+    }
+    printf("# dir_stays: %d counters registered: %d on silo 1, %d on silo 2 (e.g. '%s')\n",
+           N_STAY, on[0], on[1], before[0]);
+    assert_int_equal(on[0] + on[1], N_STAY);
+    assert_true(on[0] > 0 && on[1] > 0);
+
+    silo_spawn(2);
+    if (!POLL_UNTIL(all_report(ALL, ALL), 10000))
+        fail_msg("the 3 silos did not all report 3 members within 10 s");
+    quark_client_free(c);
+    c = client_new(QUARK_ROUTE_OWNER, ALL);
+    uint64_t t0 = tu_now_ms();
+    for (int i = 0; i < N_STAY; i++) {
+        snprintf(id, sizeof id, "s-%d", i);
+        int64_t v = -1;
+        quark_err err = call_id(c, id, M_INC, 1, &v);
+        if (err != QUARK_OK || v != 2)
+            fail_msg("Increment(%s) after silo 3 joined -> %s %lld (2 if it stayed): %s", id,
+                     quark_errname(err), (long long)v, quark_last_error());
+        char now[128];
+        entry_of(i, now, sizeof now);
+        if (strcmp(now, before[i]) != 0)
+            fail_msg("the entry of %s changed from '%s' to '%s'", id, before[i], now);
+    }
+    uint64_t ms = tu_now_ms() - t0;
+    totals t = must_totals(ALL);
+    printf("# dir_stays: after silo 3 joined, %d increments in %llu ms all = 2; activations "
+           "%llu/%llu/%llu; forwarded %llu/%llu/%llu\n",
+           N_STAY, (unsigned long long)ms, (unsigned long long)t.act[0],
+           (unsigned long long)t.act[1], (unsigned long long)t.act[2],
+           (unsigned long long)t.fwd[0], (unsigned long long)t.fwd[1],
+           (unsigned long long)t.fwd[2]);
+    assert_int_equal(t.activations, N_STAY);
+    assert_int_equal(t.act[2], 0);
+    assert_true(t.fwd[2] > 0); /* silo 3 owns arcs now: it forwarded to where they stayed */
+
+    /* A silo that stops gracefully lets go of its activations first: its
+     * entries go, and the counters come back (at 0: in memory) elsewhere. */
+    assert_exited_0(silo_signal(0, SIGTERM), 0);
+    int left = 0;
+    for (int i = 0; i < N_STAY; i++) {
+        char now[128];
+        entry_of(i, now, sizeof now);
+        left += !strncmp(now, g_silo[0].addr, strlen(g_silo[0].addr));
+    }
+    printf("# dir_stays: silo 1 stopped: %d entries still name it\n", left);
+    assert_int_equal(left, 0);
+    for (int i = 0; i < N_STAY; i++) {
+        snprintf(id, sizeof id, "s-%d", i);
+        int64_t v = -1;
+        quark_err err = call_id(c, id, M_INC, 1, &v);
+        if (err != QUARK_OK)
+            fail_msg("Increment(%s) after silo 1 stopped -> %s: %s", id, quark_errname(err),
+                     quark_last_error());
+    }
+    t = must_totals(6u);
+    assert_int_equal(t.activations, N_STAY);
+    quark_client_free(c);
+    cluster_down();
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (getenv("QUARK_TEST_FILTER")) /* a developer's run of some cases: "test_dir*" */
+        cmocka_set_test_filter(getenv("QUARK_TEST_FILTER"));
     const struct CMUnitTest once[] = {
         CASE(test_formation),
         CASE(test_actor_to_actor),
@@ -1201,6 +1325,17 @@ int main(void)
     snprintf(g_membership, sizeof g_membership, "redis://127.0.0.1:%d", g_redis.port);
     failed += _cmocka_run_group_tests("cluster_redis", with_redis,
                                       sizeof with_redis / sizeof with_redis[0], NULL, NULL);
+    /* And with the actor directory in that Redis too. */
+    const struct CMUnitTest with_redis_dir[] = {
+        CASE(test_dir_stays),
+        CASE(test_placement),
+        CASE(test_kill),
+        CASE(test_leave),
+    };
+    snprintf(g_directory, sizeof g_directory, "%s", g_membership);
+    failed += _cmocka_run_group_tests("cluster_redis_dir", with_redis_dir,
+                                      sizeof with_redis_dir / sizeof with_redis_dir[0], NULL,
+                                      NULL);
     rs_stop(&g_redis);
     return failed;
 }

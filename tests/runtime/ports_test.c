@@ -299,9 +299,10 @@ typedef struct fake_route {
     _Atomic bool keep;            /* keeps() answers */
 } fake_route;
 
-static int fr_place(void *self, qk_worker *w, qk_msg *m)
+static int fr_place(void *self, qk_worker *w, qk_msg *m, bool here)
 {
     fake_route *r = self;
+    (void)here;
     atomic_fetch_add(&r->placed, 1);
     if (!atomic_load(&r->all_far) && strncmp(m->id, "far-", 4) != 0)
         return QK_ROUTE_HERE;
