@@ -10,7 +10,7 @@
  *                [--handshake-timeout-ms MS] [--frame-timeout-ms MS]
  *                [--idle-connection-ms MS] [--cluster-key-file FILE]
  *                [--membership gossip|redis://H:P] [--directory hash|redis://H:P]
- *                [--redis redis://H:P]
+ *                [--directory-ttl-ms MS] [--redis redis://H:P]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
@@ -50,7 +50,8 @@ static void usage(void)
                     "                    [--handshake-timeout-ms MS] [--frame-timeout-ms MS]\n"
                     "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n"
                     "                    [--membership gossip|redis://H:P]\n"
-                    "                    [--directory hash|redis://H:P] [--redis redis://H:P]\n");
+                    "                    [--directory hash|redis://H:P] [--directory-ttl-ms MS]\n"
+                    "                    [--redis redis://H:P]\n");
     exit(2);
 }
 
@@ -105,6 +106,7 @@ int main(int argc, char **argv)
         {"--handshake-timeout-ms", &so.handshake_timeout_ms},
         {"--frame-timeout-ms", &so.frame_timeout_ms},
         {"--idle-connection-ms", &so.idle_connection_ms},
+        {"--directory-ttl-ms", &so.directory_ttl_ms},
     };
     for (int i = 1; i < argc; i++) {
         size_t k = 0;

@@ -98,6 +98,10 @@ typedef struct quark_silo_opts {
      * was activated, and at most one activation serves it. Needs the same
      * Redis as .membership. */
     const char *directory;
+    /* The Redis directory's entry TTL (default 300000): each silo renews its
+     * activations' entries every third of it; an entry that expired or was
+     * removed ends its activation. */
+    uint32_t directory_ttl_ms;
     /* The address other silos and clients reach this one at; default: the
      * listen address with its bound port (a wildcard host becomes the
      * machine's host name). */

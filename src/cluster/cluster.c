@@ -75,6 +75,136 @@ struct qk_cluster {
 
 /* ---- publishing views ---- */
 
+/* ---- renewing the directory's entries ----
+ * A directory whose entries expire (Redis: a TTL) has each worker renew
+ * those of its activations every refresh_every_ms, in batches; an entry
+ * that is no longer the activation's (it expired, was deleted, or was taken
+ * over) means another activation may start elsewhere: this one goes. */
+
+#define QK_RENEW_BATCH 128
+
+typedef struct qk_renew {
+    qk_op op;                     /* home: the worker */
+    qk_op_room room;
+    qk_cluster *cl;
+    size_t n;
+    const qk_type_entry *types[QK_RENEW_BATCH];
+    qk_actor_key keys[QK_RENEW_BATCH];
+    qk_dir_entry mine[QK_RENEW_BATCH];
+    bool gone[QK_RENEW_BATCH];
+    char *ids;                    /* the ids, one after the other */
+} qk_renew;
+
+static void renew_done(qk_op *op)
+{
+    qk_renew *r = QK_CONTAINER_OF(op, qk_renew, op);
+    qk_worker *w = qk_tls_worker;
+    qk_cl_worker *pw = &r->cl->pw[w->index];
+    pw->renewing--;
+    if (op->out->err == QUARK_OK) { /* else the next round tries again, well inside the TTL */
+        for (size_t i = 0; i < r->n; i++) {
+            if (!r->gone[i])
+                continue;
+            quark_actor *a = qk_activation_find(w, r->types[i], r->keys[i].hash, r->keys[i].id,
+                                                r->keys[i].id_len);
+            if (a && a->route_tag == r->mine[i].activation) {
+                fprintf(stderr, "quark: %s '%s': its directory entry is gone (expired, deleted "
+                        "or taken over): the activation goes\n", a->type->name, a->id);
+                qk_let_go(w, a);
+            }
+        }
+    }
+    qk_op_release(op);
+    free(r->ids);
+    free(r);
+}
+
+static void renew_send(qk_cluster *cl, qk_worker *w, qk_renew *r)
+{
+    qk_cl_worker *pw = &cl->pw[w->index];
+    qk_op_init(&r->op, renew_done, w, 0, &r->room);
+    if (pw->dir && cl->dir->refresh(pw->dir, r->keys, r->mine, r->n, r->gone, &r->op) ==
+                       QUARK_PENDING) {
+        pw->renewing++;
+        return;
+    }
+    free(r->ids);
+    free(r);
+}
+
+static void on_renew(uv_timer_t *t)
+{
+    qk_worker *w = qk_tls_worker;
+    qk_cluster *cl = t->data;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    if (pw->renewing || !pw->dir || w->stopping)
+        return; /* the last round is not done (Redis is slow or away) */
+    uint64_t inc = cl->mp->incarnation(cl->mstate);
+    qk_renew *r = NULL;
+    size_t used = 0, cap = 0;
+    for (quark_actor *a = w->lru_head; a; a = a->lru_next) {
+        if (!a->route_tag)
+            continue;
+        if (!r) {
+            r = calloc(1, sizeof *r);
+            cap = 64 * QK_RENEW_BATCH;
+            if (!r || !(r->ids = malloc(cap))) {
+                free(r);
+                return;
+            }
+            r->cl = cl;
+            used = 0;
+        }
+        if (used + a->id_len > cap) {
+            /* keys point into ids: grow by moving them along */
+            size_t ncap = cap * 2 + a->id_len;
+            char *n = malloc(ncap);
+            if (!n)
+                break;
+            memcpy(n, r->ids, used);
+            for (size_t i = 0; i < r->n; i++)
+                r->keys[i].id = n + (r->keys[i].id - r->ids);
+            free(r->ids);
+            r->ids = n;
+            cap = ncap;
+        }
+        memcpy(r->ids + used, a->id, a->id_len);
+        size_t i = r->n++;
+        r->types[i] = a->type;
+        r->keys[i] = (qk_actor_key){.type = a->type->name, .type_len = a->type->name_len,
+                                    .id = r->ids + used, .id_len = a->id_len, .hash = a->hash};
+        r->mine[i] = (qk_dir_entry){.member = -1, .silo = cl->self, .incarnation = inc,
+                                    .activation = a->route_tag};
+        used += a->id_len;
+        if (r->n == QK_RENEW_BATCH) {
+            renew_send(cl, w, r);
+            r = NULL;
+        }
+    }
+    if (r && r->n)
+        renew_send(cl, w, r);
+    else if (r) {
+        free(r->ids);
+        free(r);
+    }
+}
+
+static void start_renewal(qk_cluster *cl, qk_worker *w)
+{
+    qk_cl_worker *pw = &cl->pw[w->index];
+    uint32_t every = cl->dir->refresh_every_ms ? cl->dir->refresh_every_ms(cl->dstate) : 0;
+    if (!every || !cl->dir->refresh || !(pw->renew = malloc(sizeof *pw->renew)))
+        return;
+    uv_timer_init(&w->loop, pw->renew);
+    pw->renew->data = cl;
+    uv_timer_start(pw->renew, on_renew, every, every);
+}
+
+static void free_timer(uv_handle_t *h)
+{
+    free(h);
+}
+
 /* On each worker: route by the new view from now on, let go of what this
  * silo no longer owns, tell the watching connections. */
 static void worker_view_task(qk_worker *w, void *arg)
@@ -87,8 +217,11 @@ static void worker_view_task(qk_worker *w, void *arg)
     qk_view_unref(old);
     qk_view_ref(v);
     pw->gen++;
-    if (cl->located && !pw->dir && !pw->dir_closed) /* its connection lives on this loop */
+    if (cl->located && !pw->dir && !pw->dir_closed) { /* its connection lives on this loop */
         pw->dir = cl->dir->attach(cl->dstate, w);
+        if (pw->dir)
+            start_renewal(cl, w);
+    }
     if (pw->dir)
         cl->dir->set_view(pw->dir, v);
     qk_rebalance(w);
@@ -266,6 +399,7 @@ static quark_err new_directory(qk_cluster *cl, quark_silo *s)
     if (!cl->mp->lease_until)
         return qk_error(QUARK_EINTERNAL, "membership %s gives no lease", cl->mp->name);
     qk_dir_redis_cfg dc = {.spec = d, .cluster_id = s->cluster_id, .self_addr = cl->self,
+                           .ttl_ms = s->opts.directory_ttl_ms,
                            .incarnation = incarnation_of, .incarnation_arg = cl};
     qk_dir_redis *dr;
     if ((rc = qk_dir_redis_new(&dc, &dr)) != QUARK_OK)
@@ -361,6 +495,10 @@ static void worker_dir_stop_task(qk_worker *w, void *arg)
     qk_cluster *cl = arg;
     qk_cl_worker *pw = &cl->pw[w->index];
     pw->dir_closed = true;
+    if (pw->renew) {
+        uv_close((uv_handle_t *)pw->renew, free_timer);
+        pw->renew = NULL;
+    }
     if (pw->dir) {
         cl->dir->detach(cl->dstate, pw->dir);
         pw->dir = NULL;

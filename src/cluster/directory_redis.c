@@ -35,7 +35,7 @@
 #include "cluster/directory_redis.h"
 #include "runtime/op.h"
 
-enum { S_REGISTER, S_UNREGISTER, S_N };
+enum { S_REGISTER, S_UNREGISTER, S_REFRESH, S_N };
 
 /* KEYS[1] the entry, KEYS[2] the member table; ARGV: addr, incarnation,
  * activation, ttl ms. The entry that holds, or the error "not a member". */
@@ -71,7 +71,21 @@ static const char unregister_lua[] =
     "end\n"
     "return 0\n";
 
-static const char *const scripts[S_N] = {register_lua, unregister_lua};
+/* KEYS the entries; ARGV[1] the ttl ms, ARGV[1 + i] what entry i must hold.
+ * For each: 1 renewed, 0 not (any more) that value. */
+static const char refresh_lua[] =
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  if redis.call('GET', k) == ARGV[i + 1] then\n"
+    "    redis.call('PEXPIRE', k, ARGV[1])\n"
+    "    out[i] = 1\n"
+    "  else\n"
+    "    out[i] = 0\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+static const char *const scripts[S_N] = {register_lua, unregister_lua, refresh_lua};
 
 struct qk_dir_redis {
     qk_redis_addr addr;
@@ -265,6 +279,93 @@ static quark_err dr_unregister(void *p, const qk_actor_key *k, const qk_dir_entr
     return QUARK_PENDING;
 }
 
+typedef struct dr_refresh {
+    dr_pw *pw;
+    qk_op *op;
+    bool *gone;
+    size_t n;
+} dr_refresh;
+
+static void on_refresh(void *arg, const redisReply *rep, const char *why)
+{
+    dr_refresh *r = arg;
+    char text[400];
+    quark_err err = QUARK_OK;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != r->n) {
+        err = rep ? QUARK_EINTERNAL : QUARK_EUNAVAILABLE;
+        snprintf(text, sizeof text, "the actor directory in Redis %s:%d: renewing entries: %s",
+                 r->pw->d->addr.host, r->pw->d->addr.port,
+                 !rep ? why : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    } else {
+        for (size_t i = 0; i < r->n; i++)
+            r->gone[i] = !(rep->element[i]->type == REDIS_REPLY_INTEGER &&
+                           rep->element[i]->integer == 1);
+    }
+    qk_outcome o = err == QUARK_OK ? (qk_outcome){0} : qk_outcome_error(err, text);
+    qk_op_finish(r->op, &o);
+    free(r);
+}
+
+static quark_err dr_refresh_entries(void *p, const qk_actor_key *keys, const qk_dir_entry *mine,
+                                    size_t n, bool *gone, qk_op *op)
+{
+    dr_pw *pw = p;
+    qk_dir_redis *d = pw->d;
+    if (!qk_redis_up(pw->link, NULL))
+        return unreachable(pw);
+    size_t pl = strlen(d->prefix), total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += pl + keys[i].type_len + 1 + keys[i].id_len + 1 + strlen(mine[i].silo) + 48;
+    size_t argc = 2 * n + 1;
+    dr_refresh *r = malloc(sizeof *r);
+    char *text = malloc(total + 16);
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    quark_err rc = QUARK_PENDING;
+    if (!r || !text || !argv || !lens) {
+        rc = qk_error(QUARK_ENOMEM, "out of memory renewing directory entries");
+        goto out;
+    }
+    *r = (dr_refresh){.pw = pw, .op = op, .gone = gone, .n = n};
+    char *o = text;
+    for (size_t i = 0; i < n; i++) { /* the keys */
+        size_t kl = pl + keys[i].type_len + 1 + keys[i].id_len;
+        qk_redis_actor_key(o, d->prefix, pl, keys[i].type, keys[i].type_len, keys[i].id,
+                           keys[i].id_len);
+        argv[i] = o;
+        lens[i] = kl;
+        o += kl + 1;
+    }
+    char ttl[16];
+    argv[n] = ttl;
+    lens[n] = (size_t)snprintf(ttl, sizeof ttl, "%u", d->ttl_ms);
+    for (size_t i = 0; i < n; i++) { /* the values */
+        int vl = sprintf(o, "%s %llu %llx", mine[i].silo, (unsigned long long)mine[i].incarnation,
+                         (unsigned long long)mine[i].activation);
+        argv[n + 1 + i] = o;
+        lens[n + 1 + i] = (size_t)vl;
+        o += vl + 1;
+    }
+    if (qk_redis_script(pw->link, S_REFRESH, on_refresh, r, (int)n, (int)argc, argv, lens) !=
+        QUARK_OK) {
+        rc = unreachable(pw);
+        goto out;
+    }
+    r = NULL; /* on_refresh frees it */
+out:
+    free(r);
+    free(text);
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+static uint32_t dr_refresh_every(void *self)
+{
+    qk_dir_redis *d = self;
+    return d->ttl_ms / 3;
+}
+
 static void *dr_attach(void *self, qk_worker *w)
 {
     qk_dir_redis *d = self;
@@ -307,6 +408,8 @@ const qk_directory_ops qk_directory_redis = {
     .lookup = dr_lookup,
     .register_activation = dr_register,
     .unregister_activation = dr_unregister,
+    .refresh = dr_refresh_entries,
+    .refresh_every_ms = dr_refresh_every,
 };
 
 quark_err qk_dir_redis_new(const qk_dir_redis_cfg *cfg, qk_dir_redis **out)

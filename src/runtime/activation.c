@@ -711,6 +711,33 @@ void qk_collect_idle(qk_worker *w, uint64_t now)
     }
 }
 
+void qk_let_go(qk_worker *w, quark_actor *a)
+{
+    /* Calls not started yet go where the route says now, and the
+     * activation goes as soon as what it is running is done. */
+    qk_msg *queued = mailbox_take(a);
+    a->flags |= QK_AF_DEACT_REQ;
+    if (collectible(a))
+        destroy(w, a, false);
+    while (queued) {
+        qk_msg *m = queued;
+        queued = m->next;
+        m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
+        qk_heap_remove(w, &m->dl);
+        m->act = NULL;
+        if (m->flags & QK_MF_ANSWERED)
+            qk_msg_free(m);
+        else
+            deliver_call(w, m);
+    }
+}
+
+quark_actor *qk_activation_find(qk_worker *w, const qk_type_entry *t, uint64_t hash,
+                                const char *id, size_t id_len)
+{
+    return dir_find(w, t, hash, id, id_len);
+}
+
 void qk_rebalance(qk_worker *w)
 {
     const quark_silo *s = w->silo;
@@ -719,27 +746,8 @@ void qk_rebalance(qk_worker *w)
     quark_actor *a = w->lru_head;
     while (a) {
         quark_actor *next = a->lru_next;
-        if (s->route->keeps(s->route_self, w, a->hash)) {
-            a = next;
-            continue;
-        }
-        /* Another silo owns it now: calls not started yet go there, and the
-         * activation goes as soon as what it is running is done. */
-        qk_msg *queued = mailbox_take(a);
-        a->flags |= QK_AF_DEACT_REQ;
-        if (collectible(a))
-            destroy(w, a, false);
-        while (queued) {
-            qk_msg *m = queued;
-            queued = m->next;
-            m->flags &= (uint8_t)~QK_MF_IN_MAILBOX;
-            qk_heap_remove(w, &m->dl);
-            m->act = NULL;
-            if (m->flags & QK_MF_ANSWERED)
-                qk_msg_free(m);
-            else
-                deliver_call(w, m);
-        }
+        if (!s->route->keeps(s->route_self, w, a->hash))
+            qk_let_go(w, a); /* another silo owns it now */
         a = next;
     }
 }

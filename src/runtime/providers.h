@@ -136,6 +136,14 @@ typedef struct qk_directory_ops {
      * answered it), only if it is still the registered one. */
     quark_err (*unregister_activation)(void *pw, const qk_actor_key *key,
                                        const qk_dir_entry *mine, struct qk_op *op);
+    /* On w, optional (a directory whose entries expire): renew the entries
+     * of n activations of this silo (keys[i], mine[i] as registered);
+     * gone[i] is set true for each entry that is no longer that activation's
+     * (expired, deleted, taken over), false for each renewed. */
+    quark_err (*refresh)(void *pw, const qk_actor_key *keys, const qk_dir_entry *mine,
+                         size_t n, bool *gone, struct qk_op *op);
+    /* How often refresh must run (ms; 0: never). */
+    uint32_t (*refresh_every_ms)(void *self);
 } qk_directory_ops;
 
 /* ---- storage: actor state (docs/storage.md) ----

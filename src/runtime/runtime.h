@@ -443,6 +443,12 @@ void qk_timer_fire(qk_worker *w, quark_timer *t);
  * deactivate what the route no longer keeps here, and route again the
  * calls queued for it. */
 void qk_rebalance(qk_worker *w);
+/* On w: activation a goes (the route took it away): the calls queued for it
+ * are routed again, and it is deactivated once what it runs is done. */
+void qk_let_go(qk_worker *w, quark_actor *a);
+/* On w: the activation of (t, id) on w, or NULL. */
+quark_actor *qk_activation_find(qk_worker *w, const qk_type_entry *t, uint64_t hash,
+                                const char *id, size_t id_len);
 
 /* ---- call.c ---- */
 /* The embedded client backend: calls a silo of this process. */

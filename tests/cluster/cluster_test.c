@@ -62,6 +62,7 @@ static char g_seeds[128];   /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
 static redis_server g_redis;
 static char g_membership[64]; /* "" gossip */
 static char g_directory[64];  /* "" hash */
+static char g_dir_ttl[16];    /* --directory-ttl-ms of the case, "" the default */
 static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
 
 static const char *tname(void)
@@ -198,6 +199,10 @@ static void silo_spawn(int i)
     if (g_directory[0]) {
         argv[n++] = "--directory";
         argv[n++] = g_directory;
+    }
+    if (g_dir_ttl[0]) {
+        argv[n++] = "--directory-ttl-ms";
+        argv[n++] = g_dir_ttl;
     }
     if (g_key_file[i]) {
         argv[n++] = "--cluster-key-file";
@@ -353,6 +358,7 @@ static int case_teardown(void **state)
     (void)state;
     for (int i = 0; i < N_SILOS; i++)
         g_key_file[i] = NULL;
+    g_dir_ttl[0] = '\0';
     for (int i = 0; i < N_SILOS; i++)
         if (g_silo[i].pid)
             silo_signal(i, SIGKILL);
@@ -1170,12 +1176,12 @@ static void test_cluster_key(void **state)
 
 enum { N_STAY = 200 };
 
-/* The directory entry of counter "s-<i>" ("<silo> <incarnation> <activation>"),
+/* The directory entry of counter "<prefix>-<i>" ("<silo> <incarnation> <activation>"),
  * read with GET as an operator would; "" if there is none. */
-static void entry_of(int i, char *out, size_t cap)
+static void entry_of_id(const char *prefix, int i, char *out, size_t cap)
 {
     out[0] = '\0';
-    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/s-%d", g_cluster, i);
+    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
     assert_non_null(keys);
     if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1) {
         redisReply *v = rs_command(&g_redis, "GET %s", keys->element[0]->str);
@@ -1184,9 +1190,98 @@ static void entry_of(int i, char *out, size_t cap)
         if (v)
             freeReplyObject(v);
     } else if (keys->type == REDIS_REPLY_ARRAY && keys->elements > 1) {
-        fail_msg("%zu directory keys for counter s-%d", keys->elements, i);
+        fail_msg("%zu directory keys for counter %s-%d", keys->elements, prefix, i);
     }
     freeReplyObject(keys);
+}
+
+static void entry_of(int i, char *out, size_t cap)
+{
+    entry_of_id("s", i, out, cap);
+}
+
+/* An entry's TTL in ms (PTTL: -2 none, -1 no TTL). */
+static long long pttl_of(const char *prefix, int i)
+{
+    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
+    assert_non_null(keys);
+    long long t = -2;
+    if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1) {
+        redisReply *v = rs_command(&g_redis, "PTTL %s", keys->element[0]->str);
+        if (v && v->type == REDIS_REPLY_INTEGER)
+            t = v->integer;
+        if (v)
+            freeReplyObject(v);
+    }
+    freeReplyObject(keys);
+    return t;
+}
+
+static void del_entry(const char *prefix, int i)
+{
+    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
+    assert_non_null(keys);
+    assert_int_equal(keys->elements, 1);
+    redisReply *v = rs_command(&g_redis, "DEL %s", keys->element[0]->str);
+    assert_non_null(v);
+    assert_int_equal(v->integer, 1);
+    freeReplyObject(v);
+    freeReplyObject(keys);
+}
+
+enum { N_RENEW = 10, RENEW_TTL_MS = 1500 };
+
+static int64_t must_inc(quark_client *c, const char *prefix, int i)
+{
+    char id[32];
+    snprintf(id, sizeof id, "%s-%d", prefix, i);
+    int64_t v = -1;
+    quark_err err = call_id(c, id, M_INC, 1, &v);
+    if (err != QUARK_OK)
+        fail_msg("Increment(%s) -> %s: %s", id, quark_errname(err), quark_last_error());
+    return v;
+}
+
+/* Entries live while their activations do (renewed every third of the
+ * TTL), and an activation whose entry is gone goes: the next call starts a
+ * new one (an in-memory counter at 0) with a new entry. */
+static void test_dir_renewal(void **state)
+{
+    (void)state;
+    snprintf(g_dir_ttl, sizeof g_dir_ttl, "%d", RENEW_TTL_MS);
+    silo_spawn(0);
+    if (!POLL_UNTIL(all_report(1u, 1u), 10000))
+        fail_msg("silo 1 did not see itself within 10 s");
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, 1u);
+    char first[N_RENEW][128];
+    for (int i = 0; i < N_RENEW; i++) {
+        assert_int_equal(must_inc(c, "r", i), 1);
+        entry_of_id("r", i, first[i], sizeof first[i]);
+        assert_true(first[i][0] != '\0');
+    }
+    tu_sleep_ms(3 * RENEW_TTL_MS); /* three TTLs: only renewal keeps them */
+    for (int i = 0; i < N_RENEW; i++) {
+        char now[128];
+        entry_of_id("r", i, now, sizeof now);
+        long long ttl = pttl_of("r", i);
+        if (strcmp(now, first[i]) != 0 || ttl <= 0 || ttl > RENEW_TTL_MS)
+            fail_msg("after 3 TTLs the entry of r-%d is '%s' (PTTL %lld), not '%s' renewed", i,
+                     now, ttl, first[i]);
+        assert_int_equal(must_inc(c, "r", i), 2);
+    }
+    del_entry("r", 0);
+    /* within a renewal period (+ margin) the activation of r-0 is gone */
+    tu_sleep_ms(RENEW_TTL_MS / 3 * 2 + 300);
+    assert_int_equal(must_inc(c, "r", 0), 1);
+    char again[128];
+    entry_of_id("r", 0, again, sizeof again);
+    printf("# dir_renewal: entries renewed over %d ms (ttl %d); r-0's entry deleted -> "
+           "new activation, entry '%s' (was '%s')\n",
+           3 * RENEW_TTL_MS, RENEW_TTL_MS, again, first[0]);
+    assert_true(again[0] && strcmp(again, first[0]) != 0);
+    assert_int_equal(must_inc(c, "r", 1), 3);
+    quark_client_free(c);
+    cluster_down();
 }
 
 /* With the Redis directory an actor stays where it was activated when a
@@ -1328,6 +1423,7 @@ int main(void)
     /* And with the actor directory in that Redis too. */
     const struct CMUnitTest with_redis_dir[] = {
         CASE(test_dir_stays),
+        CASE(test_dir_renewal),
         CASE(test_placement),
         CASE(test_kill),
         CASE(test_leave),
