@@ -271,17 +271,20 @@ static void worker_drop_task(qk_worker *w, void *arg)
     pw->drop_all = false;
 }
 
-static bool lease_holds(const qk_cluster *cl, uint64_t now)
+/* Read with a fresh clock: a worker's may predate a pause of the process. */
+static bool lease_holds(const qk_cluster *cl)
 {
-    return now < cl->mp->lease_until(cl->mstate);
+    return qk_now_ms_coarse() < cl->mp->lease_until(cl->mstate);
 }
 
 /* With a directory in a server, on the cluster's thread: when the lease
  * lapses, or the silo became a new incarnation, the workers let go of
  * their activations (the route refuses to run calls meanwhile). */
-static void watch_lease(qk_cluster *cl, uint64_t now)
+static void watch_lease(qk_cluster *cl)
 {
-    bool lapsed = !lease_holds(cl, now);
+    atomic_store_explicit(&cl->silo->lease_until, cl->mp->lease_until(cl->mstate),
+                          memory_order_relaxed); /* for the workers' turns (qk_may_run) */
+    bool lapsed = !lease_holds(cl);
     uint64_t inc = cl->mp->incarnation(cl->mstate);
     bool drop = (lapsed && !cl->lapsed) || (inc != cl->last_inc && cl->last_inc);
     if (lapsed != cl->lapsed && cl->last_inc && !atomic_load(&cl->leaving))
@@ -316,7 +319,7 @@ static void on_tick(void *arg, uint64_t now)
     }
     cl->mp->tick(cl->mstate, now);
     if (cl->located)
-        watch_lease(cl, now);
+        watch_lease(cl);
 }
 
 /* The server's control table: a peer's message for the membership
@@ -408,6 +411,7 @@ static quark_err new_directory(qk_cluster *cl, quark_silo *s)
     cl->dstate = dr;
     cl->located = true;
     cl->lapsed = true;
+    atomic_store(&s->lease_until, 0); /* no turn of a registered activation before a lease */
     for (unsigned i = 0; i < s->nworkers; i++)
         if (!qk_dir_cache_init(&cl->pw[i].cache, QK_DIR_CACHE_SLOTS) ||
             !(cl->pw[i].waits = calloc(QK_DIR_WAIT_BUCKETS, sizeof *cl->pw[i].waits)))
@@ -759,7 +763,7 @@ static void wait_done(qk_op *op)
     int at = -1;
     char why[QK_ADDR_MAX + 200] = "";
     if (wt->claim && mine) {
-        if (!lease_holds(cl, qk_worker_now_ms(w))) {
+        if (!lease_holds(cl)) {
             /* registered, but this silo may not serve it now: the entry
              * stays (this silo's), the calls go back to their callers */
             snprintf(why, sizeof why, "%s", lapsed_why);
@@ -830,7 +834,7 @@ static __attribute__((noinline)) int route_located(qk_cluster *cl, qk_worker *w,
      * any other looks up where it lives. */
     int owner = qk_view_owner(v, m->hash);
     bool claim = owner == v->self || m->hops > 0 || owner < 0;
-    if (claim && !lease_holds(cl, qk_worker_now_ms(w))) {
+    if (claim && !lease_holds(cl)) {
         refuse(cl, w, m, lapsed_why);
         return QK_ROUTE_TAKEN;
     }
@@ -865,7 +869,7 @@ static int route_place(void *self, qk_worker *w, qk_msg *m, bool here)
         forward(cl, w, m, owner);
         return QK_ROUTE_TAKEN;
     }
-    if (here && QK_LIKELY(lease_holds(cl, qk_worker_now_ms(w))))
+    if (here && QK_LIKELY(lease_holds(cl)))
         return QK_ROUTE_HERE;
     if (here || !v) {
         refuse(cl, w, m, here ? lapsed_why : "this silo has not joined the cluster yet");
@@ -879,7 +883,7 @@ static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
     qk_cluster *cl = self;
     qk_cl_worker *pw = &cl->pw[w->index];
     if (cl->located) /* activations stay where they are, while the lease holds */
-        return !pw->drop_all && lease_holds(cl, qk_worker_now_ms(w));
+        return !pw->drop_all && lease_holds(cl);
     const qk_view *v = pw->view;
     if (!v)
         return true;

@@ -472,9 +472,18 @@ static inline bool answer_turn(qk_worker *w, quark_actor *a, qk_msg *m, const qk
     return qk_state_answer(w, a, m, o);
 }
 
+static const char lease_lapsed[] =
+    "this silo's membership lease lapsed (it may have been declared dead): the call did not "
+    "run (retry)";
+
 static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
 {
     const quark_interface *ifc = a->type->iface;
+    if (QK_UNLIKELY(!qk_may_run(w->silo, a))) {
+        qk_answer_error(w, m, QUARK_EUNAVAILABLE, lease_lapsed);
+        qk_msg_free(m);
+        return;
+    }
     m->act = a;
     lru_touch(w, a, qk_worker_now_ms(w)); /* calls, not timer ticks, count as use */
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
@@ -789,8 +798,8 @@ void qk_deactivate_all(qk_worker *w, bool force)
 void qk_timer_fire(qk_worker *w, quark_timer *t)
 {
     quark_actor *a = t->act;
-    if (t->stopped)
-        return;
+    if (t->stopped || !qk_may_run(w->silo, a))
+        return; /* a tick while the lease lapsed is skipped (the activation is going) */
     w->now_ms = qk_now_ms_coarse(); /* the loop may have slept: calls made here need it */
     turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
     t->firing = true;

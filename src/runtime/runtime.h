@@ -282,6 +282,10 @@ struct quark_silo {
     void *listener_self;
     const qk_route_ops *route;
     void *route_self;
+    /* Until when (qk_now_ms_coarse) activations the route marked
+     * (route_tag) may run turns: the membership's lease, kept by the route
+     * (UINT64_MAX: no lease). Checked as each of their turns begins. */
+    _Atomic uint64_t lease_until;
     const qk_storage_ops *storage; /* providers.h; NULL: no persistent state */
     void *storage_self;
     void *root;                   /* the composition root's parts (root/silo.c) */
@@ -414,6 +418,15 @@ void qk_deliver(qk_worker *w, qk_msg *m);
  * the route again: the route placed it (e.g. its directory registered the
  * activation of this silo). */
 void qk_deliver_placed(qk_worker *w, qk_msg *m, uint64_t tag);
+
+/* May an activation run a turn now? Those the route marked only while the
+ * silo's lease holds (read with a fresh clock: the worker's may predate a
+ * pause of the process). */
+static inline bool qk_may_run(const quark_silo *s, const quark_actor *a)
+{
+    return !a->route_tag ||
+           qk_now_ms_coarse() < atomic_load_explicit(&s->lease_until, memory_order_relaxed);
+}
 /* What a worker's queue gave it: a message, or a finished op (its done). */
 static inline void qk_dispatch(qk_worker *w, qk_node *n)
 {

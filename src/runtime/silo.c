@@ -104,6 +104,7 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->opts.directory = s->directory;
     s->opts.advertise = s->advertise;
     uv_mutex_init(&s->lock);
+    atomic_store(&s->lease_until, UINT64_MAX);
     quark_client_opts co;
     quark_client_opts_init(&co);
     co.embedded = s;

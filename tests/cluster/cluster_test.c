@@ -63,6 +63,9 @@ static redis_server g_redis;
 static char g_membership[64]; /* "" gossip */
 static char g_directory[64];  /* "" hash */
 static char g_dir_ttl[16];    /* --directory-ttl-ms of the case, "" the default */
+static char g_storage[64];    /* --storage of the case, "" the default (memory) */
+static const char *g_silo_bin = COUNTER_SILO; /* or PROBE_SILO (the chaos case) */
+static const char *g_load_type; /* the load's actor type (NULL: CounterActor) */
 static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
 
 static const char *tname(void)
@@ -192,7 +195,7 @@ static void silo_spawn(int i)
     snprintf(hb, sizeof hb, "%d", HEARTBEAT_MS);
     snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
     bool redis = g_membership[0] != '\0';
-    char *argv[24] = {(char *)COUNTER_SILO, "--listen", s->addr, "--cluster-id", g_cluster,
+    char *argv[24] = {(char *)g_silo_bin, "--listen", s->addr, "--cluster-id", g_cluster,
                       redis ? "--membership" : "--seeds", redis ? g_membership : g_seeds,
                       "--heartbeat-ms", hb, "--failure-timeout-ms", ft, "--workers", "2"};
     int n = 13;
@@ -203,6 +206,10 @@ static void silo_spawn(int i)
     if (g_dir_ttl[0]) {
         argv[n++] = "--directory-ttl-ms";
         argv[n++] = g_dir_ttl;
+    }
+    if (g_storage[0]) {
+        argv[n++] = "--storage";
+        argv[n++] = g_storage;
     }
     if (g_key_file[i]) {
         argv[n++] = "--cluster-key-file";
@@ -215,12 +222,12 @@ static void silo_spawn(int i)
     posix_spawn_file_actions_addclose(&fa, fds[0]);
     posix_spawn_file_actions_addclose(&fa, fds[1]);
     pid_t pid;
-    int rc = posix_spawn(&pid, COUNTER_SILO, &fa, NULL, argv, environ);
+    int rc = posix_spawn(&pid, g_silo_bin, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     if (rc != 0) {
         close(fds[0]);
-        fail_msg("posix_spawn %s: %s", COUNTER_SILO, strerror(rc));
+        fail_msg("posix_spawn %s: %s", g_silo_bin, strerror(rc));
     }
     s->pid = pid;
     s->out = fdopen(fds[0], "r");
@@ -359,6 +366,9 @@ static int case_teardown(void **state)
     for (int i = 0; i < N_SILOS; i++)
         g_key_file[i] = NULL;
     g_dir_ttl[0] = '\0';
+    g_storage[0] = '\0';
+    g_silo_bin = COUNTER_SILO;
+    g_load_type = NULL;
     for (int i = 0; i < N_SILOS; i++)
         if (g_silo[i].pid)
             silo_signal(i, SIGKILL);
@@ -591,7 +601,10 @@ static void *loader_main(void *p)
     char id[48];
     for (int i = 0; i < l->n_ids; i++) {
         snprintf(id, sizeof id, "%s-%d", l->prefix, i);
-        if (quark_examples_CounterActor_ref(l->c, id, &refs[i]) != QUARK_OK) {
+        quark_err err = g_load_type ? quark_ref_new(l->c, &quark_examples_CounterActor_interface,
+                                                    g_load_type, id, &refs[i])
+                                    : quark_examples_CounterActor_ref(l->c, id, &refs[i]);
+        if (err != QUARK_OK) {
             l->setup_err = 1;
             goto out;
         }
@@ -1374,6 +1387,228 @@ static void test_dir_stays(void **state)
     cluster_down();
 }
 
+/* ---- single activation under kill -9 and pauses ---- */
+
+enum {
+    CHAOS_MS = 60000,       /* how long the faults go on */
+    CHAOS_EVERY_MS = 5000,  /* one fault this often */
+    CHAOS_IDS = 40,
+    CHAOS_THREADS = 4,
+    CHAOS_DEADLINE_MS = 5000,
+    CHAOS_BACK_MS = 5000,   /* every counter served again within this of each fault */
+};
+
+typedef struct probe_act {
+    uint64_t act, start_us, last_call_us;
+    size_t calls, late;     /* calls recorded; of them, landing after a later start */
+    bool started;
+} probe_act;
+
+/* The probe's records of counter p-<i> (tests/cluster/probe_counter.c):
+ * no activation began a call at or after the start of a later activation.
+ * Returns the overlaps found (each printed) and adds to *acts, *calls. */
+static int check_probe(int i, size_t *acts, size_t *calls, size_t *late)
+{
+    redisReply *r = rs_command(&g_redis, "LRANGE probe/%s/p-%d 0 -1", g_cluster, i);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    probe_act *a = calloc(r->elements + 1, sizeof *a);
+    size_t na = 0;
+    int overlaps = 0;
+    uint64_t newest_start = 0;
+    for (size_t k = 0; k < r->elements; k++) {
+        char kind;
+        unsigned long long act, us;
+        if (sscanf(r->element[k]->str, "%c %llx %llu", &kind, &act, &us) != 3)
+            fail_msg("p-%d: a probe record '%s' is not '<kind> <act> <us>'", i,
+                     r->element[k]->str);
+        size_t j = 0;
+        while (j < na && a[j].act != act)
+            j++;
+        if (j == na)
+            a[na++] = (probe_act){.act = act};
+        if (kind == 's') {
+            a[j].started = true;
+            a[j].start_us = us;
+            if (us > newest_start)
+                newest_start = us;
+        } else if (kind == 'c') {
+            if (!a[j].started)
+                fail_msg("p-%d: activation %llx served a call before its start record", i, act);
+            a[j].calls++;
+            if (us > a[j].last_call_us)
+                a[j].last_call_us = us;
+            if (us < newest_start && a[j].start_us < newest_start)
+                a[j].late++;
+        }
+    }
+    for (size_t x = 0; x < na; x++)
+        for (size_t y = 0; y < na; y++) {
+            /* y started after x: x's last call must have begun before */
+            if (x == y || !a[x].started || !a[y].started || a[y].start_us <= a[x].start_us)
+                continue;
+            if (a[x].calls && a[x].last_call_us >= a[y].start_us) {
+                printf("# chaos: OVERLAP on p-%d: activation %llx (started %llu us) began a "
+                       "call at %llu us, %lld us after activation %llx started\n",
+                       i, (unsigned long long)a[x].act, (unsigned long long)a[x].start_us,
+                       (unsigned long long)a[x].last_call_us,
+                       (long long)(a[x].last_call_us - a[y].start_us),
+                       (unsigned long long)a[y].act);
+                overlaps++;
+            }
+        }
+    for (size_t x = 0; x < na; x++) {
+        *calls += a[x].calls;
+        *late += a[x].late;
+    }
+    *acts += na;
+    free(a);
+    freeReplyObject(r);
+    return overlaps;
+}
+
+/* Three probe-silos with membership, directory and storage in Redis, under
+ * increments of 40 ProbeCounters from 4 threads, while every 5 s for 60 s a
+ * random silo is killed with SIGKILL and restarted, or (twice) stopped with
+ * SIGSTOP for longer than the failure timeout and continued: no
+ * acknowledged increment is lost, no two activations of a counter ever
+ * served at once (by the probe's records), every failed call failed with a
+ * clear error within its deadline, and every counter was served again
+ * within 5 s of each fault. */
+static void test_chaos(void **state)
+{
+    (void)state;
+    g_silo_bin = PROBE_SILO;
+    g_load_type = "ProbeCounter";
+    snprintf(g_storage, sizeof g_storage, "%s", g_membership);
+    char rs_addr[32];
+    snprintf(rs_addr, sizeof rs_addr, "127.0.0.1:%d", g_redis.port);
+    setenv("QUARK_PROBE_REDIS", rs_addr, 1);
+    setenv("QUARK_PROBE_PREFIX", g_cluster, 1);
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    load ld;
+    load_start(&ld, c, CHAOS_THREADS, M_INC, "p", CHAOS_IDS, CHAOS_DEADLINE_MS);
+    bool loaded = TU_WAIT_UNTIL(atomic_load(&ld.ok_calls) >= 500, 30000);
+
+    unsigned seed = (unsigned)getpid() ^ (unsigned)tu_now_ms();
+    printf("# chaos: seed %u\n", seed);
+    enum { N_FAULTS = CHAOS_MS / CHAOS_EVERY_MS };
+    uint64_t fault_at[N_FAULTS];
+    int fault_silo[N_FAULTS];
+    bool paused[N_FAULTS];
+    uint64_t t_begin = tu_now_ms();
+    for (int k = 0; k < N_FAULTS; k++) {
+        uint64_t due = t_begin + (uint64_t)k * CHAOS_EVERY_MS;
+        if (tu_now_ms() < due)
+            tu_sleep_ms((unsigned)(due - tu_now_ms()));
+        int i = (int)(rand_r(&seed) % N_SILOS);
+        fault_at[k] = tu_now_ms();
+        fault_silo[k] = i;
+        paused[k] = k == 3 || k == 8;
+        if (paused[k]) { /* past the failure timeout: declared dead while frozen */
+            kill(g_silo[i].pid, SIGSTOP);
+            tu_sleep_ms(FAILURE_TIMEOUT_MS + 1000);
+            kill(g_silo[i].pid, SIGCONT);
+        } else {
+            silo_signal(i, SIGKILL);
+            silo_spawn(i);
+        }
+    }
+    tu_sleep_ms(CHAOS_EVERY_MS);
+    load_stop(&ld);
+    assert_true(loaded);
+
+    /* The calls: clear errors within their deadline, and per counter how
+     * many were acknowledged and how many may or may not have run. */
+    size_t n = 0, ok = 0, by_kind[3] = {0};
+    long acked[CHAOS_IDS] = {0}, maybe[CHAOS_IDS] = {0};
+    FOR_EACH_REC(&ld, r) {
+        n++;
+        if (r->err == QUARK_OK) {
+            ok++;
+            acked[r->id]++;
+            continue;
+        }
+        if (!err_after_loss_ok(r->err))
+            fail_msg("a call failed with %s (%s); only EUNKNOWN, EUNAVAILABLE or ETIMEDOUT are "
+                     "expected", quark_errname(r->err), r->msg);
+        if (r->dur > CHAOS_DEADLINE_MS + 1000)
+            fail_msg("a failed call took %llu ms (deadline %d ms): %s %s",
+                     (unsigned long long)r->dur, CHAOS_DEADLINE_MS, quark_errname(r->err),
+                     r->msg ? r->msg : "");
+        by_kind[r->err == QUARK_EUNKNOWN ? 0 : r->err == QUARK_EUNAVAILABLE ? 1 : 2]++;
+        if (r->err != QUARK_EUNAVAILABLE) /* EUNAVAILABLE: it did not run */
+            maybe[r->id]++;
+    }
+    /* Service back: after each fault every counter had a call that began
+     * after the fault and was acknowledged within CHAOS_BACK_MS of it. */
+    uint64_t worst_back = 0;
+    for (int k = 0; k < N_FAULTS; k++)
+        for (int i = 0; i < CHAOS_IDS; i++) {
+            uint64_t first = UINT64_MAX;
+            FOR_EACH_REC(&ld, r)
+                if (r->id == i && r->err == QUARK_OK && r->start >= fault_at[k] &&
+                    r->start + r->dur - fault_at[k] < first)
+                    first = r->start + r->dur - fault_at[k];
+            if (first > worst_back)
+                worst_back = first;
+            if (first > CHAOS_BACK_MS)
+                fail_msg("p-%d was not served within %d ms of fault %d (%s silo %d): first "
+                         "acknowledged call %lld ms after it", i, CHAOS_BACK_MS, k + 1,
+                         paused[k] ? "SIGSTOP of" : "SIGKILL of", fault_silo[k] + 1,
+                         first == UINT64_MAX ? -1LL : (long long)first);
+        }
+
+    /* No acknowledged increment lost: each value is at least what was
+     * acknowledged, at most that plus the calls that may have run. */
+    if (!POLL_UNTIL(all_report(ALL, ALL), 20000))
+        fail_msg("the 3 silos did not all report 3 members within 20 s after the faults");
+    long lost = 0, extra = 0;
+    for (int i = 0; i < CHAOS_IDS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "p-%d", i);
+        quark_ref *ref;
+        TU_OK(quark_ref_new(c, &quark_examples_CounterActor_interface, "ProbeCounter", id, &ref));
+        int64_t v = -1;
+        quark_err err = QUARK_EUNAVAILABLE;
+        for (int attempt = 0; attempt < 50 && err != QUARK_OK; attempt++) {
+            if (attempt)
+                tu_sleep_ms(100);
+            err = call1(ref, M_GET, 0, &v);
+        }
+        quark_ref_free(ref);
+        if (err != QUARK_OK)
+            fail_msg("Get(%s) after the faults -> %s: %s", id, quark_errname(err),
+                     quark_last_error());
+        if (v < acked[i])
+            lost += acked[i] - v;
+        if (v > acked[i] + maybe[i])
+            extra += v - acked[i] - maybe[i];
+    }
+
+    /* No two activations of a counter served at once. */
+    int overlaps = 0;
+    size_t acts = 0, recorded = 0, late = 0;
+    for (int i = 0; i < CHAOS_IDS; i++)
+        overlaps += check_probe(i, &acts, &recorded, &late);
+    printf("# chaos: %d faults in %d s (%d SIGSTOP), %zu calls, %zu acknowledged, failed: "
+           "EUNKNOWN %zu, EUNAVAILABLE %zu, ETIMEDOUT %zu; lost acknowledged increments %ld, "
+           "unexplained extra %ld; %zu activations of %d counters, %zu calls recorded (%zu "
+           "landing after a later activation's start), overlaps %d; every counter served "
+           "again within %llu ms of each fault\n",
+           N_FAULTS, CHAOS_MS / 1000, 2, n, ok, by_kind[0], by_kind[1], by_kind[2], lost, extra,
+           acts, CHAOS_IDS, recorded, late, overlaps, (unsigned long long)worst_back);
+    assert_int_equal(lost, 0);
+    assert_int_equal(extra, 0);
+    assert_int_equal(overlaps, 0);
+    load_free(&ld);
+    quark_client_free(c);
+    cluster_down();
+    unsetenv("QUARK_PROBE_REDIS");
+    unsetenv("QUARK_PROBE_PREFIX");
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
 
 int main(void)
@@ -1424,6 +1659,7 @@ int main(void)
     const struct CMUnitTest with_redis_dir[] = {
         CASE(test_dir_stays),
         CASE(test_dir_renewal),
+        CASE(test_chaos),
         CASE(test_placement),
         CASE(test_kill),
         CASE(test_leave),
