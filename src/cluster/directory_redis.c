@@ -19,6 +19,8 @@
  *               becomes the caller's; an entry of this very silo and
  *               incarnation is kept (its TTL refreshed); a live entry of
  *               another silo is left alone. The answer is the entry that holds.
+ *               While the member table's lost_until is ahead (Redis lost the
+ *               table moments ago, membership_redis.c), nothing registers.
  *   unregister  deletes the entry only if it is the caller's (silo,
  *               incarnation and activation).
  * A lookup is a GET.
@@ -45,6 +47,14 @@ static const char register_lua[] =
     "if me then ms, mi = string.match(me, '^(%a+) (%d+)') end\n"
     "if ms ~= 'alive' or mi ~= ARGV[2] then\n"
     "  return redis.error_reply('NOTMEMBER this silo is not alive in the member table')\n"
+    "end\n"
+    "local lu = redis.call('HGET', KEYS[2], 'lost_until')\n"
+    "if lu then\n"
+    "  local t = redis.call('TIME')\n"
+    "  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < tonumber(lu) then\n"
+    "    return redis.error_reply('WAIT Redis lost the member table moments ago: registrations "
+    "wait until the silos that held activations let go of them')\n"
+    "  end\n"
     "end\n"
     "local cur = redis.call('GET', KEYS[1])\n"
     "if cur then\n"
@@ -169,8 +179,8 @@ static void on_entry(void *arg, const redisReply *rep, const char *why)
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-        req_fail(r, strncmp(rep->str, "NOTMEMBER", 9) == 0 ? QUARK_EUNAVAILABLE : QUARK_EINTERNAL,
-                 rep->str);
+        bool retry = !strncmp(rep->str, "NOTMEMBER", 9) || !strncmp(rep->str, "WAIT", 4);
+        req_fail(r, retry ? QUARK_EUNAVAILABLE : QUARK_EINTERNAL, rep->str);
         return;
     }
     if (rep->type == REDIS_REPLY_NIL) { /* a lookup of an actor with no entry */

@@ -70,11 +70,23 @@ enum { S_JOIN, S_HEARTBEAT, S_LEAVE, S_LEFT_SEEN, S_NSCRIPTS };
     "  elseif kind == 'alive' then seen[a] = tonumber(string.match(all[i + 1], ' (%d+)$')) end\n" \
     "end\n"
 
-/* KEYS[1] the hash; ARGV: addr, incarnation. {1, version} or {0, the
- * incarnation the row holds}. */
+/* KEYS[1] the hash; ARGV: addr, incarnation, "1" if this silo's row
+ * vanished (Redis lost the table?), failure timeout ms. {1, version} or {0,
+ * the incarnation the row holds}. A table created moments ago that a silo
+ * had a row in was lost (Redis restarted without persistence): until a
+ * failure timeout has passed, time for every silo that held activations to
+ * find its row gone and let go of them, lost_until holds registrations
+ * back (directory_redis.c). */
 static const char join_lua[] =
     "local K, me, inc = KEYS[1], ARGV[1], ARGV[2]\n"
     LUA_NOW
+    "redis.call('HSETNX', K, 'created', ms(now))\n"
+    "local created = tonumber(redis.call('HGET', K, 'created'))\n"
+    "local ft = tonumber(ARGV[4])\n"
+    "if ARGV[3] == '1' and now - created < ft then\n"
+    "  local lu = tonumber(redis.call('HGET', K, 'lost_until') or '0')\n"
+    "  if now + ft > lu then redis.call('HSET', K, 'lost_until', ms(now + ft)) end\n"
+    "end\n"
     "local row = redis.call('HGET', K, 'silo/' .. me)\n"
     "if row then\n"
     "  local i = string.match(row, '^%a+ (%d+)')\n"
@@ -194,6 +206,7 @@ typedef struct qk_rmembers {
     qk_view *published;
     uint64_t last_log_ms;
     bool stopping;                /* what fails now fails because we close */
+    bool lost;                    /* this silo's row vanished: say so when joining again */
     _Atomic uint64_t inc;
     _Atomic int leave_req;        /* 1 asked */
     _Atomic int left;             /* 1 the others know (or nothing to tell) */
@@ -286,6 +299,7 @@ static void on_heartbeat(void *arg, const redisReply *r, const char *why)
     const char *st = r->element[0]->str;
     if (strcmp(st, "alive") != 0) {
         atomic_store(&m->lease_until, 0);
+        m->lost = !strcmp(st, "missing");
         rejoin(m, !strcmp(st, "missing")    ? "has no row in Redis (Redis lost it, or it was "
                                               "pruned)"
                   : !strcmp(st, "replaced") ? "was replaced by another incarnation"
@@ -314,6 +328,7 @@ static void on_join(void *arg, const redisReply *r, const char *why)
     }
     if (r->element[0]->integer == 1) {
         m->joined = true;
+        m->lost = false;
         renew_lease(m);
         m->known[0] = '\0';
         m->next_ms = 0; /* the table at once */
@@ -365,13 +380,19 @@ static void send_script(qk_rmembers *m, unsigned which, qk_redis_cb cb)
     const char *argv[] = {m->key, m->cfg.self_addr, inc, m->known, ft, prune};
     size_t lens[] = {strlen(m->key), strlen(m->cfg.self_addr), strlen(inc), strlen(m->known),
                      strlen(ft), strlen(prune)};
+    if (which == S_JOIN) { /* addr, inc, lost, ft */
+        argv[3] = m->lost ? "1" : "0";
+        lens[3] = 1;
+        argv[4] = ft;
+        lens[4] = strlen(ft);
+    }
     if (which == S_LEFT_SEEN) { /* addr, the leave's time, ft */
         argv[2] = m->left_at;
         lens[2] = strlen(m->left_at);
         argv[3] = ft;
         lens[3] = strlen(ft);
     }
-    int argc = which == S_HEARTBEAT ? 6 : which == S_LEFT_SEEN ? 4 : 3;
+    int argc = which == S_HEARTBEAT ? 6 : which == S_LEFT_SEEN ? 4 : which == S_JOIN ? 5 : 3;
     m->sent_ms = qk_now_ms_coarse();
     if (qk_redis_script(m->link, which, cb, m, 1, argc, argv, lens) == QUARK_OK)
         m->busy = true;

@@ -1609,6 +1609,120 @@ static void test_chaos(void **state)
     unsetenv("QUARK_PROBE_PREFIX");
 }
 
+/* ---- Redis faults ---- */
+
+enum { RF_IDS = 40, RF_BACK_MS = 5000 };
+
+/* The first acknowledged call of every counter that began after `t`: the
+ * latest of them, in ms after t (UINT64_MAX: one was never served). */
+static uint64_t back_after(load *ld, uint64_t t)
+{
+    uint64_t worst = 0;
+    for (int i = 0; i < RF_IDS; i++) {
+        uint64_t first = UINT64_MAX;
+        FOR_EACH_REC(ld, r)
+            if (r->id == i && r->err == QUARK_OK && r->start >= t && r->start + r->dur - t < first)
+                first = r->start + r->dur - t;
+        if (first > worst)
+            worst = first;
+    }
+    return worst;
+}
+
+static size_t failed_between(load *ld, uint64_t a, uint64_t b)
+{
+    size_t n = 0;
+    FOR_EACH_REC(ld, r)
+        n += r->err != QUARK_OK && r->start >= a && r->start < b;
+    return n;
+}
+
+/* With membership and directory in Redis, under load: SCRIPT FLUSH is not
+ * seen by callers; Redis frozen for 10 s (SIGSTOP): calls fail clearly
+ * once the silos' leases lapse, and every counter is served again within
+ * 5 s of its return; Redis restarted without persistence (member table and
+ * entries gone): the silos register again by themselves, and every counter
+ * is served again within 5 s. */
+static void test_redis_faults(void **state)
+{
+    (void)state;
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    load ld;
+    load_start(&ld, c, 4, M_INC, "f", RF_IDS, 5000);
+    bool loaded = TU_WAIT_UNTIL(atomic_load(&ld.ok_calls) >= 500, 30000);
+    tu_sleep_ms(500);
+
+    uint64_t t_flush = tu_now_ms();
+    redisReply *r = rs_command(&g_redis, "SCRIPT FLUSH");
+    assert_non_null(r);
+    freeReplyObject(r);
+    tu_sleep_ms(1500); /* heartbeats, registrations, renewals resend their scripts */
+    /* and new actors register through the flushed script too */
+    for (int i = 0; i < 50; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "fresh-%d", i);
+        quark_err err = call_id(c, id, M_INC, 1, NULL);
+        if (err != QUARK_OK)
+            fail_msg("Increment(%s) after SCRIPT FLUSH -> %s: %s", id, quark_errname(err),
+                     quark_last_error());
+    }
+
+    uint64_t t_stop = tu_now_ms();
+    rs_kill(&g_redis, SIGSTOP);
+    tu_sleep_ms(10000);
+    uint64_t t_cont = tu_now_ms();
+    rs_kill(&g_redis, SIGCONT);
+    tu_sleep_ms(RF_BACK_MS + 2000);
+
+    uint64_t t_restart = tu_now_ms();
+    int port = g_redis.port;
+    rs_kill(&g_redis, SIGKILL);
+    if (rs_start(&g_redis, port) != 0)
+        fail_msg("redis-server did not start again on port %d", port);
+    tu_sleep_ms(RF_BACK_MS + 2000);
+    uint64_t t_end = tu_now_ms();
+    load_stop(&ld);
+    assert_true(loaded);
+
+    size_t n = 0, failed = 0;
+    FOR_EACH_REC(&ld, rr) {
+        n++;
+        if (rr->err == QUARK_OK)
+            continue;
+        failed++;
+        if (!err_after_loss_ok(rr->err))
+            fail_msg("a call failed with %s (%s); only EUNKNOWN, EUNAVAILABLE or ETIMEDOUT are "
+                     "expected", quark_errname(rr->err), rr->msg);
+        if (rr->dur > 5000 + 1000)
+            fail_msg("a failed call took %llu ms (deadline 5000 ms): %s %s",
+                     (unsigned long long)rr->dur, quark_errname(rr->err), rr->msg);
+    }
+    size_t f_flush = failed_between(&ld, t_flush, t_stop);
+    size_t f_frozen = failed_between(&ld, t_stop, t_cont);
+    size_t f_after = failed_between(&ld, t_cont, t_restart);
+    size_t f_restart = failed_between(&ld, t_restart, t_end);
+    uint64_t back_cont = back_after(&ld, t_cont), back_restart = back_after(&ld, t_restart);
+    const char *sample = NULL;
+    FOR_EACH_REC(&ld, rr)
+        if (!sample && rr->err != QUARK_OK && rr->start >= t_stop && rr->start < t_cont)
+            sample = rr->msg;
+    printf("# redis_faults: %zu calls, %zu failed: %zu after SCRIPT FLUSH, %zu while Redis "
+           "was frozen 10 s (e.g. '%s'), %zu after it came back (all served again within "
+           "%llu ms), %zu after a restart without persistence (all served again within %llu "
+           "ms)\n",
+           n, failed, f_flush, f_frozen, sample ? sample : "", f_after,
+           (unsigned long long)back_cont, f_restart, (unsigned long long)back_restart);
+    assert_int_equal(f_flush, 0);
+    if (back_cont > RF_BACK_MS || back_restart > RF_BACK_MS)
+        fail_msg("not every counter was served within %d ms of Redis coming back (%llu ms) or "
+                 "restarting (%llu ms)", RF_BACK_MS, (unsigned long long)back_cont,
+                 (unsigned long long)back_restart);
+    load_free(&ld);
+    quark_client_free(c);
+    cluster_down();
+}
+
 #define CASE(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
 
 int main(void)
@@ -1660,6 +1774,7 @@ int main(void)
         CASE(test_dir_stays),
         CASE(test_dir_renewal),
         CASE(test_chaos),
+        CASE(test_redis_faults),
         CASE(test_placement),
         CASE(test_kill),
         CASE(test_leave),

@@ -14,6 +14,7 @@
  *                     incarnation, or gone from the table, is taken over; a
  *                     live one never is
  *   not_a_member      a silo not alive in the table registers nothing
+ *   lost_table        nothing registers while the table's lost_until is ahead
  *   odd_ids           ids with '/', spaces and bytes 0..255 are distinct keys
  */
 #include <pthread.h>
@@ -340,6 +341,33 @@ static void test_not_a_member(void **state)
     assert_string_equal(v, "");
 }
 
+/* Redis lost the member table moments ago (membership_redis.c set
+ * lost_until ahead): no registration until then, with a message to retry. */
+static void test_lost_table(void **state)
+{
+    (void)state;
+    g_nd = 1;
+    add_dir(0, 5, true);
+    redisReply *t = rs_command(&g_rs, "TIME");
+    long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    redisReply *h = rs_command(&g_rs, "HSET %s/members lost_until %lld", g_cluster, now + 60000);
+    freeReplyObject(h);
+    qk_actor_key k = key_of("l", 1);
+    req r;
+    do_register(&g_d[0], &k, &r);
+    assert_int_equal(r.err, QUARK_EUNAVAILABLE);
+    assert_non_null(strstr(r.msg, "lost the member table"));
+    char v[128];
+    stored("l", v, sizeof v);
+    assert_string_equal(v, "");
+    h = rs_command(&g_rs, "HSET %s/members lost_until %lld", g_cluster, now - 1);
+    freeReplyObject(h);
+    do_register(&g_d[0], &k, &r);
+    assert_int_equal(r.err, QUARK_OK);
+    assert_string_equal(r.e.silo, g_d[0].addr);
+}
+
 static void test_odd_ids(void **state)
 {
     (void)state;
@@ -377,6 +405,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unregister, setup, teardown),
         cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_member, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_odd_ids, setup, teardown),
     };
     return rs_run_group(&g_rs, g_spec, sizeof g_spec, "directory_redis", tests,

@@ -166,6 +166,7 @@ static void test_racing_joins(void **state)
     join_n(MAXP);
     assert_true(RUN_UNTIL(all_see(0, MAXP, MAXP, MAXP), 20000));
     assert_int_equal(hget_int("version"), MAXP);
+    assert_int_equal(hget_int("lost_until"), -1); /* a new cluster holds nothing back */
     for (int i = 0; i < MAXP; i++) {
         char row[128];
         row_of(g_p[i].addr, row, sizeof row);
@@ -350,6 +351,11 @@ static void test_redis_restart(void **state)
                           15000));
     for (int i = 0; i < 3; i++)
         assert_true(qk_membership_redis.incarnation(g_p[i].self) > inc[i]);
+    /* They said their rows had vanished from a table just created: the
+     * directory's registrations wait a failure timeout from then. */
+    long long created = hget_int("created"), lost_until = hget_int("lost_until");
+    assert_true(created > 0);
+    assert_true(lost_until > created && lost_until <= created + 2 * FT_MS);
 }
 
 static void test_script_flush(void **state)
