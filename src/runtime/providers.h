@@ -194,27 +194,46 @@ typedef struct qk_storage_ops {
     void (*destroy)(void *self);
 } qk_storage_ops;
 
-/* ---- reminders: durable timers ----
- * A reminder (actor key, name) fires every period from its due time until
- * unregistered, whichever silo owns the actor then; the owners load the
- * reminders of the keys they own when the view changes. */
+/* ---- reminders: durable timers (docs/reminders.md) ----
+ * A reminder (actor key, name) ticks every period from its due time until
+ * it is removed. Each is kept in one of QK_REMINDER_BUCKETS buckets (the
+ * key's hash modulo that), so that the silos can split the work of firing
+ * them: a silo loads the buckets it is responsible for under the view.
+ * Every operation blocks: a provider is used from the reminder service's
+ * own thread, never from a worker. A provider that cannot reach its store
+ * answers QUARK_ESTORAGE and tells why. */
+#define QK_REMINDER_BUCKETS 256u
+
 typedef struct qk_reminder {
-    qk_actor_key key;
-    const char *name;
-    uint64_t due_ms;           /* wall clock (ms since the epoch) of the next tick */
+    qk_actor_key key;          /* type, id (any bytes) and hash */
+    const char *name;          /* any bytes but NUL, 1..QK_REMINDER_NAME_MAX */
+    size_t name_len;
+    uint64_t due_ms;           /* wall clock (ms since the epoch) of its next tick */
     uint64_t period_ms;
 } qk_reminder;
 
+#define QK_REMINDER_NAME_MAX 200
+
+static inline uint32_t qk_reminder_bucket(uint64_t key_hash)
+{
+    return (uint32_t)(key_hash % QK_REMINDER_BUCKETS);
+}
+
+/* Told each reminder found (everything in r lent for the call). */
+typedef void (*qk_reminder_fn)(void *arg, const qk_reminder *r);
+
 typedef struct qk_reminders_ops {
     const char *name;
-    quark_err (*register_reminder)(void *self, const qk_reminder *r, struct qk_op *op);
-    quark_err (*unregister_reminder)(void *self, const qk_actor_key *key, const char *name,
-                                     struct qk_op *op);
-    /* Call fn for every reminder whose key this silo owns under v, then
-     * finish op. */
-    quark_err (*load_owned)(void *self, const qk_view *v,
-                            void (*fn)(void *arg, const qk_reminder *r), void *arg,
-                            struct qk_op *op);
+    /* Create or replace (key, name). */
+    quark_err (*upsert)(void *self, const qk_reminder *r);
+    /* Remove (key, name); *existed says whether it was there. */
+    quark_err (*remove)(void *self, const qk_actor_key *key, const char *name, size_t name_len,
+                        bool *existed);
+    /* The reminders of one actor. */
+    quark_err (*list)(void *self, const qk_actor_key *key, qk_reminder_fn fn, void *arg);
+    /* Every reminder of bucket b. */
+    quark_err (*load_bucket)(void *self, uint32_t b, qk_reminder_fn fn, void *arg);
+    void (*destroy)(void *self);
 } qk_reminders_ops;
 
 #endif /* QK_PROVIDERS_H */
