@@ -62,6 +62,7 @@ struct qk_cluster {
     bool located;                 /* the directory asks a server (!follows_placement) */
     bool lapsed;                  /* the cluster's thread's last reading of the lease */
     uint64_t last_inc;            /* the incarnation the workers' activations belong to */
+    uint64_t dropped_inc;         /* the incarnation the workers were last told to drop for */
     uv_mutex_t mu;
     qk_view *view;                /* last published (under mu) */
     qk_server *server;            /* the silo's (views go to its watchers) */
@@ -79,9 +80,14 @@ struct qk_cluster {
  * A directory whose entries expire (Redis: a TTL) has each worker renew
  * those of its activations every refresh_every_ms, in batches; an entry
  * that is no longer the activation's (it expired, was deleted, or was taken
- * over) means another activation may start elsewhere: this one goes. */
+ * over) means another activation may start elsewhere: this one goes.
+ * A round that fully succeeded, sent at t, keeps every entry of the worker
+ * until t + TTL: the worker's route_until (runtime) becomes t + TTL - TTL/8,
+ * and past it its activations run no turn and are let go. A round that
+ * failed is tried again a second later. */
 
 #define QK_RENEW_BATCH 128
+#define QK_RENEW_RETRY_MS 1000
 
 typedef struct qk_renew {
     qk_op op;                     /* home: the worker */
@@ -95,13 +101,19 @@ typedef struct qk_renew {
     char *ids;                    /* the ids, one after the other */
 } qk_renew;
 
+static void round_end(qk_cluster *cl, qk_worker *w);
+static void on_renew(uv_timer_t *t);
+
 static void renew_done(qk_op *op)
 {
     qk_renew *r = QK_CONTAINER_OF(op, qk_renew, op);
     qk_worker *w = qk_tls_worker;
+    qk_cluster *cl = r->cl;
     qk_cl_worker *pw = &r->cl->pw[w->index];
     pw->renewing--;
-    if (op->out->err == QUARK_OK) { /* else the next round tries again, well inside the TTL */
+    if (op->out->err != QUARK_OK)
+        pw->round_failed = true;
+    else {
         for (size_t i = 0; i < r->n; i++) {
             if (!r->gone[i])
                 continue;
@@ -117,6 +129,8 @@ static void renew_done(qk_op *op)
     qk_op_release(op);
     free(r->ids);
     free(r);
+    if (!pw->renewing)
+        round_end(cl, w);
 }
 
 static void renew_send(qk_cluster *cl, qk_worker *w, qk_renew *r)
@@ -128,8 +142,25 @@ static void renew_send(qk_cluster *cl, qk_worker *w, qk_renew *r)
         pw->renewing++;
         return;
     }
+    pw->round_failed = true;
     free(r->ids);
     free(r);
+}
+
+/* The round's batches are all answered: a good round moves the worker's
+ * bound; a failed one is tried again soon. */
+static void round_end(qk_cluster *cl, qk_worker *w)
+{
+    qk_cl_worker *pw = &cl->pw[w->index];
+    if (!pw->renew)
+        return; /* stopping */
+    uint32_t ttl = cl->dir->refresh_every_ms(cl->dstate) * 3;
+    if (!pw->round_failed) {
+        w->route_until = pw->round_sent + ttl - ttl / 8;
+        return;
+    }
+    uint64_t every = uv_timer_get_repeat(pw->renew);
+    uv_timer_start(pw->renew, on_renew, QK_RENEW_RETRY_MS, every);
 }
 
 static void on_renew(uv_timer_t *t)
@@ -139,6 +170,13 @@ static void on_renew(uv_timer_t *t)
     qk_cl_worker *pw = &cl->pw[w->index];
     if (pw->renewing || !pw->dir || w->stopping)
         return; /* the last round is not done (Redis is slow or away) */
+    if (qk_now_ms_coarse() >= w->route_until) { /* entries may have expired: let go */
+        pw->drop_all = true;
+        qk_rebalance(w);
+        pw->drop_all = false;
+    }
+    pw->round_sent = qk_now_ms_coarse();
+    pw->round_failed = false;
     uint64_t inc = cl->mp->incarnation(cl->mstate);
     qk_renew *r = NULL;
     size_t used = 0, cap = 0;
@@ -187,6 +225,8 @@ static void on_renew(uv_timer_t *t)
         free(r->ids);
         free(r);
     }
+    if (!pw->renewing)
+        round_end(cl, w); /* nothing to renew, or nothing could be sent */
 }
 
 static void start_renewal(qk_cluster *cl, qk_worker *w)
@@ -197,6 +237,8 @@ static void start_renewal(qk_cluster *cl, qk_worker *w)
         return;
     uv_timer_init(&w->loop, pw->renew);
     pw->renew->data = cl;
+    /* entries registered from now on live a TTL from their registration */
+    w->route_until = qk_now_ms_coarse() + 3 * (uint64_t)every - 3 * (uint64_t)every / 8;
     uv_timer_start(pw->renew, on_renew, every, every);
 }
 
@@ -215,15 +257,16 @@ static void worker_view_task(qk_worker *w, void *arg)
     qk_view *old = pw->view;
     pw->view = v;
     qk_view_unref(old);
-    qk_view_ref(v);
     pw->gen++;
     if (cl->located && !pw->dir && !pw->dir_closed) { /* its connection lives on this loop */
         pw->dir = cl->dir->attach(cl->dstate, w);
         if (pw->dir)
             start_renewal(cl, w);
     }
-    if (pw->dir)
+    if (pw->dir) {
+        qk_view_ref(v); /* the directory's */
         cl->dir->set_view(pw->dir, v);
+    }
     qk_rebalance(w);
     if (cl->server)
         qk_server_push_view(cl->server, w);
@@ -271,10 +314,13 @@ static void worker_drop_task(qk_worker *w, void *arg)
     pw->drop_all = false;
 }
 
-/* Read with a fresh clock: a worker's may predate a pause of the process. */
-static bool lease_holds(const qk_cluster *cl)
+/* The membership's lease (read with a fresh clock: a worker's may predate
+ * a pause of the process) and, on worker w, the bound of its entries'
+ * renewal (route_until). */
+static bool lease_holds(const qk_cluster *cl, const qk_worker *w)
 {
-    return qk_now_ms_coarse() < cl->mp->lease_until(cl->mstate);
+    uint64_t now = qk_now_ms_coarse();
+    return now < cl->mp->lease_until(cl->mstate) && (!w || now < w->route_until);
 }
 
 /* With a directory in a server, on the cluster's thread: when the lease
@@ -284,9 +330,12 @@ static void watch_lease(qk_cluster *cl)
 {
     atomic_store_explicit(&cl->silo->lease_until, cl->mp->lease_until(cl->mstate),
                           memory_order_relaxed); /* for the workers' turns (qk_may_run) */
-    bool lapsed = !lease_holds(cl);
+    bool lapsed = !lease_holds(cl, NULL);
     uint64_t inc = cl->mp->incarnation(cl->mstate);
-    bool drop = (lapsed && !cl->lapsed) || (inc != cl->last_inc && cl->last_inc);
+    bool drop = (lapsed && !cl->lapsed) ||
+                (inc != cl->last_inc && cl->last_inc && inc != cl->dropped_inc);
+    if (drop)
+        cl->dropped_inc = inc; /* once per incarnation, not at every tick until the lease */
     if (lapsed != cl->lapsed && cl->last_inc && !atomic_load(&cl->leaving))
         fprintf(stderr, "quark: %s: %s\n", cl->self,
                 lapsed ? "the membership lease lapsed (no heartbeat acknowledged within the "
@@ -760,26 +809,38 @@ static void wait_done(qk_op *op)
     const qk_msg *k = wt->head;
     bool mine = e->silo && !strcmp(e->silo, cl->self) &&
                 e->incarnation == cl->mp->incarnation(cl->mstate);
+    /* The entry's silo in the view calls are routed by now (the view may
+     * have changed since the directory read the answer). */
+    int member = -1;
+    if (e->silo && v) {
+        int i = qk_view_find(v, e->silo);
+        member = i >= 0 && v->members[i].incarnation == e->incarnation ? i : -1;
+    }
+    if (mine && !wt->claim && wait_ask(cl, w, wt, true))
+        return; /* its own entry from before (the activation went): claim it again */
     int at = -1;
     char why[QK_ADDR_MAX + 200] = "";
     if (wt->claim && mine) {
-        if (!lease_holds(cl)) {
+        if (!lease_holds(cl, w)) {
             /* registered, but this silo may not serve it now: the entry
              * stays (this silo's), the calls go back to their callers */
             snprintf(why, sizeof why, "%s", lapsed_why);
         } else {
-            qk_msg *m = wt->head;
+            qk_msg *m = wt->head, *rest = m->next;
             uint64_t tag = e->activation ? e->activation : 1;
             free(wt);
-            while (m) { /* the first activates (marked with its entry), the rest join it */
-                qk_msg *n = m->next;
-                qk_deliver_placed(w, m, tag);
-                m = n;
+            qk_deliver_placed(w, m, tag); /* it activates, marked with its entry */
+            while (rest) {
+                /* The rest as any call: they join that activation, or, if
+                 * its activation failed (its entry goes), register anew. */
+                qk_msg *n = rest->next;
+                qk_deliver(w, rest);
+                rest = n;
             }
             return;
         }
-    } else if (e->silo && !mine && e->member >= 0) { /* it lives on another silo */
-        at = e->member;
+    } else if (e->silo && !mine && member >= 0 && member != v->self) { /* on another silo */
+        at = member;
         qk_dir_cache_put(&pw->cache, k->hash, k->type, k->id, k->id_len, pw->gen, at);
     } else if (wt->claim) { /* registered on a silo this view does not hold */
         snprintf(why, sizeof why, "the directory places it on %s (incarnation %llu), which "
@@ -834,7 +895,7 @@ static __attribute__((noinline)) int route_located(qk_cluster *cl, qk_worker *w,
      * any other looks up where it lives. */
     int owner = qk_view_owner(v, m->hash);
     bool claim = owner == v->self || m->hops > 0 || owner < 0;
-    if (claim && !lease_holds(cl)) {
+    if (claim && !lease_holds(cl, w)) {
         refuse(cl, w, m, lapsed_why);
         return QK_ROUTE_TAKEN;
     }
@@ -869,7 +930,7 @@ static int route_place(void *self, qk_worker *w, qk_msg *m, bool here)
         forward(cl, w, m, owner);
         return QK_ROUTE_TAKEN;
     }
-    if (here && QK_LIKELY(lease_holds(cl)))
+    if (here && QK_LIKELY(lease_holds(cl, w)))
         return QK_ROUTE_HERE;
     if (here || !v) {
         refuse(cl, w, m, here ? lapsed_why : "this silo has not joined the cluster yet");
@@ -883,7 +944,7 @@ static bool route_keeps(void *self, qk_worker *w, uint64_t hash)
     qk_cluster *cl = self;
     qk_cl_worker *pw = &cl->pw[w->index];
     if (cl->located) /* activations stay where they are, while the lease holds */
-        return !pw->drop_all && lease_holds(cl);
+        return !pw->drop_all && lease_holds(cl, w);
     const qk_view *v = pw->view;
     if (!v)
         return true;

@@ -24,7 +24,9 @@ typedef struct qk_cl_worker {
     bool drop_all;
     bool dir_closed;              /* the directory's worker state was detached (stopping) */
     uv_timer_t *renew;            /* renews the entries of this worker's activations */
-    unsigned renewing;            /* renewal batches in flight */                /* rebalancing to let go of every activation */
+    unsigned renewing;            /* renewal batches in flight */
+    bool round_failed;            /* a batch of the current round failed */
+    uint64_t round_sent;          /* when the current round began */                /* rebalancing to let go of every activation */
     qk_dir_cache cache;           /* where actors of other silos live */
     struct qk_dir_wait **waits;   /* [QK_DIR_WAIT_BUCKETS] requests in flight, by key hash */
     _Atomic uint64_t registered;  /* registrations this worker made (won or not) */

@@ -371,10 +371,17 @@ static void fail_queued(qk_worker *w, qk_msg *queued, quark_err err, uint8_t by,
     }
 }
 
+static const char lease_lapsed[] =
+    "this silo's membership lease lapsed (it may have been declared dead): the call did not "
+    "run (retry)";
+
 void qk_activation_loaded(qk_worker *w, quark_actor *a, quark_err err, const char *why)
 {
     char msg[600];
-    if (err == QUARK_OK && (err = run_on_activate(w, a, msg, sizeof msg)) != QUARK_OK) {
+    if (err == QUARK_OK && !qk_may_run(w, a)) {
+        err = QUARK_EUNAVAILABLE;
+        why = lease_lapsed;
+    } else if (err == QUARK_OK && (err = run_on_activate(w, a, msg, sizeof msg)) != QUARK_OK) {
         err = QUARK_EACTIVATE;
         why = msg;
     }
@@ -394,7 +401,9 @@ static void destroy(qk_worker *w, quark_actor *a, bool redeliver)
 {
     const quark_actor_type *t = a->type->type;
     bool live = !a->ps || !(a->ps->flags & QK_PS_LOADING); /* on_activate ran */
-    if (t->on_deactivate && live) {
+    /* A marked activation whose lease lapsed may be another's now: its
+     * on_deactivate is not run (docs/cluster.md). */
+    if (t->on_deactivate && live && (!a->route_tag || qk_lease_ok(w))) {
         turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);
         t->on_deactivate(a);
         turn_end(w, a);
@@ -472,14 +481,10 @@ static inline bool answer_turn(qk_worker *w, quark_actor *a, qk_msg *m, const qk
     return qk_state_answer(w, a, m, o);
 }
 
-static const char lease_lapsed[] =
-    "this silo's membership lease lapsed (it may have been declared dead): the call did not "
-    "run (retry)";
-
 static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
 {
     const quark_interface *ifc = a->type->iface;
-    if (QK_UNLIKELY(!qk_may_run(w->silo, a))) {
+    if (QK_UNLIKELY(!qk_may_run(w, a))) {
         qk_answer_error(w, m, QUARK_EUNAVAILABLE, lease_lapsed);
         qk_msg_free(m);
         return;
@@ -589,7 +594,9 @@ static void deliver_call(qk_worker *w, qk_msg *m)
     }
     const quark_silo *s = w->silo;
     quark_actor *a = dir_find(w, m->type, m->hash, m->id, m->id_len);
-    if (s->route && s->route->place(s->route_self, w, m, a != NULL) == QK_ROUTE_TAKEN)
+    /* an activation the route let go of is not "here" for the route */
+    bool here = a && !(a->route_tag && (a->flags & QK_AF_LET_GO));
+    if (s->route && s->route->place(s->route_self, w, m, here) == QK_ROUTE_TAKEN)
         return; /* it runs elsewhere (or the route answered it) */
     deliver_here(w, a, m, 0);
 }
@@ -671,6 +678,12 @@ void qk_run_continuation(qk_worker *w, qk_outcall *oc, quark_err err, const char
     /* Continuations run from the loop (a REPLY message or a deadline), never
      * from inside another turn. */
     quark_actor *a = oc->caller;
+    if (QK_UNLIKELY(!qk_may_run(w, a))) {
+        /* Its lease lapsed or the route let go of it: no turn; it goes
+         * (what it deferred is answered as it does). */
+        a->flags |= QK_AF_DEACT_REQ;
+        return;
+    }
     turn_begin(w, a, NULL, oc->turn, oc->chain, oc->chain_len);
     oc->tramp(oc->fn, err, errmsg, reply, oc->arg);
     turn_end(w, a);
@@ -725,7 +738,7 @@ void qk_let_go(qk_worker *w, quark_actor *a)
     /* Calls not started yet go where the route says now, and the
      * activation goes as soon as what it is running is done. */
     qk_msg *queued = mailbox_take(a);
-    a->flags |= QK_AF_DEACT_REQ;
+    a->flags |= QK_AF_DEACT_REQ | QK_AF_LET_GO;
     if (collectible(a))
         destroy(w, a, false);
     while (queued) {
@@ -798,7 +811,7 @@ void qk_deactivate_all(qk_worker *w, bool force)
 void qk_timer_fire(qk_worker *w, quark_timer *t)
 {
     quark_actor *a = t->act;
-    if (t->stopped || !qk_may_run(w->silo, a))
+    if (t->stopped || !qk_may_run(w, a))
         return; /* a tick while the lease lapsed is skipped (the activation is going) */
     w->now_ms = qk_now_ms_coarse(); /* the loop may have slept: calls made here need it */
     turn_begin(w, a, NULL, ++a->turn_ctr, NULL, 0);

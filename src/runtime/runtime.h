@@ -148,7 +148,9 @@ enum {
     QK_AF_WAITING = 2,     /* a non-read-only turn deferred its reply */
     QK_AF_DEACT_REQ = 4,   /* deactivate when idle */
     QK_AF_READY = 8,       /* on the worker's ready list */
-    QK_AF_DEAD = 16
+    QK_AF_DEAD = 16,
+    QK_AF_LET_GO = 32      /* the route took it away (qk_let_go): it runs no more turns
+                            * if the route marked it (route_tag) */
 };
 
 struct quark_timer {
@@ -242,6 +244,11 @@ struct qk_worker {
     qk_dlheap heap;               /* deadlines of calls this worker holds */
     uint64_t dl_armed_ms;         /* when dl_timer fires, UINT64_MAX if not */
     uint64_t now_ms;              /* coarse clock, refreshed every batch */
+    /* Until when (qk_now_ms_coarse) this worker's marked activations may run
+     * turns, besides the silo's lease: the route's promise that their
+     * directory entries are still theirs (UINT64_MAX: no such bound). Set
+     * on this worker only. */
+    uint64_t route_until;
     qk_arena arena;
     qk_msg *msg_free;             /* recycled small messages */
     unsigned msg_free_n;
@@ -419,13 +426,20 @@ void qk_deliver(qk_worker *w, qk_msg *m);
  * activation of this silo). */
 void qk_deliver_placed(qk_worker *w, qk_msg *m, uint64_t tag);
 
-/* May an activation run a turn now? Those the route marked only while the
- * silo's lease holds (read with a fresh clock: the worker's may predate a
- * pause of the process). */
-static inline bool qk_may_run(const quark_silo *s, const quark_actor *a)
+/* Do the silo's lease and w's route bound hold now? (A fresh clock: the
+ * worker's may predate a pause of the process.) */
+static inline bool qk_lease_ok(const qk_worker *w)
 {
-    return !a->route_tag ||
-           qk_now_ms_coarse() < atomic_load_explicit(&s->lease_until, memory_order_relaxed);
+    uint64_t now = qk_now_ms_coarse();
+    return now < atomic_load_explicit(&w->silo->lease_until, memory_order_relaxed) &&
+           now < w->route_until;
+}
+
+/* May activation a run a turn now? One the route marked only while the
+ * lease holds, and not once the route let go of it. */
+static inline bool qk_may_run(const qk_worker *w, const quark_actor *a)
+{
+    return !a->route_tag || (!(a->flags & QK_AF_LET_GO) && qk_lease_ok(w));
 }
 /* What a worker's queue gave it: a message, or a finished op (its done). */
 static inline void qk_dispatch(qk_worker *w, qk_node *n)

@@ -324,6 +324,7 @@ static int worker_init(quark_silo *s, qk_worker *w, unsigned index)
     memset(w, 0, sizeof *w);
     w->silo = s;
     w->index = index;
+    w->route_until = UINT64_MAX;
     qk_mpsc_init(&w->inbox);
     if (uv_loop_init(&w->loop) != 0)
         return -1;

@@ -16,6 +16,7 @@
  * blocking round trip on the worker: a test actor only.
  */
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,6 +35,19 @@ struct probe_mem {
 
 static _Thread_local redisContext *t_redis;
 static atomic_uint_fast32_t g_next;
+/* Frees a worker thread's connection when the thread ends. */
+static pthread_key_t g_conn_key;
+static pthread_once_t g_conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_free(void *c)
+{
+    redisFree(c);
+}
+
+static void conn_key_init(void)
+{
+    pthread_key_create(&g_conn_key, conn_free);
+}
 
 static uint64_t wall_us(void)
 {
@@ -49,6 +63,8 @@ static redisContext *probe_redis(void)
     if (t_redis)
         redisFree(t_redis);
     t_redis = NULL;
+    pthread_once(&g_conn_once, conn_key_init);
+    pthread_setspecific(g_conn_key, NULL);
     const char *spec = getenv("QUARK_PROBE_REDIS");
     char host[64] = "127.0.0.1";
     int port = 6379;
@@ -58,6 +74,8 @@ static redisContext *probe_redis(void)
     t_redis = redisConnectWithTimeout(host, port, tmo);
     if (t_redis && !t_redis->err)
         redisSetTimeout(t_redis, tmo);
+    pthread_once(&g_conn_once, conn_key_init);
+    pthread_setspecific(g_conn_key, t_redis);
     return t_redis && !t_redis->err ? t_redis : NULL;
 }
 
@@ -78,6 +96,7 @@ static quark_err record(quark_actor *self, char kind, uint64_t us)
     if (!ok && t_redis) {
         redisFree(t_redis);
         t_redis = NULL;
+        pthread_setspecific(g_conn_key, NULL);
     }
     return ok ? QUARK_OK : QUARK_EUNAVAILABLE;
 }
