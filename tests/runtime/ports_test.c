@@ -437,6 +437,113 @@ static void test_route_rebalance(void **state)
     uv_mutex_destroy(&r.mu);
 }
 
+/* ---- a route that places activations (as the Redis directory does) ---- */
+
+typedef struct placing_route {
+    uv_mutex_t mu;
+    held h[8];
+    int n;
+    _Atomic int not_here;         /* place() calls without an activation here */
+    _Atomic int released;
+    _Atomic uint64_t released_tag;
+    _Atomic bool keep;
+} placing_route;
+
+static int pr_place(void *self, qk_worker *w, qk_msg *m, bool here)
+{
+    placing_route *r = self;
+    if (here)
+        return QK_ROUTE_HERE;
+    atomic_fetch_add(&r->not_here, 1);
+    uv_mutex_lock(&r->mu);
+    assert_true(r->n < 8);
+    r->h[r->n++] = (held){m, w};
+    uv_mutex_unlock(&r->mu);
+    return QK_ROUTE_TAKEN;
+}
+
+static bool pr_keeps(void *self, qk_worker *w, uint64_t hash)
+{
+    (void)w;
+    (void)hash;
+    return atomic_load(&((placing_route *)self)->keep);
+}
+
+static void pr_released(void *self, qk_worker *w, const quark_actor *a)
+{
+    placing_route *r = self;
+    (void)w;
+    atomic_store(&r->released_tag, a->route_tag);
+    atomic_fetch_add(&r->released, 1);
+}
+
+static const qk_route_ops placing_route_ops = {.place = pr_place, .keeps = pr_keeps,
+                                               .released = pr_released};
+
+/* The "directory answered": the held calls run here, placed with tag 7. */
+static void place_held_task(qk_worker *w, void *arg)
+{
+    placing_route *r = arg;
+    uv_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n;) {
+        if (r->h[i].w != w) {
+            i++;
+            continue;
+        }
+        qk_msg *m = r->h[i].m;
+        r->h[i] = r->h[--r->n];
+        qk_deliver_placed(w, m, 7);
+    }
+    uv_mutex_unlock(&r->mu);
+}
+
+/* A route holds a call for an actor with no activation, then hands it back
+ * placed: it activates with the route's tag, later calls find it "here",
+ * and when the route lets go of it the route is told, with the tag; an
+ * activation let go of is not "here" any more. */
+static void test_route_places(void **state)
+{
+    (void)state;
+    placing_route r = {.keep = true};
+    uv_mutex_init(&r.mu);
+    quark_silo *s = silo_up(1, &placing_route_ops, &r, NULL, NULL);
+    long act = atomic_load(&probe_activations);
+    sink first, second;
+    sink_init(&first, NULL, 0);
+    sink_init(&second, NULL, 0);
+    TU_OK(probe_call(s, &first, "Ticks", "pl-1", &empty.base, 0));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&r.not_here) == 1, 10000));
+    assert_int_equal(atomic_load(&first.finished), 0);
+    assert_int_equal(atomic_load(&probe_activations), act); /* held: nothing activated */
+    qk_run_on(&s->workers[0], place_held_task, &r);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&first.finished), 10000));
+    assert_int_equal(first.err, QUARK_OK);
+    assert_int_equal(atomic_load(&probe_activations), act + 1);
+    TU_OK(probe_call(s, &second, "Ticks", "pl-1", &empty.base, 0));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&second.finished), 10000));
+    assert_int_equal(second.err, QUARK_OK);
+    assert_int_equal(atomic_load(&r.not_here), 1); /* found here: not held again */
+    assert_int_equal(atomic_load(&probe_activations), act + 1);
+    /* The route lets go of it: released with its tag, and the next call is
+     * not "here" (the route holds it again). */
+    atomic_store(&r.keep, false);
+    qk_run_on(&s->workers[0], rebalance_task, NULL);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&r.released) == 1, 10000));
+    assert_int_equal(atomic_load(&r.released_tag), 7);
+    sink third;
+    sink_init(&third, NULL, 0);
+    TU_OK(probe_call(s, &third, "Ticks", "pl-1", &empty.base, 0));
+    assert_true(TU_WAIT_UNTIL(atomic_load(&r.not_here) == 2, 10000));
+    atomic_store(&r.keep, true);
+    qk_run_on(&s->workers[0], place_held_task, &r);
+    assert_true(TU_WAIT_UNTIL(atomic_load(&third.finished), 10000));
+    assert_int_equal(third.err, QUARK_OK);
+    assert_int_equal(atomic_load(&probe_activations), act + 2);
+    silo_down(s);
+    assert_int_equal(atomic_load(&r.released), 2);
+    uv_mutex_destroy(&r.mu);
+}
+
 /* ---- a fake listener ---- */
 
 typedef struct fake_listener {
@@ -649,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_deactivation_answers_once),
         cmocka_unit_test(test_route_forwards),
         cmocka_unit_test(test_route_rebalance),
+        cmocka_unit_test(test_route_places),
         cmocka_unit_test(test_listener_port),
         cmocka_unit_test(test_subscriber_port_and_embedded_client),
     };
