@@ -20,7 +20,10 @@
  *               incarnation is kept (its TTL refreshed); a live entry of
  *               another silo is left alone. The answer is the entry that holds.
  *               While the member table's lost_until is ahead (Redis lost the
- *               table moments ago, membership_redis.c), nothing registers.
+ *               table moments ago, membership_redis.c), nothing registers;
+ *               while its fence/<silo> names the entry's incarnation (that
+ *               silo restarted at the same address moments ago), the entry
+ *               is not taken over.
  *   unregister  deletes the entry only if it is the caller's (silo,
  *               incarnation and activation).
  * A lookup is a GET.
@@ -48,10 +51,11 @@ static const char register_lua[] =
     "if ms ~= 'alive' or mi ~= ARGV[2] then\n"
     "  return redis.error_reply('NOTMEMBER this silo is not alive in the member table')\n"
     "end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local lu = redis.call('HGET', KEYS[2], 'lost_until')\n"
     "if lu then\n"
-    "  local t = redis.call('TIME')\n"
-    "  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < tonumber(lu) then\n"
+    "  if now < tonumber(lu) then\n"
     "    return redis.error_reply('WAIT Redis lost the member table moments ago: registrations "
     "wait until the silos that held activations let go of them')\n"
     "  end\n"
@@ -67,6 +71,14 @@ static const char register_lua[] =
     "  if row then\n"
     "    local rs, ri = string.match(row, '^(%a+) (%d+)')\n"
     "    if rs == 'alive' and ri == i then return cur end\n"
+    "  end\n"
+    "  local f = s and redis.call('HGET', KEYS[2], 'fence/' .. s)\n"
+    "  if f then\n"
+    "    local fi, fu = string.match(f, '^(%d+) (%d+)$')\n"
+    "    if fi == i and now < tonumber(fu) then\n"
+    "      return redis.error_reply('WAIT its silo restarted moments ago at the same address: "
+    "the old process may still serve it until a failure timeout after its last heartbeat')\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local mine = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]\n"

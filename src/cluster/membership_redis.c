@@ -76,7 +76,10 @@ enum { S_JOIN, S_HEARTBEAT, S_LEAVE, S_LEFT_SEEN, S_NSCRIPTS };
  * had a row in was lost (Redis restarted without persistence): until a
  * failure timeout has passed, time for every silo that held activations to
  * find its row gone and let go of them, lost_until holds registrations
- * back (directory_redis.c). */
+ * back (directory_redis.c). A join that replaces an alive row of an older
+ * incarnation (a restart at the same address, while the old process may
+ * still run) fences that incarnation's directory entries until its last
+ * heartbeat + the failure timeout: fence/<addr> = "<old inc> <until ms>". */
 static const char join_lua[] =
     "local K, me, inc = KEYS[1], ARGV[1], ARGV[2]\n"
     LUA_NOW
@@ -89,8 +92,13 @@ static const char join_lua[] =
     "end\n"
     "local row = redis.call('HGET', K, 'silo/' .. me)\n"
     "if row then\n"
-    "  local i = string.match(row, '^%a+ (%d+)')\n"
+    "  local st, i = string.match(row, '^(%a+) (%d+)')\n"
     "  if i and tonumber(i) >= tonumber(inc) then return {0, i} end\n"
+    "  if st == 'alive' then\n"
+    "    local a = redis.call('HGET', K, 'alive/' .. me)\n"
+    "    local last = a and tonumber(string.match(a, ' (%d+)$')) or now\n"
+    "    redis.call('HSET', K, 'fence/' .. me, i .. ' ' .. ms(last + ft))\n"
+    "  end\n"
     "end\n"
     "redis.call('HSET', K, 'silo/' .. me, 'alive ' .. inc .. ' ' .. ms(now),\n"
     "           'alive/' .. me, inc .. ' ' .. ms(now))\n"
@@ -147,7 +155,7 @@ static const char heartbeat_lua[] =
     "    end\n"
     "  elseif s and s ~= 'alive' and now - tonumber(since) > prune then\n"
     "    rows[a] = nil\n"
-    "    redis.call('HDEL', K, 'silo/' .. a, 'alive/' .. a, 'votes/' .. a)\n"
+    "    redis.call('HDEL', K, 'silo/' .. a, 'alive/' .. a, 'votes/' .. a, 'fence/' .. a)\n"
     "    changed = true\n"
     "  end\n"
     "end\n"

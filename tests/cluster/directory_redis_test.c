@@ -15,6 +15,8 @@
  *                     live one never is
  *   not_a_member      a silo not alive in the table registers nothing
  *   lost_table        nothing registers while the table's lost_until is ahead
+ *   fenced_restart    a silo restarted at the same address: its old entries
+ *                     are taken over only once its fence passed
  *   odd_ids           ids with '/', spaces and bytes 0..255 are distinct keys
  */
 #include <pthread.h>
@@ -368,6 +370,42 @@ static void test_lost_table(void **state)
     assert_string_equal(r.e.silo, g_d[0].addr);
 }
 
+/* A silo restarted at the same address (its row alive at a later
+ * incarnation): its old entries are fenced until the old process's lease
+ * surely ended (fence/<addr>, written by the join), then taken over. */
+static void test_fenced_restart(void **state)
+{
+    (void)state;
+    g_nd = 2;
+    add_dir(0, 5, true);
+    add_dir(1, 7, true);
+    qk_actor_key k = key_of("f", 1);
+    req r;
+    do_register(&g_d[1], &k, &r);
+    assert_string_equal(r.e.silo, g_d[1].addr);
+    redisReply *t = rs_command(&g_rs, "TIME");
+    long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    member_row(g_d[1].addr, "alive 8 1"); /* B restarted as 8 */
+    redisReply *h = rs_command(&g_rs, "HSET %s/members fence/%s %s", g_cluster, g_d[1].addr,
+                               "7 9999999999999");
+    freeReplyObject(h);
+    do_register(&g_d[0], &k, &r);
+    assert_int_equal(r.err, QUARK_EUNAVAILABLE);
+    assert_non_null(strstr(r.msg, "restarted moments ago"));
+    char v[128], row[64];
+    stored("f", v, sizeof v);
+    snprintf(row, sizeof row, "%s 7 ", g_d[1].addr);
+    assert_true(!strncmp(v, row, strlen(row))); /* still B's old entry */
+    char fence[64];
+    snprintf(fence, sizeof fence, "7 %lld", now - 1);
+    h = rs_command(&g_rs, "HSET %s/members fence/%s %s", g_cluster, g_d[1].addr, fence);
+    freeReplyObject(h);
+    do_register(&g_d[0], &k, &r);
+    assert_int_equal(r.err, QUARK_OK);
+    assert_string_equal(r.e.silo, g_d[0].addr);
+}
+
 static void test_odd_ids(void **state)
 {
     (void)state;
@@ -406,6 +444,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_member, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fenced_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_odd_ids, setup, teardown),
     };
     return rs_run_group(&g_rs, g_spec, sizeof g_spec, "directory_redis", tests,

@@ -330,6 +330,34 @@ static void test_old_incarnation(void **state)
     assert_true(!strncmp(row, "alive 9000000000001 ", 20));
 }
 
+/* A join that replaces an alive row of an older incarnation (a restart at
+ * the same address) fences the old one's directory entries until its last
+ * heartbeat + the failure timeout; one that replaces a dead row does not. */
+static void test_fence(void **state)
+{
+    (void)state;
+    char key[128];
+    snprintf(key, sizeof key, "%s/members", g_cluster);
+    redisReply *t = rs_command(&g_rs, "TIME");
+    long long now = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    redisReply *r = rs_command(&g_rs, "HSET %s silo/10.0.0.1:7000 %s alive/10.0.0.1:7000 5%s%lld"
+                               " silo/10.0.0.2:7001 %s", key, "alive 5 1", " ", now - 100,
+                               "dead 6 1");
+    freeReplyObject(r);
+    join_n(2);
+    assert_true(RUN_UNTIL(all_see(0, 2, 2, 0), 10000));
+    r = rs_command(&g_rs, "HGET %s fence/10.0.0.1:7000", key);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char want[64];
+    snprintf(want, sizeof want, "5 %lld", now - 100 + FT_MS);
+    assert_string_equal(r->str, want);
+    freeReplyObject(r);
+    r = rs_command(&g_rs, "HGET %s fence/10.0.0.2:7001", key);
+    assert_int_equal(r->type, REDIS_REPLY_NIL);
+    freeReplyObject(r);
+}
+
 static void test_redis_restart(void **state)
 {
     (void)state;
@@ -381,6 +409,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_vote, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_incarnation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_script_flush, setup, teardown),
     };
