@@ -359,7 +359,8 @@ static inline void qk_send(qk_worker *w, qk_msg *m)
 }
 /* Publish the calling worker's batched sends (see worker.c). */
 void qk_flush(qk_worker *self);
-/* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker). */
+/* Run `fn(w, arg)` on worker `w` and wait for it (not from a worker); out of
+ * memory waits for memory: fn always runs. */
 void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg);
 /* Run `fn(w, arg)` on worker `w` later (any thread); false if no memory. */
 bool qk_post_task(qk_worker *w, qk_task_fn fn, void *arg);

@@ -417,12 +417,11 @@ void qk_run_on(qk_worker *w, qk_task_fn fn, void *arg)
     qk_task_sync ts = {.fn = fn, .arg = arg};
     uv_mutex_init(&ts.mu);
     uv_cond_init(&ts.cv);
-    qk_msg *m = qk_msg_new(0);
-    if (!m) {
-        uv_mutex_destroy(&ts.mu);
-        uv_cond_destroy(&ts.cv);
-        return;
-    }
+    /* The callers (start and stop phases, the cluster's stop) rely on fn
+     * having run: out of memory waits for memory instead of skipping it. */
+    qk_msg *m;
+    while (!(m = qk_msg_new(0)))
+        uv_sleep(1);
     m->node.kind = QK_MSG_TASK;
     m->r.task.fn = task_trampoline;
     m->r.task.arg = &ts;
