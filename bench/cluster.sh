@@ -32,20 +32,7 @@ STATUS=$BUILD/tools/quark-status
 for f in "$SILO" "$BENCH" "$STATUS"; do
     [ -x "$f" ] || { echo "cluster.sh: $f not built (cmake --build $BUILD)" >&2; exit 1; }
 done
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-LOG=$(mktemp -d)
-start() { # log-name args...
-    local name=$1; shift
-    "$SILO" "$@" >"$LOG/$name.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do grep -q listening "$LOG/$name.log" && return 0; sleep 0.1; done
-    echo "cluster.sh: silo $name did not start:" >&2; cat "$LOG/$name.log" >&2; exit 1
-}
+. "$REPO/bench/lib.sh"
 P0=$(free_port); P1=$(free_port); P2=$(free_port); P3=$(free_port)
 SEEDS=127.0.0.1:$P1,127.0.0.1:$P2,127.0.0.1:$P3
 start single --listen 127.0.0.1:$P0 --workers 2

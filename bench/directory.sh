@@ -34,26 +34,13 @@ STATUS=$BUILD/tools/quark-status
 for f in "$SILO" "$BENCH" "$STATUS"; do
     [ -x "$f" ] || { echo "directory.sh: $f not built (cmake --build $BUILD)" >&2; exit 1; }
 done
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-LOG=$(mktemp -d)
+. "$REPO/bench/lib.sh"
 RP=$(free_port)
 redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
     --logfile "$LOG/redis.log" &
 PIDS+=($!)
 for _ in $(seq 50); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.1; done
 R=redis://127.0.0.1:$RP
-start() { # log-name args...
-    local name=$1; shift
-    "$SILO" "$@" >"$LOG/$name.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do grep -q listening "$LOG/$name.log" && return 0; sleep 0.1; done
-    echo "directory.sh: silo $name did not start:" >&2; cat "$LOG/$name.log" >&2; exit 1
-}
 declare -A ADDRS
 for kind in hash redis; do
     db=$([ $kind = hash ] && echo 0 || echo 1) # one Redis database per cluster

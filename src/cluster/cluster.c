@@ -76,6 +76,17 @@ struct qk_cluster {
 
 /* ---- publishing views ---- */
 
+/* On each worker: let go of every activation (the lease lapsed, or this
+ * silo is a new incarnation: its entries may be someone else's now). */
+static void worker_drop_task(qk_worker *w, void *arg)
+{
+    qk_cluster *cl = arg;
+    qk_cl_worker *pw = &cl->pw[w->index];
+    pw->drop_all = true;
+    qk_rebalance(w);
+    pw->drop_all = false;
+}
+
 /* ---- renewing the directory's entries ----
  * A directory whose entries expire (Redis: a TTL) has each worker renew
  * those of its activations every refresh_every_ms, in batches; an entry
@@ -147,6 +158,14 @@ static void renew_send(qk_cluster *cl, qk_worker *w, qk_renew *r)
     free(r);
 }
 
+/* Until when the entries a round sent at `sent` renewed surely live: a TTL
+ * after, less a margin. */
+static uint64_t renewed_until(const qk_cluster *cl, uint64_t sent)
+{
+    uint64_t ttl = 3 * (uint64_t)cl->dir->refresh_every_ms(cl->dstate);
+    return sent + ttl - ttl / 8;
+}
+
 /* The round's batches are all answered: a good round moves the worker's
  * bound; a failed one is tried again soon. */
 static void round_end(qk_cluster *cl, qk_worker *w)
@@ -154,9 +173,8 @@ static void round_end(qk_cluster *cl, qk_worker *w)
     qk_cl_worker *pw = &cl->pw[w->index];
     if (!pw->renew)
         return; /* stopping */
-    uint32_t ttl = cl->dir->refresh_every_ms(cl->dstate) * 3;
     if (!pw->round_failed) {
-        w->route_until = pw->round_sent + ttl - ttl / 8;
+        w->route_until = renewed_until(cl, pw->round_sent);
         return;
     }
     uint64_t every = uv_timer_get_repeat(pw->renew);
@@ -170,11 +188,8 @@ static void on_renew(uv_timer_t *t)
     qk_cl_worker *pw = &cl->pw[w->index];
     if (pw->renewing || !pw->dir || w->stopping)
         return; /* the last round is not done (Redis is slow or away) */
-    if (qk_now_ms_coarse() >= w->route_until) { /* entries may have expired: let go */
-        pw->drop_all = true;
-        qk_rebalance(w);
-        pw->drop_all = false;
-    }
+    if (qk_now_ms_coarse() >= w->route_until) /* entries may have expired: let go */
+        worker_drop_task(w, cl);
     pw->round_sent = qk_now_ms_coarse();
     pw->round_failed = false;
     uint64_t inc = cl->mp->incarnation(cl->mstate);
@@ -238,7 +253,7 @@ static void start_renewal(qk_cluster *cl, qk_worker *w)
     uv_timer_init(&w->loop, pw->renew);
     pw->renew->data = cl;
     /* entries registered from now on live a TTL from their registration */
-    w->route_until = qk_now_ms_coarse() + 3 * (uint64_t)every - 3 * (uint64_t)every / 8;
+    w->route_until = renewed_until(cl, qk_now_ms_coarse());
     uv_timer_start(pw->renew, on_renew, every, every);
 }
 
@@ -301,17 +316,6 @@ static void membership_changed(void *arg, qk_view *v)
             quark_status_free(st);
         }
     }
-}
-
-/* On each worker: let go of every activation (the lease lapsed, or this
- * silo is a new incarnation: its entries may be someone else's now). */
-static void worker_drop_task(qk_worker *w, void *arg)
-{
-    qk_cluster *cl = arg;
-    qk_cl_worker *pw = &cl->pw[w->index];
-    pw->drop_all = true;
-    qk_rebalance(w);
-    pw->drop_all = false;
 }
 
 /* The membership's lease (read with a fresh clock: a worker's may predate
@@ -765,7 +769,6 @@ static bool wait_ask(qk_cluster *cl, qk_worker *w, qk_dir_wait *wt, bool claim)
                          : cl->dir->lookup(pw->dir, &key, &wt->e, &wt->op);
     if (rc != QUARK_PENDING)
         return false; /* a server directory always answers later, or fails now */
-    atomic_fetch_add_explicit(claim ? &pw->registered : &pw->lookups, 1, memory_order_relaxed);
     wt->next = pw->waits[wait_bucket(m->hash)];
     pw->waits[wait_bucket(m->hash)] = wt;
     return true;

@@ -29,8 +29,6 @@ typedef struct qk_cl_worker {
     uint64_t round_sent;          /* when the current round began */                /* rebalancing to let go of every activation */
     qk_dir_cache cache;           /* where actors of other silos live */
     struct qk_dir_wait **waits;   /* [QK_DIR_WAIT_BUCKETS] requests in flight, by key hash */
-    _Atomic uint64_t registered;  /* registrations this worker made (won or not) */
-    _Atomic uint64_t lookups;
 } qk_cl_worker;
 
 /* In quark_silo_start, after the server bound (its port is known), before

@@ -43,12 +43,7 @@ int qk_dir_cache_find(qk_dir_cache *c, uint64_t hash, const void *type, const ch
                       size_t id_len, uint32_t gen)
 {
     qk_dir_cache_slot *s = slot_of(c, hash, type, id, id_len);
-    if (s && s->gen == gen) {
-        c->hits++;
-        return s->member;
-    }
-    c->misses++;
-    return -1;
+    return s && s->gen == gen ? s->member : -1;
 }
 
 void qk_dir_cache_put(qk_dir_cache *c, uint64_t hash, const void *type, const char *id,

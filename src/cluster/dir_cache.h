@@ -28,7 +28,6 @@ typedef struct qk_dir_cache_slot {
 typedef struct qk_dir_cache {
     qk_dir_cache_slot *slots;
     uint32_t mask;
-    uint64_t hits, misses;        /* for status and tests */
 } qk_dir_cache;
 
 /* nslots: rounded up to a power of two (at least 2). false: out of memory. */

@@ -36,6 +36,14 @@ size_t qk_reminder_field(char *out, const qk_actor_key *key, const char *name, s
     return n;
 }
 
+char *qk_reminder_actor_prefix(const qk_actor_key *key, size_t *len)
+{
+    char *p = malloc(key->type_len + key->id_len + 24);
+    if (p)
+        *len = qk_reminder_field(p, key, "", 0);
+    return p;
+}
+
 bool qk_reminder_field_parse(const char *f, size_t len, qk_reminder *r)
 {
     const char *slash = memchr(f, '/', len); /* a type name has no '/' */

@@ -31,6 +31,9 @@ quark_err qk_reminders_redis_open(const char *spec, const char *cluster_id,
  * type_len + id_len + name_len + 24). qk_reminder_field_parse is the
  * inverse: false if f is not such a field. */
 size_t qk_reminder_field(char *out, const qk_actor_key *key, const char *name, size_t name_len);
+/* The actor's part of its fields ("<type>/<id_len>:<id>", malloc'd, *len its
+ * length): every field of its reminders begins with it. NULL: no memory. */
+char *qk_reminder_actor_prefix(const qk_actor_key *key, size_t *len);
 bool qk_reminder_field_parse(const char *f, size_t len, qk_reminder *r);
 
 #endif /* QK_REMINDERS_H */

@@ -120,10 +120,10 @@ static quark_err scan(rem_mem *m, uint32_t bi, const char *prefix, size_t plen,
 
 static quark_err mem_list(void *self, const qk_actor_key *key, qk_reminder_fn fn, void *arg)
 {
-    char *p = malloc(key->type_len + key->id_len + 24);
+    size_t plen;
+    char *p = qk_reminder_actor_prefix(key, &plen);
     if (!p)
         return oom();
-    size_t plen = qk_reminder_field(p, key, "", 0);
     quark_err rc = scan(self, qk_reminder_bucket(key->hash), p, plen, fn, arg);
     free(p);
     return rc;

@@ -174,10 +174,10 @@ static quark_err scan(rem_rd *r, uint32_t b, const char *prefix, size_t plen,
 
 static quark_err rd_list(void *self, const qk_actor_key *k, qk_reminder_fn fn, void *arg)
 {
-    char *p = malloc(k->type_len + k->id_len + 24);
+    size_t pl;
+    char *p = qk_reminder_actor_prefix(k, &pl);
     if (!p)
         return qk_error(QUARK_ENOMEM, "out of memory listing reminders");
-    size_t pl = qk_reminder_field(p, k, "", 0);
     quark_err rc = scan(self, qk_reminder_bucket(k->hash), p, pl, fn, arg);
     free(p);
     return rc;

@@ -1191,21 +1191,29 @@ enum { N_STAY = 200 };
 
 /* The directory entry of counter "<prefix>-<i>" ("<silo> <incarnation> <activation>"),
  * read with GET as an operator would; "" if there is none. */
+/* `cmd` (GET, PTTL, DEL) on the directory key of counter "<prefix>-<i>",
+ * found with KEYS as an operator would; NULL if it has none. */
+static redisReply *dir_command(const char *cmd, const char *prefix, int i)
+{
+    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
+    assert_non_null(keys);
+    redisReply *v = NULL;
+    if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1)
+        v = rs_command(&g_redis, "%s %s", cmd, keys->element[0]->str);
+    else if (keys->type == REDIS_REPLY_ARRAY && keys->elements > 1)
+        fail_msg("%zu directory keys for counter %s-%d", keys->elements, prefix, i);
+    freeReplyObject(keys);
+    return v;
+}
+
 static void entry_of_id(const char *prefix, int i, char *out, size_t cap)
 {
     out[0] = '\0';
-    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
-    assert_non_null(keys);
-    if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1) {
-        redisReply *v = rs_command(&g_redis, "GET %s", keys->element[0]->str);
-        if (v && v->type == REDIS_REPLY_STRING)
-            snprintf(out, cap, "%s", v->str);
-        if (v)
-            freeReplyObject(v);
-    } else if (keys->type == REDIS_REPLY_ARRAY && keys->elements > 1) {
-        fail_msg("%zu directory keys for counter %s-%d", keys->elements, prefix, i);
-    }
-    freeReplyObject(keys);
+    redisReply *v = dir_command("GET", prefix, i);
+    if (v && v->type == REDIS_REPLY_STRING)
+        snprintf(out, cap, "%s", v->str);
+    if (v)
+        freeReplyObject(v);
 }
 
 static void entry_of(int i, char *out, size_t cap)
@@ -1216,30 +1224,19 @@ static void entry_of(int i, char *out, size_t cap)
 /* An entry's TTL in ms (PTTL: -2 none, -1 no TTL). */
 static long long pttl_of(const char *prefix, int i)
 {
-    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
-    assert_non_null(keys);
-    long long t = -2;
-    if (keys->type == REDIS_REPLY_ARRAY && keys->elements == 1) {
-        redisReply *v = rs_command(&g_redis, "PTTL %s", keys->element[0]->str);
-        if (v && v->type == REDIS_REPLY_INTEGER)
-            t = v->integer;
-        if (v)
-            freeReplyObject(v);
-    }
-    freeReplyObject(keys);
+    redisReply *v = dir_command("PTTL", prefix, i);
+    long long t = v && v->type == REDIS_REPLY_INTEGER ? v->integer : -2;
+    if (v)
+        freeReplyObject(v);
     return t;
 }
 
 static void del_entry(const char *prefix, int i)
 {
-    redisReply *keys = rs_command(&g_redis, "KEYS %s/directory/*/%s-%d", g_cluster, prefix, i);
-    assert_non_null(keys);
-    assert_int_equal(keys->elements, 1);
-    redisReply *v = rs_command(&g_redis, "DEL %s", keys->element[0]->str);
+    redisReply *v = dir_command("DEL", prefix, i);
     assert_non_null(v);
     assert_int_equal(v->integer, 1);
     freeReplyObject(v);
-    freeReplyObject(keys);
 }
 
 enum { N_RENEW = 10, RENEW_TTL_MS = 1500 };
