@@ -9,6 +9,8 @@
  * a client saw survives a crash of the silo (with a durable storage, e.g.
  * counter-silo --storage sqlite:counter.db).
  */
+#include <string.h>
+
 #include "counter_actor.h"
 
 /* The generated accessor of @quark.state CounterState (counter.proto). */
@@ -91,16 +93,61 @@ static quark_err durable_add_to(quark_actor *self, const Quark__Examples__AddToR
     return QUARK_PENDING;
 }
 
+static void remind_done(quark_actor *self, quark_err err, const char *errmsg, void *arg)
+{
+    if (err != QUARK_OK) {
+        quark_reply_error(arg, err, "%s", errmsg);
+        return;
+    }
+    Quark__Examples__CounterValue v = QUARK__EXAMPLES__COUNTER_VALUE__INIT;
+    v.value = state_of(self)->value;
+    quark_examples_CounterActor_Remind_reply(arg, &v);
+}
+
+/* Register (or with period 0 remove) the reminder "tick"; the reply leaves
+ * once the store has it. */
+static quark_err durable_remind(quark_actor *self, const Quark__Examples__RemindRequest *req,
+                                Quark__Examples__CounterValue *reply)
+{
+    (void)reply;
+    quark_deferred *call = quark_actor_defer(self);
+    quark_err rc = req->period_ms
+                       ? quark_actor_reminder_set(self, "tick", req->period_ms, req->period_ms,
+                                                  remind_done, call)
+                       : quark_actor_reminder_unset(self, "tick", remind_done, call);
+    if (rc != QUARK_OK)
+        quark_reply_error(call, rc, "%s", quark_last_error());
+    return QUARK_PENDING;
+}
+
+/* A tick of "tick": one more, stored like an Increment (the tick's answer
+ * waits for the write). */
+static quark_err durable_on_reminder(quark_actor *self, const quark_reminder_tick *tick)
+{
+    if (strcmp(tick->name, "tick") != 0)
+        return quark_actor_fail(self, QUARK_EINVAL, "DurableCounter has no reminder '%s'",
+                                tick->name);
+    Quark__Examples__CounterState *st = state_of(self);
+    st->value += 1;
+    quark_actor_state_changed(self);
+    Quark__Examples__CounterValue v = QUARK__EXAMPLES__COUNTER_VALUE__INIT;
+    v.value = st->value;
+    quark_actor_publish(self, &v.base);
+    return QUARK_OK;
+}
+
 static const quark_examples_CounterActor_methods durable_methods = {
     .Increment = durable_increment,
     .Get = durable_get,
     .Sleep = durable_sleep,
     .Fail = durable_fail,
     .AddTo = durable_add_to,
+    .Remind = durable_remind,
 };
 
 QUARK_ACTOR_TYPE(durable_counter,
                  .interface = &quark_examples_CounterActor_interface,
                  .methods = &durable_methods,
                  .name = DURABLE_COUNTER_TYPE,
-                 .persistent = quark_examples_CounterActor_STATE)
+                 .persistent = quark_examples_CounterActor_STATE,
+                 .on_reminder = durable_on_reminder)

@@ -11,6 +11,8 @@
  *                [--idle-connection-ms MS] [--cluster-key-file FILE]
  *                [--membership gossip|redis://H:P] [--directory hash|redis://H:P]
  *                [--directory-ttl-ms MS] [--redis redis://H:P]
+ *                [--reminders memory|sqlite:PATH|redis://H:P]
+ *                [--reminder-min-period-ms MS] [--reminder-refresh-ms MS]
  *
  * It hosts CounterActor (in memory) and DurableCounter (the same interface,
  * its value persistent: stored in --storage, "memory" by default; e.g.
@@ -22,8 +24,10 @@
  * actor's activation is registered there (one per actor, staying where it
  * was activated). It prints a line starting "counter-silo: view" each time
  * its view of the members changes. --redis redis://H:P puts what can be in
- * Redis there (today membership, directory and storage); --membership,
- * --directory and --storage override it.
+ * Redis there (membership, directory, storage and reminders); --membership,
+ * --directory, --storage and --reminders override it. DurableCounter's
+ * Remind registers a durable reminder (docs/reminders.md) kept in
+ * --reminders ("memory" by default).
  *
  * Serves gRPC (ActorService) and Quark's TCP protocol on one port, prints a
  * line containing "listening" when ready, and on SIGTERM or SIGINT stops
@@ -51,7 +55,9 @@ static void usage(void)
                     "                    [--idle-connection-ms MS] [--cluster-key-file FILE]\n"
                     "                    [--membership gossip|redis://H:P]\n"
                     "                    [--directory hash|redis://H:P] [--directory-ttl-ms MS]\n"
-                    "                    [--redis redis://H:P]\n");
+                    "                    [--redis redis://H:P]\n"
+                    "                    [--reminders memory|sqlite:PATH|redis://H:P]\n"
+                    "                    [--reminder-min-period-ms MS] [--reminder-refresh-ms MS]\n");
     exit(2);
 }
 
@@ -107,6 +113,8 @@ int main(int argc, char **argv)
         {"--frame-timeout-ms", &so.frame_timeout_ms},
         {"--idle-connection-ms", &so.idle_connection_ms},
         {"--directory-ttl-ms", &so.directory_ttl_ms},
+        {"--reminder-min-period-ms", &so.reminder_min_period_ms},
+        {"--reminder-refresh-ms", &so.reminder_refresh_ms},
     };
     for (int i = 1; i < argc; i++) {
         size_t k = 0;
@@ -134,6 +142,8 @@ int main(int argc, char **argv)
             so.membership = argv[++i];
         else if (!strcmp(argv[i], "--directory") && i + 1 < argc)
             so.directory = argv[++i];
+        else if (!strcmp(argv[i], "--reminders") && i + 1 < argc)
+            so.reminders = argv[++i];
         else if (!strcmp(argv[i], "--redis") && i + 1 < argc)
             redis = argv[++i];
         else
@@ -145,6 +155,8 @@ int main(int argc, char **argv)
         so.directory = redis;
     if (redis && !so.storage)
         so.storage = redis;
+    if (redis && !so.reminders)
+        so.reminders = redis;
     if (!so.listen)
         usage();
     so.on_view = on_view;

@@ -141,6 +141,58 @@ QUARK_API quark_err quark_actor_timer_start(quark_actor *self, uint64_t due_ms,
  * already gone: do not stop it again. */
 QUARK_API void quark_timer_stop(quark_timer *timer);
 
+/* ---- durable reminders (docs/reminders.md) ----
+ * A reminder is a named durable timer of an actor: it ticks every period
+ * from its due time until it is unset, outliving the activation, a crash
+ * of its silo and a restart of the cluster. Each tick is a turn of the
+ * actor, on the silo where it lives (activating it there if it has no
+ * activation): the type's on_reminder (quark/registry.h), which a type
+ * must have to set reminders. Ticks missed while no silo could fire them
+ * (the cluster was down, the owner of its bucket had just died) are not
+ * replayed: the next tick is the first due time after now, never a burst.
+ *
+ * The silo's reminder store (quark_silo_opts.reminders) keeps them: set,
+ * unset and list reach it from the silo's reminder service (never from a
+ * worker), and `done` runs as a turn of this activation once the store
+ * answered (like the completion of a call the actor made; it keeps the
+ * activation alive meanwhile). A method that must not reply before its
+ * reminder is stored defers its reply and replies from `done`. */
+typedef void (*quark_reminder_fn)(quark_actor *self, quark_err err, const char *errmsg,
+                                  void *arg);
+
+/* Longest reminder name, in bytes (1..this, any bytes but NUL). */
+#define QUARK_REMINDER_NAME_MAX 200
+
+/* Create or replace this actor's reminder `name`: first tick in due_ms,
+ * then every period_ms (>= the silo's reminder_min_period_ms, 1000 by
+ * default). `done` (may be NULL) gets QUARK_OK once it is stored, or the
+ * store's error (QUARK_ESTORAGE: it may or may not be stored; retry).
+ * Returns an error (done never runs) for a bad argument, outside a turn,
+ * a type without on_reminder, or a stopping silo. */
+QUARK_API quark_err quark_actor_reminder_set(quark_actor *self, const char *name, uint64_t due_ms,
+                                             uint64_t period_ms, quark_reminder_fn done,
+                                             void *arg);
+
+/* Remove this actor's reminder `name` (no error if there is none): no tick
+ * starts after `done` got QUARK_OK. (On a cluster, the silo that fires it
+ * may be another: it learns within reminder_refresh_ms.) */
+QUARK_API quark_err quark_actor_reminder_unset(quark_actor *self, const char *name,
+                                               quark_reminder_fn done, void *arg);
+
+typedef struct quark_reminder_info {
+    const char *name;
+    uint64_t due_ms;           /* its first due time (ms since the epoch) */
+    uint64_t period_ms;
+} quark_reminder_info;
+
+typedef void (*quark_reminder_list_fn)(quark_actor *self, quark_err err, const char *errmsg,
+                                       const quark_reminder_info *list, size_t n, void *arg);
+
+/* This actor's reminders, to `fn` as a turn of this activation (everything
+ * lent for the call). */
+QUARK_API quark_err quark_actor_reminder_list(quark_actor *self, quark_reminder_list_fn fn,
+                                              void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,7 @@
 #define QUARK_REGISTRY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "quark/error.h"
 #include "quark/interface.h"
@@ -31,6 +32,13 @@ extern "C" {
 /* Longest type name accepted, in bytes. Names are 1..QUARK_TYPE_NAME_MAX
  * printable ASCII characters without spaces. */
 #define QUARK_TYPE_NAME_MAX 255
+
+/* A reminder's tick, as on_reminder sees it (docs/reminders.md). */
+typedef struct quark_reminder_tick {
+    const char *name;          /* the reminder's name (NUL-terminated) */
+    uint64_t period_ms;
+    uint64_t scheduled_ms;     /* when this tick was due (ms since the epoch) */
+} quark_reminder_tick;
 
 typedef struct quark_actor_type {
     const char *impl_name;              /* the implementation's own name */
@@ -50,6 +58,13 @@ typedef struct quark_actor_type {
     quark_err (*on_activate)(quark_actor *self);
     /* Called when the activation is collected (idle, explicit, shutdown). */
     void (*on_deactivate)(quark_actor *self);
+    /* A durable reminder of this actor ticked (quark_actor_reminder_set,
+     * quark/actor.h): runs as a turn of the actor, activating it where it
+     * lives. Persistent state it changes is stored like a method's. The
+     * return value is the tick's outcome (an error is logged by the silo
+     * that fired it). NULL: the type has no reminders (registering one
+     * fails with QUARK_EINVAL). */
+    quark_err (*on_reminder)(quark_actor *self, const quark_reminder_tick *tick);
 } quark_actor_type;
 
 /* Define the implementation `ident` and register it at load time:

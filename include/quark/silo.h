@@ -81,6 +81,16 @@ typedef struct quark_silo_opts {
      * "memory" (the default, NULL too: records outlive activations, not
      * the process), "sqlite:PATH" (a file, durable on this machine). */
     const char *storage;
+    /* Where durable reminders are kept (docs/reminders.md): "memory" (the
+     * default, NULL too: they outlive activations, not the process),
+     * "sqlite:PATH", or "redis://HOST:PORT[/DB]" (shared by the cluster:
+     * each silo fires the reminders of the buckets it owns). */
+    const char *reminders;
+    /* The shortest period a reminder may have (default 1000 ms). */
+    uint32_t reminder_min_period_ms;
+    /* How often a silo reads the buckets it owns again, to learn of
+     * reminders set or unset on other silos (default 1000 ms). */
+    uint32_t reminder_refresh_ms;
 
     /* ---- cluster (quark/cluster.h, docs/cluster.md); needs .listen ---- */
     /* "H1:P1,H2:P2,...": silos to join (the list may include this one).

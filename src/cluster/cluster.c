@@ -318,6 +318,17 @@ static void membership_changed(void *arg, qk_view *v)
     }
 }
 
+qk_view *qk_cluster_view_ref(void *arg)
+{
+    qk_cluster *cl = arg;
+    uv_mutex_lock(&cl->mu);
+    qk_view *v = cl->view;
+    if (v)
+        qk_view_ref(v);
+    uv_mutex_unlock(&cl->mu);
+    return v;
+}
+
 /* The membership's lease (read with a fresh clock: a worker's may predate
  * a pause of the process) and, on worker w, the bound of its entries'
  * renewal (route_until). */

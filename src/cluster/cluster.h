@@ -50,6 +50,9 @@ bool qk_cluster_leaves_last(const qk_cluster *cl);
 /* Between the workers' stop phases: let forwarded calls finish (bounded),
  * then stop the peer link (what is left fails clearly). */
 void qk_cluster_stop(qk_cluster *cl);
+/* The current view, a new reference (NULL: none yet); any thread. For
+ * qk_rsvc_opts.view, so its argument is a void *. */
+qk_view *qk_cluster_view_ref(void *cl);
 void qk_cluster_free(qk_cluster *cl);
 /* quark_silo_get_status: this silo's view and counters. */
 quark_err qk_cluster_status(qk_cluster *cl, quark_silo_status **out);

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "hash.h"
 #include "registry_internal.h"
+#include "quark/reminder.pb-c.h"
 
 #define QK_NAME_SEED 0x51a7c0de5eedull
 
@@ -193,8 +194,9 @@ static qk_type_entry *entry_new(const quark_actor_type *t)
 {
     const char *name = quark_registry_resolve_name(t);
     const quark_interface *ifc = t->interface;
+    unsigned n = ifc->n_methods + (t->on_reminder ? 1u : 0u);
     uint32_t slots = 4;
-    while (slots < ifc->n_methods * 2u)
+    while (slots < n * 2u)
         slots *= 2;
     qk_type_entry *e = calloc(1, sizeof *e);
     int16_t *ms = calloc(slots, sizeof *ms);
@@ -203,6 +205,28 @@ static qk_type_entry *entry_new(const quark_actor_type *t)
         free(ms);
         return NULL;
     }
+    e->reminder_method = -1;
+    if (t->on_reminder) {
+        /* The interface with the reminder's method after the type's own. */
+        quark_interface *own = calloc(1, sizeof *own);
+        quark_method_desc *md = calloc(n, sizeof *md);
+        if (!own || !md) {
+            free(own);
+            free(md);
+            free(e);
+            free(ms);
+            return NULL;
+        }
+        memcpy(md, ifc->methods, ifc->n_methods * sizeof *md);
+        md[ifc->n_methods] = (quark_method_desc){.name = QK_REMINDER_METHOD,
+                                                 .input = &quark__reminder_tick__descriptor,
+                                                 .output = &quark__reminder_tick_reply__descriptor};
+        *own = *ifc;
+        own->n_methods = n;
+        own->methods = md;
+        e->reminder_method = (int)ifc->n_methods;
+        ifc = own;
+    }
     e->name = name;
     e->name_len = (uint32_t)strlen(name);
     e->name_hash = qk_hash(name, e->name_len, QK_NAME_SEED);
@@ -210,7 +234,7 @@ static qk_type_entry *entry_new(const quark_actor_type *t)
     e->iface = ifc;
     e->method_mask = slots - 1;
     e->method_slots = ms;
-    for (unsigned m = 0; m < ifc->n_methods; m++) {
+    for (unsigned m = 0; m < n; m++) {
         const char *mn = ifc->methods[m].name;
         uint32_t i = (uint32_t)qk_hash(mn, strlen(mn), QK_NAME_SEED) & e->method_mask;
         while (ms[i])
@@ -288,6 +312,10 @@ static quark_err add_locked(const quark_actor_type *t, char *msg, size_t cap)
     qk_snapshot *s = e ? snap_with(old, e) : NULL;
     if (!s) {
         if (e) {
+            if (e->iface != t->interface) { /* the copy with the reminder's method */
+                free((void *)e->iface->methods);
+                free((void *)e->iface);
+            }
             free(e->method_slots);
             free(e);
         }

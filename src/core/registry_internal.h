@@ -14,10 +14,19 @@ typedef struct qk_type_entry {
     uint32_t name_len;
     uint64_t name_hash;
     const quark_actor_type *type;
+    /* The interface calls are dispatched by: the type's own, or for a type
+     * with on_reminder a copy with one more method, QK_REMINDER_METHOD, at
+     * index reminder_method (so a tick is a call like any other: routed,
+     * forwarded, answered). */
     const quark_interface *iface;
+    int reminder_method;    /* -1: none */
     uint32_t method_mask;   /* slots - 1 */
     int16_t *method_slots;  /* open addressing: method index + 1, 0 = empty */
 } qk_type_entry;
+
+/* The reserved method a reminder's tick calls (not a valid .proto rpc
+ * name, so it never collides with one). */
+#define QK_REMINDER_METHOD "quark.Reminder"
 
 /* Entry registered under name[0..len), or NULL. Lock-free. */
 const qk_type_entry *qk_registry_lookup(const char *name, size_t len);

@@ -19,6 +19,8 @@
 #include "transport/server.h"
 #include "cluster/cluster.h"
 #include "storage/storage.h"
+#include "storage/reminders.h"
+#include "runtime/reminder_service.h"
 
 /* What a silo is made of besides its runtime. */
 typedef struct qk_silo_parts {
@@ -26,6 +28,8 @@ typedef struct qk_silo_parts {
     qk_cluster *cluster;          /* with a server */
     const qk_storage_ops *storage; /* always (memory by default) */
     void *storage_self;
+    const qk_reminders_ops *reminders; /* always (memory by default) */
+    void *reminders_self;
 } qk_silo_parts;
 
 static qk_silo_parts *parts_of(const quark_silo *s)
@@ -59,6 +63,13 @@ quark_err quark_silo_create(const quark_silo_opts *opts, quark_silo **out)
         return rc;
     }
     qk_silo_set_storage(s, p->storage, p->storage_self);
+    if ((rc = qk_reminders_open(opts ? opts->reminders : NULL, s->cluster_id, &p->reminders,
+                                &p->reminders_self)) != QUARK_OK) {
+        p->storage->destroy(p->storage_self);
+        free(p);
+        qk_silo_free(s);
+        return rc;
+    }
     *out = s;
     return QUARK_OK;
 }
@@ -105,6 +116,16 @@ quark_err quark_silo_start(quark_silo *s)
     }
     if (rc == QUARK_OK && p->cluster)
         rc = qk_cluster_start(p->cluster);
+    if (rc == QUARK_OK) {
+        /* In a cluster, the view says which buckets of reminders are this
+         * silo's to fire; a silo alone fires them all. */
+        qk_rsvc_opts ro = {.ops = p->reminders, .store = p->reminders_self,
+                           .view = p->cluster ? qk_cluster_view_ref : NULL,
+                           .view_arg = p->cluster,
+                           .min_period_ms = s->opts.reminder_min_period_ms,
+                           .refresh_ms = s->opts.reminder_refresh_ms};
+        rc = qk_rsvc_start(s, &ro);
+    }
     uv_mutex_unlock(&s->lock);
     return rc;
 }
@@ -119,6 +140,9 @@ quark_err quark_silo_stop(quark_silo *s)
     qk_silo_parts *p = parts_of(s);
     uv_mutex_lock(&s->lock);
     if (atomic_load(&s->state) == 1) {
+        /* No more ticks, and the reminders' requests queued are answered
+         * while the workers still run. */
+        qk_rsvc_stop(s);
         /* Leave the cluster first (the hash directory): the others take
          * over this silo's actors and route there, while it still forwards
          * what reaches it. */
@@ -150,8 +174,10 @@ void quark_silo_free(quark_silo *s)
     qk_silo_parts *p = parts_of(s);
     qk_cluster_free(p->cluster);
     qk_server_free(p->server);
+    qk_rsvc_free(s); /* every tick it sent was answered */
     qk_silo_free(s); /* the workers are gone: nothing uses the storage now */
     p->storage->destroy(p->storage_self);
+    p->reminders->destroy(p->reminders_self);
     free(p);
 }
 

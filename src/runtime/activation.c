@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "runtime.h"
+#include "runtime/reminder_service.h"
 
 static inline void *act_state(quark_actor *a)
 {
@@ -492,7 +493,10 @@ static void run_call(qk_worker *w, quark_actor *a, qk_msg *m)
     m->act = a;
     lru_touch(w, a, qk_worker_now_ms(w)); /* calls, not timer ticks, count as use */
     turn_begin(w, a, m, ++a->turn_ctr, m->chain, m->chain_len);
-    quark_err rc = ifc->dispatch(a, a->type->type->methods, m->method, m->args, m->args_len);
+    quark_err rc = QK_LIKELY((int)m->method != a->type->reminder_method)
+                       ? ifc->dispatch(a, a->type->type->methods, m->method, m->args,
+                                       m->args_len)
+                       : qk_reminder_dispatch(a, m->args, m->args_len);
     bool deferred = w->cur.deferred;
     if (!deferred && m->op && !(m->flags & QK_MF_HELD)) {
         /* A dispatcher that returned without answering (older generated

@@ -438,6 +438,8 @@ quark_err qk_invoke(qk_worker *w, const qk_invoke_req *rq, qk_op *op)
         return qk_error(QUARK_ENOTYPE, "no actor registered for type name '%.*s'",
                         (int)(rq->type_len > 255 ? 255 : rq->type_len), rq->type);
     int mi = qk_entry_method_index(e, rq->method, rq->method_len);
+    if (mi == e->reminder_method && rq->hops == 0)
+        mi = -1; /* ticks come from silos (forwarded) or this one, never from a client */
     if (mi < 0)
         return qk_error(QUARK_ENOMETHOD, "actor type '%s' has no method '%.*s'", e->name,
                         (int)(rq->method_len > 128 ? 128 : rq->method_len), rq->method);

@@ -18,13 +18,11 @@
  *   membership  gossip over static seeds (cluster/gossip.c), or a table
  *               in Redis (cluster/membership_redis.c);
  *   directory   hash: the placement owner under the view
- *               (cluster/directory_hash.c); Redis (cluster/directory_redis.c:
- *               the provider and its conformance test; the route does not
- *               use it yet, as it answers QUARK_PENDING);
+ *               (cluster/directory_hash.c); Redis (cluster/directory_redis.c);
  *   storage     memory (storage/memory.c), SQLite (storage/sqlite.c),
  *               Redis (storage/redis.c), chosen by quark_silo_opts.storage;
- *   reminders   declared for the Redis clustering issue (no provider yet:
- *               actors have timers, which do not survive a deactivation).
+ *   reminders   memory, SQLite, Redis (storage/reminders*.c), chosen by
+ *               quark_silo_opts.reminders; fired by runtime/reminder_service.c.
  */
 #ifndef QK_PROVIDERS_H
 #define QK_PROVIDERS_H
@@ -224,6 +222,9 @@ typedef void (*qk_reminder_fn)(void *arg, const qk_reminder *r);
 
 typedef struct qk_reminders_ops {
     const char *name;
+    /* The store is this process's alone (memory): the silo fires every
+     * reminder in it, whatever the view (no other silo can see them). */
+    bool local;
     /* Create or replace (key, name). */
     quark_err (*upsert)(void *self, const qk_reminder *r);
     /* Remove (key, name); *existed says whether it was there. */

@@ -293,6 +293,7 @@ struct quark_silo {
      * (route_tag) may run turns: the membership's lease, kept by the route
      * (UINT64_MAX: no lease). Checked as each of their turns begins. */
     _Atomic uint64_t lease_until;
+    struct qk_rsvc *reminders;    /* reminder_service.h, while it runs */
     const qk_storage_ops *storage; /* providers.h; NULL: no persistent state */
     void *storage_self;
     void *root;                   /* the composition root's parts (root/silo.c) */

@@ -35,6 +35,8 @@ void quark_silo_opts_init(quark_silo_opts *o)
     o->handshake_timeout_ms = 10000;
     o->frame_timeout_ms = 30000;
     o->idle_connection_ms = 300000;
+    o->reminder_min_period_ms = 1000;
+    o->reminder_refresh_ms = 1000;
 }
 
 /* The limits left 0 get their defaults (quark_silo_opts_init's). */
@@ -52,6 +54,8 @@ static void limits_default(quark_silo_opts *o)
     QK_DEFAULT(handshake_timeout_ms)
     QK_DEFAULT(frame_timeout_ms)
     QK_DEFAULT(idle_connection_ms)
+    QK_DEFAULT(reminder_min_period_ms)
+    QK_DEFAULT(reminder_refresh_ms)
 #undef QK_DEFAULT
 }
 
@@ -93,6 +97,8 @@ quark_err qk_silo_new(const quark_silo_opts *opts, quark_silo **out)
     s->membership = s->opts.membership ? strdup(s->opts.membership) : NULL;
     s->directory = s->opts.directory ? strdup(s->opts.directory) : NULL;
     s->advertise = s->opts.advertise ? strdup(s->opts.advertise) : NULL;
+    s->opts.storage = NULL;   /* opened by quark_silo_create, not kept */
+    s->opts.reminders = NULL;
     /* NULL when there is none: "" is no key either */
     s->cluster_key = s->opts.cluster_key && *s->opts.cluster_key ? strdup(s->opts.cluster_key)
                                                                   : NULL;

@@ -150,6 +150,7 @@ static void mem_destroy(void *self)
 
 static const qk_reminders_ops mem_ops = {
     .name = "memory",
+    .local = true,
     .upsert = mem_upsert,
     .remove = mem_remove,
     .list = mem_list,
