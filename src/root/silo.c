@@ -106,6 +106,16 @@ quark_err quark_silo_start(quark_silo *s)
         return qk_error(QUARK_EBUSY, "the silo was already %s", st == 1 ? "started" : "stopped");
     }
     quark_err rc = s->opts.listen ? start_parts(s, p) : QUARK_OK;
+    if (rc == QUARK_OK && !s->reminders) {
+        /* In a cluster, the view says which buckets of reminders are this
+         * silo's to fire; a silo alone fires them all. */
+        qk_rsvc_opts ro = {.ops = p->reminders, .store = p->reminders_self,
+                           .view = p->cluster ? qk_cluster_view_ref : NULL,
+                           .view_arg = p->cluster,
+                           .min_period_ms = s->opts.reminder_min_period_ms,
+                           .refresh_ms = s->opts.reminder_refresh_ms};
+        rc = qk_rsvc_new(s, &ro);
+    }
     if (rc == QUARK_OK && (rc = qk_silo_run(s)) != QUARK_OK && p->server) {
         qk_silo_set_listener(s, NULL, NULL); /* the workers never started: unplug */
         qk_silo_set_route(s, NULL, NULL);
@@ -114,18 +124,12 @@ quark_err quark_silo_start(quark_silo *s)
         p->cluster = NULL;
         p->server = NULL;
     }
+    if (rc != QUARK_OK) /* a later start begins afresh */
+        qk_rsvc_free(s);
     if (rc == QUARK_OK && p->cluster)
         rc = qk_cluster_start(p->cluster);
-    if (rc == QUARK_OK) {
-        /* In a cluster, the view says which buckets of reminders are this
-         * silo's to fire; a silo alone fires them all. */
-        qk_rsvc_opts ro = {.ops = p->reminders, .store = p->reminders_self,
-                           .view = p->cluster ? qk_cluster_view_ref : NULL,
-                           .view_arg = p->cluster,
-                           .min_period_ms = s->opts.reminder_min_period_ms,
-                           .refresh_ms = s->opts.reminder_refresh_ms};
-        rc = qk_rsvc_start(s, &ro);
-    }
+    if (rc == QUARK_OK)
+        rc = qk_rsvc_run(s);
     uv_mutex_unlock(&s->lock);
     return rc;
 }

@@ -593,11 +593,11 @@ static void rs_thread(void *arg)
     uv_run(&r->loop, UV_RUN_DEFAULT);
 }
 
-quark_err qk_rsvc_start(quark_silo *s, const qk_rsvc_opts *o)
+quark_err qk_rsvc_new(quark_silo *s, const qk_rsvc_opts *o)
 {
     qk_rsvc *r = calloc(1, sizeof *r);
     if (!r)
-        return qk_error(QUARK_ENOMEM, "out of memory starting the reminder service");
+        return qk_error(QUARK_ENOMEM, "out of memory making the reminder service");
     r->silo = s;
     r->o = *o;
     r->view_self = -1;
@@ -611,32 +611,41 @@ quark_err qk_rsvc_start(quark_silo *s, const qk_rsvc_opts *o)
     uv_timer_init(&r->loop, &r->check_t);
     r->wake.data = r->fire_t.data = r->check_t.data = r;
     uv_timer_start(&r->check_t, on_check, VIEW_CHECK_MS, VIEW_CHECK_MS);
-    if (uv_thread_create(&r->thread, rs_thread, r) != 0) {
-        uv_close((uv_handle_t *)&r->wake, NULL);
-        uv_close((uv_handle_t *)&r->fire_t, NULL);
-        uv_close((uv_handle_t *)&r->check_t, NULL);
-        uv_run(&r->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&r->loop);
-        uv_mutex_destroy(&r->mu);
-        free(r);
-        return qk_error(QUARK_ENOMEM, "the reminder service's thread could not be started");
-    }
-    r->thread_started = true;
     s->reminders = r;
+    return QUARK_OK;
+}
+
+quark_err qk_rsvc_run(quark_silo *s)
+{
+    qk_rsvc *r = s->reminders;
+    if (uv_thread_create(&r->thread, rs_thread, r) != 0)
+        return qk_error(QUARK_ENOMEM, "the reminder service's thread could not be started");
+    r->thread_started = true;
     return QUARK_OK;
 }
 
 void qk_rsvc_stop(quark_silo *s)
 {
     qk_rsvc *r = s->reminders;
-    if (!r || !r->thread_started)
+    if (!r)
         return;
     uv_mutex_lock(&r->mu);
+    bool was = r->stopping;
     r->stopping = true;
     uv_mutex_unlock(&r->mu);
-    uv_async_send(&r->wake);
-    uv_thread_join(&r->thread);
-    r->thread_started = false;
+    if (was)
+        return;
+    if (r->thread_started) {
+        uv_async_send(&r->wake);
+        uv_thread_join(&r->thread);
+        return;
+    }
+    /* It never ran: close its handles here (nothing was queued: requests
+     * come from turns, and the workers never ran any). */
+    uv_close((uv_handle_t *)&r->wake, NULL);
+    uv_close((uv_handle_t *)&r->fire_t, NULL);
+    uv_close((uv_handle_t *)&r->check_t, NULL);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
 }
 
 void qk_rsvc_free(quark_silo *s)

@@ -26,9 +26,10 @@ typedef struct qk_rsvc_opts {
     uint32_t refresh_ms;
 } qk_rsvc_opts;
 
-/* Start the service of silo s (running: its own client is connected);
- * s->reminders is set. */
-quark_err qk_rsvc_start(quark_silo *s, const qk_rsvc_opts *o);
+/* Make the service of silo s before its workers start (s->reminders is
+ * set, requests are queued), and run its thread once the silo runs. */
+quark_err qk_rsvc_new(quark_silo *s, const qk_rsvc_opts *o);
+quark_err qk_rsvc_run(quark_silo *s);
 /* Before the silo's calls stop: the requests queued are served, no tick
  * is fired any more, new requests are refused; the thread is joined. */
 void qk_rsvc_stop(quark_silo *s);
