@@ -619,6 +619,7 @@ typedef struct qk_fwd {
     qk_msg *m;
     qk_cluster *cl;
     qk_op_room room;
+    char to[];                /* the silo it went to */
 } qk_fwd;
 
 /* The owner's answer (or the link's failure), on the forwarding worker: it
@@ -642,7 +643,10 @@ static void fwd_done(qk_op *op)
         qk_deliver(w, m);
         return;
     }
-    qk_answer(w, f->m, o);
+    qk_outcome told = *o;
+    if (cl->located && f->m->hops == 0 && (o->err == QUARK_OK || o->by == QK_BY_ACTOR))
+        told.where = f->to; /* it ran there: the client may go there next (ditto a cache) */
+    qk_answer(w, f->m, &told);
     qk_arena_reset(&w->arena);
     qk_msg_free(f->m);
     qk_op_release(op);
@@ -675,7 +679,9 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
         qk_msg_free(m);
         return;
     }
-    qk_fwd *f = malloc(sizeof *f);
+    const char *to = view->members[owner].addr;
+    size_t to_len = strlen(to);
+    qk_fwd *f = malloc(sizeof *f + to_len + 1);
     if (!f) {
         qk_answer_error(w, m, QUARK_ENOMEM, "out of memory forwarding a call; it did not run");
         qk_msg_free(m);
@@ -684,6 +690,7 @@ static void forward(qk_cluster *cl, qk_worker *w, qk_msg *m, int owner)
     qk_op_init(&f->op, fwd_done, w, 0, &f->room);
     f->m = m;
     f->cl = cl;
+    memcpy(f->to, to, to_len + 1);
     atomic_fetch_add_explicit(&cl->forwards, 1, memory_order_relaxed);
     if (qk_remote_forward(cl->peer, &f->op, m, view->members[owner].addr,
                           (uint32_t)(left > UINT32_MAX ? UINT32_MAX : left)) != QUARK_OK) {

@@ -85,10 +85,12 @@ void qk_outcome_copy(qk_outcome *c, const qk_outcome *o, uint8_t *space, size_t 
     c->data = NULL;
     c->len = 0;
     c->errmsg = NULL;
+    c->where = NULL;
     size_t n = o->err == QUARK_OK ? qk_outcome_size(o) : strlen(qk_outcome_text(o)) + 1;
-    uint8_t *dst = n <= cap ? space : NULL;
-    if (!dst && n) {
-        dst = malloc(n);
+    size_t wn = o->where ? strlen(o->where) + 1 : 0; /* after the answer's bytes */
+    uint8_t *dst = n + wn <= cap ? space : NULL;
+    if (!dst && n + wn) {
+        dst = malloc(n + wn);
         if (QK_UNLIKELY(!dst)) {
             c->err = QUARK_ENOMEM;
             c->by = QK_BY_RUNTIME;
@@ -104,6 +106,10 @@ void qk_outcome_copy(qk_outcome *c, const qk_outcome *o, uint8_t *space, size_t 
     } else {
         memcpy(dst, qk_outcome_text(o), n);
         c->errmsg = (const char *)dst;
+    }
+    if (wn) {
+        memcpy(dst + n, o->where, wn);
+        c->where = (const char *)dst + n;
     }
 }
 

@@ -48,6 +48,9 @@ typedef struct qk_outcome {
     const ProtobufCMessage *reply; /* OK: the reply as a message, or else */
     const uint8_t *data;           /* OK: the reply already encoded, data[0..len) */
     size_t len;
+    /* The silo that ran a call this silo forwarded, for the caller's route
+     * (NULL: not said; see cluster.c's fwd_done). */
+    const char *where;
 } qk_outcome;
 
 /* qk_op_init flags. */

@@ -70,7 +70,9 @@ static bool direct_route(qk_remote *r, uint64_t hash, char *addr, size_t cap)
     uv_mutex_lock(&r->route_mu);
     qk_view *v = r->pub_view;
     if (r->cfg.routing != QUARK_ROUTE_PINNED && v) {
-        int o = qk_view_owner(v, hash);
+        int o = qk_rm_located(r, v, r->pub_gen, hash);
+        if (o < 0)
+            o = qk_view_owner(v, hash);
         if (o >= 0 && o != v->self && strlen(v->members[o].addr) < cap) {
             strcpy(addr, v->members[o].addr);
             ok = true;
@@ -106,6 +108,12 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
             res.resp.actor_error = false;
             res.resp.error_message.p = res.why;
             res.resp.error_message.n = strlen(res.why);
+        }
+        if (res.resp.location.n) { /* it ran elsewhere: go there next time */
+            uv_mutex_lock(&r->route_mu);
+            qk_rm_locate(r, r->pub_view, r->pub_gen, c->hash, res.resp.location.p,
+                         res.resp.location.n);
+            uv_mutex_unlock(&r->route_mu);
         }
         quark_err err = (quark_err)res.resp.error_code;
         if (err == QUARK_EUNAVAILABLE && !res.resp.actor_error && max > 1) {

@@ -237,16 +237,16 @@ static void srv_call_done(qk_op *op)
             uint8_t *buf = len <= sizeof small ? small : malloc(len);
             if (buf) {
                 qk_outcome_pack(o, buf);
-                c->proto->respond(c, sc->id, QUARK_OK, NULL, buf, len, false);
+                c->proto->respond(c, sc->id, QUARK_OK, NULL, buf, len, false, o->where);
                 if (buf != small)
                     free(buf);
             } else {
                 c->proto->respond(c, sc->id, QUARK_ENOMEM, "out of memory encoding the reply",
-                                  NULL, 0, false);
+                                  NULL, 0, false, NULL);
             }
         } else {
             c->proto->respond(c, sc->id, err, err == QUARK_OK ? NULL : qk_outcome_text(o),
-                              o->data, o->len, app);
+                              o->data, o->len, app, o->where);
         }
     }
     qk_op_release(op);
@@ -265,7 +265,7 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
     qk_chain_link chain[QK_CHAIN_MAX];
     if (qk_wire_decode_request(p, n, &rq, chain, QK_CHAIN_MAX) != 0) {
         c->proto->respond(c, id, QUARK_EBADARGS, "the ActorInvocationRequest could not be "
-                          "decoded", NULL, 0, false);
+                          "decoded", NULL, 0, false, NULL);
         return;
     }
     if (rq.hops && !qk_conn_cluster_member(c, "a forwarded call (hops > 0)"))
@@ -279,7 +279,8 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
     if (sc) {
         c->free_calls = sc->next_free;
     } else if (!(sc = malloc(sizeof *sc))) {
-        c->proto->respond(c, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false);
+        c->proto->respond(c, id, QUARK_ENOMEM, "out of memory accepting a call", NULL, 0, false,
+                          NULL);
         return;
     }
     qk_op_init(&sc->op, srv_call_done, c->w, QK_OP_INLINE | QK_OP_LEND, &sc->room);
@@ -297,7 +298,7 @@ void qk_conn_invoke(qk_conn *c, uint64_t id, const uint8_t *p, size_t n, uint64_
     if (rc != QUARK_OK) {
         sc->next_free = c->free_calls;
         c->free_calls = sc;
-        c->proto->respond(c, id, rc, quark_last_error(), NULL, 0, false);
+        c->proto->respond(c, id, rc, quark_last_error(), NULL, 0, false, NULL);
         return;
     }
     c->refs++; /* the call's: released when its answer is written */

@@ -408,6 +408,8 @@ static void finish_encoded(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n)
     if (k->grpc && resp.workers &&
         ((!k->lane && resp.workers != k->workers) || resp.served_by != k->served_by))
         learn_workers(k, resp.workers, resp.served_by);
+    if (resp.location.n && c->has_hash && c->kind == RC_OP_CALL && !r->peer)
+        qk_rm_locate(r, r->view, r->view_gen, c->hash, resp.location.p, resp.location.n);
     /* (an async caller's callback decodes into r->arena and resets it) */
     finish_call(r, c, (quark_err)resp.error_code, resp.actor_error, resp.error_message.p,
                 resp.error_message.n, resp.result, resp.result_len);

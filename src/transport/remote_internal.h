@@ -127,6 +127,8 @@ struct qk_rconn {
     qk_rconn **lanes;             /* a silo connection: [workers], NULL where none */
 };
 
+#define QK_LOC_SLOTS 4096
+
 struct qk_remote {
     qk_remote_cfg cfg;            /* its strings are copies (owned) */
     uv_thread_t thread;
@@ -171,7 +173,17 @@ struct qk_remote {
     qk_direct *direct;
     uv_mutex_t route_mu;
     qk_view *pub_view;            /* a reference to r->view */
+    uint32_t pub_gen;             /* its generation (view_gen when published) */
     char pub_primary[QK_ADDR_MAX];/* the primary while it is READY, else "" */
+    /* Where actors live that do not live on their placement owner (the
+     * cluster's directory is in a server, not the ring): the silo that ran
+     * a call another silo forwarded, as the answer told (its location). A
+     * slot packs the key's top 40 bits, the member's index in the view and
+     * that view's generation (12 bits each); it holds for that view only.
+     * Written and read by the I/O thread and by direct callers, lock-free
+     * (a stale or torn-looking slot only costs one more hop). */
+    uint32_t view_gen;            /* of r->view (I/O thread) */
+    _Atomic uint64_t loc[QK_LOC_SLOTS];
 };
 
 /* The remote whose I/O thread this is (NULL on any other thread). */
@@ -216,6 +228,12 @@ qk_rconn *qk_rm_route(qk_remote *r, qk_rcall *c, const char **why);
 void qk_rm_publish_view(qk_remote *r);
 void qk_rm_publish_primary(qk_remote *r);
 void qk_rm_set_view(qk_remote *r, qk_view *v);
+/* The member of view v (generation gen) that ran the last call for key
+ * `hash` a silo forwarded (-1: not known): where its next calls go. */
+int qk_rm_located(const qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash);
+/* A response told where the call for `hash` ran (location p[0..n)). */
+void qk_rm_locate(qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash, const char *p,
+                  size_t n);
 void qk_rm_pick_source(qk_remote *r);
 void qk_rm_handle_view(qk_rconn *k, qk_rcall *c, const uint8_t *p, size_t n);
 void qk_rm_watch_ended(qk_rconn *k, qk_rcall *c);

@@ -66,7 +66,9 @@ static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why)
     if (c->kind == RC_OP_WATCH)
         return c->conn;
     if (r->view && c->has_hash) {
-        int o = qk_view_owner(r->view, c->hash);
+        int o = r->peer ? -1 : qk_rm_located(r, r->view, r->view_gen, c->hash);
+        if (o < 0)
+            o = qk_view_owner(r->view, c->hash);
         if (o >= 0 && o == r->view->self) {
             *why = "the actor's ownership moved to this silo while the call was forwarded; "
                    "it did not run (retry)";
@@ -82,6 +84,38 @@ static qk_rconn *route_silo(qk_remote *r, qk_rcall *c, const char **why)
         return NULL;
     }
     return r->primary;
+}
+
+/* ---- where actors live off their placement owner ---- */
+
+static uint64_t loc_slot(uint64_t hash, int member, uint32_t gen)
+{
+    return (hash & ~0xffffffull) | ((uint64_t)member & 0xfff) << 12 | (gen & 0xfff);
+}
+
+int qk_rm_located(const qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash)
+{
+    uint64_t s = atomic_load_explicit(&r->loc[hash & (QK_LOC_SLOTS - 1)], memory_order_relaxed);
+    if (!s || (s ^ hash) & ~0xffffffull || (s & 0xfff) != (gen & 0xfff))
+        return -1;
+    size_t m = (size_t)(s >> 12 & 0xfff);
+    return m < v->n ? (int)m : -1;
+}
+
+void qk_rm_locate(qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash, const char *p,
+                  size_t n)
+{
+    char addr[QK_ADDR_MAX];
+    if (!v || n == 0 || n >= sizeof addr)
+        return;
+    memcpy(addr, p, n);
+    addr[n] = '\0';
+    int m = qk_view_find(v, addr);
+    _Atomic uint64_t *slot = &r->loc[hash & (QK_LOC_SLOTS - 1)];
+    if (m < 0 || m > 0xfff)
+        atomic_store_explicit(slot, 0, memory_order_relaxed); /* not a member now */
+    else
+        atomic_store_explicit(slot, loc_slot(hash, m, gen), memory_order_relaxed);
 }
 
 static void reroute_waiting(qk_remote *r)
@@ -112,6 +146,7 @@ void qk_rm_publish_view(qk_remote *r)
     uv_mutex_lock(&r->route_mu);
     qk_view *old = r->pub_view;
     r->pub_view = nv;
+    r->pub_gen = r->view_gen;
     uv_mutex_unlock(&r->route_mu);
     qk_view_unref(old);
     /* Direct sockets to silos calls no longer go to are closed (they would
@@ -144,6 +179,9 @@ void qk_rm_set_view(qk_remote *r, qk_view *v)
 {
     qk_view *old = r->view;
     r->view = v;
+    /* Locations found under the old view hold no more (member indexes). */
+    if (++r->view_gen % 0x1000 == 0)
+        r->view_gen++; /* gen 0 never marks a slot: 0 is an empty one */
     qk_rm_publish_view(r);
     for (size_t i = 0; i < r->nconns; i++)
         r->conns[i]->member = false;

@@ -96,9 +96,11 @@ typedef struct qk_proto_ops {
     const char *name;
     /* Consume what is in c->in (it may leave a partial frame there). */
     void (*input)(qk_conn *c);
-    /* Answer call `id`: err/actor_error/errmsg, or the encoded result. */
+    /* Answer call `id`: err/actor_error/errmsg, or the encoded result;
+     * where: the silo that ran it, when this one forwarded it (NULL: not
+     * said; ActorInvocationResponse.location). */
     void (*respond)(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                    const uint8_t *result, size_t len, bool actor_error);
+                    const uint8_t *result, size_t len, bool actor_error, const char *where);
     /* An event for subscription `sub_id` (an encoded ActorEvent). */
     void (*event)(qk_conn *c, uint64_t sub_id, const uint8_t *ev, size_t len);
     /* The silo ended subscription `sub_id` (it is stopping). */

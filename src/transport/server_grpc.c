@@ -49,7 +49,7 @@ static void grpc_pump(qk_conn *c)
 }
 
 static void grpc_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                         const uint8_t *result, size_t len, bool actor_error)
+                         const uint8_t *result, size_t len, bool actor_error, const char *where)
 {
     if (c->closing || !c->grpc)
         return;
@@ -65,11 +65,12 @@ static void grpc_respond(qk_conn *c, uint64_t id, quark_err err, const char *err
             mlen = strlen(errmsg);
             len = 0;
         }
-        size_t n = qk_wire_response_size(err, mlen, len, actor_error);
+        size_t n = qk_wire_response_size(err, mlen, len, actor_error, where);
         uint8_t small[512];
         uint8_t *buf = n + 4 <= sizeof small ? small : malloc(n + 4);
         if (buf) {
-            qk_wire_encode_response(buf, err, errmsg, mlen, result, len, actor_error);
+            n = (size_t)(qk_wire_encode_response(buf, err, errmsg, mlen, result, len,
+                                                 actor_error, where) - buf);
             /* Which worker read it, and how many there are: a Quark gRPC
              * client keeps its own sockets on the actor's worker with this
              * (its lanes ask for a worker, the first connection cannot). */

@@ -69,7 +69,7 @@ static void goaway(qk_conn *c, quark_err err, const char *why)
 
 /* A RESPONSE frame, encoded in place (wire.h). */
 static void tcp_respond(qk_conn *c, uint64_t id, quark_err err, const char *errmsg,
-                        const uint8_t *result, size_t len, bool actor_error)
+                        const uint8_t *result, size_t len, bool actor_error, const char *where)
 {
     if (c->closing)
         return;
@@ -80,12 +80,13 @@ static void tcp_respond(qk_conn *c, uint64_t id, quark_err err, const char *errm
         mlen = strlen(errmsg);
         len = 0;
     }
-    size_t body = qk_wire_response_size(err, mlen, len, actor_error);
+    size_t body = qk_wire_response_size(err, mlen, len, actor_error, where);
     if (!qk_conn_reserve(c, QK_FRAME_HEADER + body))
         return;
     uint8_t *o = c->out + c->out_len;
     qk_frame_header(o, QK_FRAME_RESPONSE, id, body);
-    qk_wire_encode_response(o + QK_FRAME_HEADER, err, errmsg, mlen, result, len, actor_error);
+    qk_wire_encode_response(o + QK_FRAME_HEADER, err, errmsg, mlen, result, len, actor_error,
+                            where);
     c->out_len += QK_FRAME_HEADER + body;
     qk_conn_mark_dirty(c);
 }
@@ -320,7 +321,7 @@ static void too_big(qk_conn *c, const uint8_t *h, const char *why)
         id = id << 8 | h[8 + i];
     snprintf(msg, sizeof msg, "message of %u bytes is larger than this silo's maximum of %zu",
              len, max);
-    tcp_respond(c, id, QUARK_ETOOBIG, msg, NULL, 0, false);
+    tcp_respond(c, id, QUARK_ETOOBIG, msg, NULL, 0, false, NULL);
     c->discard = 4 + (uint64_t)len;
 }
 

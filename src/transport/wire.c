@@ -185,6 +185,7 @@ int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *s)
     rd r = {p, p + n};
     memset(s, 0, sizeof *s);
     s->error_message.p = "";
+    s->location.p = "";
     s->result = (const uint8_t *)"";
     while (r.p < r.end) {
         uint32_t f;
@@ -205,6 +206,8 @@ int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *s)
             uint64_t v = 0;
             rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
             s->actor_error = v != 0;
+        } else if (f == 7) {
+            rc = get_str(&r, wt, &s->location);
         } else if (f == 5 || f == 6) {
             uint64_t v = 0;
             rc = wt == WT_VARINT ? get_varint(&r, &v) : -1;
@@ -342,14 +345,17 @@ static uint32_t zigzag32(int32_t v)
     return ((uint32_t)v << 1) ^ (0u - ((uint32_t)v >> 31));
 }
 
-size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error)
+size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error,
+                             const char *where)
 {
     return len_field_size(result_len) + len_field_size(msg_len) +
-           (err ? 1 + varint_size(zigzag32(err)) : 0) + (err && actor_error ? 2 : 0);
+           (err ? 1 + varint_size(zigzag32(err)) : 0) + (err && actor_error ? 2 : 0) +
+           (where ? len_field_size(strlen(where)) : 0);
 }
 
 uint8_t *qk_wire_encode_response(uint8_t *o, int32_t err, const char *msg, size_t msg_len,
-                                 const uint8_t *result, size_t result_len, bool actor_error)
+                                 const uint8_t *result, size_t result_len, bool actor_error,
+                                 const char *where)
 {
     o = put_len_field(o, 1, result, result_len);
     o = put_len_field(o, 2, msg, msg_len);
@@ -361,5 +367,7 @@ uint8_t *qk_wire_encode_response(uint8_t *o, int32_t err, const char *msg, size_
             *o++ = 1;
         }
     }
+    if (where)
+        o = put_len_field(o, 7, where, strlen(where));
     return o;
 }

@@ -68,11 +68,15 @@ typedef struct qk_wire_response {
     bool actor_error;    /* the actor raised it (not the framework) */
     uint32_t served_by;  /* gRPC: 1 + the worker that read the call, 0 if not said */
     uint32_t workers;    /* gRPC: the silo's worker count, 0 if not said */
+    qk_wire_str location; /* the silo that ran a forwarded call ("" if not said) */
 } qk_wire_response;
 
 int qk_wire_decode_response(const uint8_t *p, size_t n, qk_wire_response *r);
-size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error);
+/* where: the silo that ran a call this one forwarded (NULL: not said). */
+size_t qk_wire_response_size(int32_t err, size_t msg_len, size_t result_len, bool actor_error,
+                             const char *where);
 uint8_t *qk_wire_encode_response(uint8_t *out, int32_t err, const char *msg, size_t msg_len,
-                                 const uint8_t *result, size_t result_len, bool actor_error);
+                                 const uint8_t *result, size_t result_len, bool actor_error,
+                                 const char *where);
 
 #endif /* QK_WIRE_H */

@@ -6,6 +6,7 @@
  */
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,15 +193,21 @@ static void test_response_both_ways(void **state)
         size_t rlen = err ? 0 : next() % 300;
         for (size_t i = 0; i < rlen; i++)
             res[i] = (uint8_t)next();
-        size_t n = qk_wire_response_size(err, strlen(msg), rlen, actor);
+        char where[40];
+        snprintf(where, sizeof where, "10.0.0.%u:%u", (unsigned)(next() % 256),
+                 (unsigned)(next() % 65536));
+        const char *loc = next() & 1 ? where : NULL;
+        size_t n = qk_wire_response_size(err, strlen(msg), rlen, actor, loc);
         uint8_t *buf = malloc(n + 1);
-        assert_int_equal(qk_wire_encode_response(buf, err, msg, strlen(msg), res, rlen, actor) - buf, n);
+        assert_int_equal(
+            qk_wire_encode_response(buf, err, msg, strlen(msg), res, rlen, actor, loc) - buf, n);
         Quark__ActorInvocationResponse *r = quark__actor_invocation_response__unpack(NULL, n, buf);
         assert_non_null(r);
         assert_int_equal(r->error_code, err);
         assert_int_equal(r->actor_error, actor);
         assert_string_equal(r->error_message, msg);
         assert_int_equal(r->serialized_result.len, rlen);
+        assert_string_equal(r->location, loc ? loc : "");
         /* protobuf-c's encoding, our decoder (with the gRPC worker hint) */
         r->served_by = (uint32_t)(next() % 3);
         r->workers = (uint32_t)(next() % 300);
@@ -215,6 +222,8 @@ static void test_response_both_ways(void **state)
         assert_int_equal(w.result_len, rlen);
         assert_int_equal(w.served_by, r->served_by);
         assert_int_equal(w.workers, r->workers);
+        assert_int_equal(w.location.n, strlen(r->location));
+        assert_memory_equal(w.location.p, r->location, w.location.n);
         if (rlen)
             assert_memory_equal(w.result, res, rlen);
         quark__actor_invocation_response__free_unpacked(r, NULL);
