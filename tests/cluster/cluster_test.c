@@ -20,6 +20,11 @@
  * redis-server, with one more case there:
  *   pause           SIGSTOP of a silo past the failure timeout, then SIGCONT:
  *                   declared dead, back as a new incarnation
+ * The cluster_redis_dir group has the directory and the reminders in that
+ * Redis too (the cases there are described where they are defined), among
+ * them reminders: DurableCounter's durable reminders through kill -9 of a
+ * silo and of the whole cluster. reminder_errors (gossip, one silo,
+ * reminders in memory): Remind's errors, and a tick and its end.
  *
  * Waits poll a condition (never a fixed sleep hoping); the only sleeps are
  * the durations a scenario is meant to last (load running past a point).
@@ -64,6 +69,7 @@ static char g_membership[64]; /* "" gossip */
 static char g_directory[64];  /* "" hash */
 static char g_dir_ttl[16];    /* --directory-ttl-ms of the case, "" the default */
 static char g_storage[64];    /* --storage of the case, "" the default (memory) */
+static char g_reminders[64];  /* --reminders of the group, "" the default (memory) */
 static const char *g_silo_bin = COUNTER_SILO; /* or PROBE_SILO (the chaos case) */
 static const char *g_load_type; /* the load's actor type (NULL: CounterActor) */
 static uint64_t g_case_t0;  /* start of the running case, for the echoed lines */
@@ -195,7 +201,7 @@ static void silo_spawn(int i)
     snprintf(hb, sizeof hb, "%d", HEARTBEAT_MS);
     snprintf(ft, sizeof ft, "%d", FAILURE_TIMEOUT_MS);
     bool redis = g_membership[0] != '\0';
-    char *argv[24] = {(char *)g_silo_bin, "--listen", s->addr, "--cluster-id", g_cluster,
+    char *argv[32] = {(char *)g_silo_bin, "--listen", s->addr, "--cluster-id", g_cluster,
                       redis ? "--membership" : "--seeds", redis ? g_membership : g_seeds,
                       "--heartbeat-ms", hb, "--failure-timeout-ms", ft, "--workers", "2"};
     int n = 13;
@@ -210,6 +216,10 @@ static void silo_spawn(int i)
     if (g_storage[0]) {
         argv[n++] = "--storage";
         argv[n++] = g_storage;
+    }
+    if (g_reminders[0]) {
+        argv[n++] = "--reminders";
+        argv[n++] = g_reminders;
     }
     if (g_key_file[i]) {
         argv[n++] = "--cluster-key-file";
@@ -359,10 +369,13 @@ static int case_setup(void **state)
     return 0;
 }
 
+static void rp_cleanup(void);
+
 /* Whatever a case left running (it failed) is killed. */
 static int case_teardown(void **state)
 {
     (void)state;
+    rp_cleanup();
     for (int i = 0; i < N_SILOS; i++)
         g_key_file[i] = NULL;
     g_dir_ttl[0] = '\0';
@@ -1359,6 +1372,55 @@ static void test_dir_stays(void **state)
     assert_int_equal(t.act[2], 0);
     assert_true(t.fwd[2] > 0); /* silo 3 owns arcs now: it forwarded to where they stayed */
 
+    /* Those answers said where the actors live (location): the client now
+     * sends every blocking call straight there, and no silo forwards any
+     * more. */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N_STAY; i++) {
+            snprintf(id, sizeof id, "s-%d", i);
+            int64_t v = -1;
+            quark_err err = call_id(c, id, M_INC, 1, &v);
+            if (err != QUARK_OK || v != 3 + round)
+                fail_msg("Increment(%s), round %d -> %s %lld: %s", id, round,
+                         quark_errname(err), (long long)v, quark_last_error());
+        }
+    }
+    totals t2 = must_totals(ALL);
+    printf("# dir_stays: 3 more rounds: forwarded %llu/%llu/%llu (was %llu/%llu/%llu)\n",
+           (unsigned long long)t2.fwd[0], (unsigned long long)t2.fwd[1],
+           (unsigned long long)t2.fwd[2], (unsigned long long)t.fwd[0],
+           (unsigned long long)t.fwd[1], (unsigned long long)t.fwd[2]);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(t2.fwd[k], t.fwd[k]);
+    /* A new client learns it too, by async (multiplexed) calls. Its first
+     * calls may leave before it has the view (they go to the silo it
+     * connected to, and what it learns then is not kept); once it has the
+     * view, a round teaches it where the rest live, and from then on no
+     * round is forwarded. */
+    quark_client *c2 = client_new(QUARK_ROUTE_OWNER, ALL);
+    uint64_t fwd_round[6];
+    int quiet = -1;
+    for (int round = 0; round < 6 && quiet < 0; round++) {
+        uint64_t f0 = must_totals(ALL).forwarded;
+        batch *b = batch_run(c2, M_GET, "s", N_STAY, 5);
+        batch_check(b, "Get s-* (a new client)");
+        batch_free(b);
+        fwd_round[round] = must_totals(ALL).forwarded - f0;
+        printf("# dir_stays: a new client's async round %d: %llu forwarded\n", round + 1,
+               (unsigned long long)fwd_round[round]);
+        if (fwd_round[round] == 0)
+            quiet = round;
+    }
+    if (quiet < 0)
+        fail_msg("a new client's async calls were still forwarded after 6 rounds");
+    assert_true(fwd_round[0] > 0); /* it had something to learn */
+    uint64_t f0 = must_totals(ALL).forwarded;
+    batch *b = batch_run(c2, M_GET, "s", N_STAY, 5);
+    batch_check(b, "Get s-* (once more)");
+    batch_free(b);
+    assert_int_equal(must_totals(ALL).forwarded, f0);
+    quark_client_free(c2);
+
     /* A silo that stops gracefully lets go of its activations first: its
      * entries go, and the counters come back (at 0: in memory) elsewhere. */
     assert_exited_0(silo_signal(0, SIGTERM), 0);
@@ -1380,6 +1442,774 @@ static void test_dir_stays(void **state)
     }
     t = must_totals(6u);
     assert_int_equal(t.activations, N_STAY);
+    quark_client_free(c);
+    cluster_down();
+}
+
+/* ---- durable reminders ---- */
+
+/* Watching counters: a thread that Gets each of them (async, all at once)
+ * every interval_ms and keeps every value it got, with the start and end
+ * of the round (the value was current at some point in between; "seen at"
+ * below is the end). A value below the one seen before is noted: the
+ * values are stored before a reply leaves, so they never go down. */
+enum { RP_MAX = 16, RP_DEADLINE_MS = 1000 };
+
+typedef struct rp_obs {
+    uint64_t ts, t;         /* its round's start and end, ms (monotonic) */
+    int64_t v;
+} rp_obs;
+
+typedef struct rpoll rpoll;
+
+typedef struct rp_slot {
+    rpoll *p;
+    int i;
+} rp_slot;
+
+struct rpoll {
+    pthread_t th;
+    int n;
+    unsigned interval_ms;
+    quark_ref *refs[RP_MAX];
+    rp_slot slot[RP_MAX];
+    char ids[RP_MAX][32];
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    int pending;            /* Gets of the round still in flight */
+    int64_t got[RP_MAX];    /* the round's values (-1: failed) */
+    int64_t last[RP_MAX];   /* the newest value seen (-1: none yet) */
+    rp_obs *hist[RP_MAX];   /* every value got */
+    size_t nh[RP_MAX], caph[RP_MAX];
+    size_t rounds, gets, failed;
+    int decreased;
+    char decrease_msg[256];
+};
+
+static rpoll *g_rp; /* the running one, stopped by the teardown if a case fails */
+
+static void rp_cb(quark_err err, const char *msg, const Quark__Examples__CounterValue *v,
+                  void *arg)
+{
+    (void)msg;
+    rp_slot *s = arg;
+    rpoll *p = s->p;
+    pthread_mutex_lock(&p->mu);
+    p->got[s->i] = err == QUARK_OK && v ? v->value : -1;
+    p->pending--;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void *rp_main(void *arg)
+{
+    rpoll *p = arg;
+    Quark__Examples__GetRequest get = QUARK__EXAMPLES__GET_REQUEST__INIT;
+    while (!atomic_load(&p->stop)) {
+        uint64_t ts = tu_now_ms();
+        pthread_mutex_lock(&p->mu);
+        p->pending = p->n;
+        for (int i = 0; i < p->n; i++)
+            p->got[i] = -1;
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < p->n; i++)
+            if (quark_examples_CounterActor_Get_async(p->refs[i], &get, rp_cb, &p->slot[i]) !=
+                QUARK_OK) { /* the callback will not run */
+                pthread_mutex_lock(&p->mu);
+                p->pending--;
+                pthread_mutex_unlock(&p->mu);
+            }
+        pthread_mutex_lock(&p->mu);
+        while (p->pending > 0) /* each callback runs once, within its deadline */
+            pthread_cond_wait(&p->cv, &p->mu);
+        uint64_t t = tu_now_ms();
+        for (int i = 0; i < p->n; i++) {
+            p->gets++;
+            int64_t v = p->got[i];
+            if (v < 0) {
+                p->failed++;
+                continue;
+            }
+            if (v < p->last[i] && p->decreased++ == 0)
+                snprintf(p->decrease_msg, sizeof p->decrease_msg,
+                         "%s went down from %lld to %lld at +%llu ms", p->ids[i],
+                         (long long)p->last[i], (long long)v,
+                         (unsigned long long)(t - g_case_t0));
+            if (p->nh[i] == p->caph[i]) {
+                p->caph[i] = p->caph[i] ? 2 * p->caph[i] : 256;
+                p->hist[i] = realloc(p->hist[i], p->caph[i] * sizeof *p->hist[i]);
+                if (!p->hist[i])
+                    abort(); /* out of memory: no assertion off the main thread */
+            }
+            p->hist[i][p->nh[i]++] = (rp_obs){.ts = ts, .t = t, .v = v};
+            p->last[i] = v;
+        }
+        p->rounds++;
+        pthread_mutex_unlock(&p->mu);
+        tu_sleep_ms(p->interval_ms);
+    }
+    return NULL;
+}
+
+/* Watch DurableCounter "<prefix>-0".."<prefix>-(n-1)" through c. */
+static rpoll *rp_start(quark_client *c, const char *prefix, int n, unsigned interval_ms)
+{
+    assert_true(n <= RP_MAX && !g_rp);
+    rpoll *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->n = n;
+    p->interval_ms = interval_ms;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    for (int i = 0; i < n; i++) {
+        snprintf(p->ids[i], sizeof p->ids[i], "%s-%d", prefix, i);
+        TU_OK(quark_ref_new(c, &quark_examples_CounterActor_interface, DURABLE_COUNTER_TYPE,
+                            p->ids[i], &p->refs[i]));
+        quark_ref_set_deadline(p->refs[i], RP_DEADLINE_MS);
+        p->slot[i] = (rp_slot){.p = p, .i = i};
+        p->last[i] = -1;
+    }
+    assert_int_equal(pthread_create(&p->th, NULL, rp_main, p), 0);
+    g_rp = p;
+    return p;
+}
+
+/* Stop the thread (the history stays readable). */
+static void rp_stop(rpoll *p)
+{
+    if (atomic_exchange(&p->stop, 1))
+        return;
+    pthread_join(p->th, NULL);
+    if (g_rp == p)
+        g_rp = NULL;
+}
+
+static void rp_free(rpoll *p)
+{
+    rp_stop(p);
+    for (int i = 0; i < p->n; i++) {
+        quark_ref_free(p->refs[i]);
+        free(p->hist[i]);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+/* The teardown of a failed case: its client is left alone (not freed), so
+ * the references stay valid until the thread is joined. */
+static void rp_cleanup(void)
+{
+    if (g_rp)
+        rp_stop(g_rp);
+}
+
+static size_t rp_rounds(rpoll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t r = p->rounds;
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+/* Wait until a whole round began after this call. */
+static void rp_fresh(rpoll *p)
+{
+    size_t r0 = rp_rounds(p);
+    if (!TU_WAIT_UNTIL(rp_rounds(p) >= r0 + 2, 10000))
+        fail_msg("the counters' watcher did not complete a round within 10 s");
+}
+
+static int64_t rp_last(rpoll *p, int i)
+{
+    pthread_mutex_lock(&p->mu);
+    int64_t v = p->last[i];
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+/* The newest value of counter i seen by time t (-1: none). */
+static int64_t rp_value_at(rpoll *p, int i, uint64_t t)
+{
+    int64_t v = -1;
+    pthread_mutex_lock(&p->mu);
+    for (size_t k = 0; k < p->nh[i] && p->hist[i][k].t <= t; k++)
+        v = p->hist[i][k].v;
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+/* When counter i was first seen at `v` or more, at or after `after` (0: not yet). */
+static uint64_t rp_when_at_least(rpoll *p, int i, int64_t v, uint64_t after)
+{
+    uint64_t t = 0;
+    pthread_mutex_lock(&p->mu);
+    for (size_t k = 0; k < p->nh[i] && !t; k++)
+        if (p->hist[i][k].t >= after && p->hist[i][k].v >= v)
+            t = p->hist[i][k].t;
+    pthread_mutex_unlock(&p->mu);
+    return t;
+}
+
+/* How long after `t` counter i was seen to rise, for sure after t: above
+ * its value in the first round that began at or after t (ms after t;
+ * UINT64_MAX if it was not). */
+static uint64_t rp_rose_after(rpoll *p, int i, uint64_t t)
+{
+    uint64_t ms = UINT64_MAX;
+    pthread_mutex_lock(&p->mu);
+    size_t k = 0;
+    while (k < p->nh[i] && p->hist[i][k].ts < t)
+        k++;
+    for (size_t j = k + 1; j < p->nh[i] && ms == UINT64_MAX; j++)
+        if (p->hist[i][j].v > p->hist[i][k].v)
+            ms = p->hist[i][j].t - t;
+    pthread_mutex_unlock(&p->mu);
+    return ms;
+}
+
+/* Every counter of `mask` (bit i: counter i; ~0u all) was seen at base[i] + d or more. */
+static bool rp_all_at_least(rpoll *p, unsigned mask, const int64_t *base, int64_t d)
+{
+    for (int i = 0; i < p->n; i++)
+        if ((mask >> i & 1u) && (rp_last(p, i) < 0 || rp_last(p, i) < base[i] + d))
+            return false;
+    return true;
+}
+
+/* The most ticks of one counter seen to come within less than `win` ms,
+ * between from and to: with a period above `win`, 1, unless a tick was
+ * fired twice or ran late, next to the following one. */
+static int64_t rp_most_within(rpoll *p, int i, uint64_t from, uint64_t to, uint64_t win)
+{
+    int64_t most = 0;
+    pthread_mutex_lock(&p->mu);
+    const rp_obs *h = p->hist[i];
+    for (size_t k = 1; k < p->nh[i]; k++) {
+        if (h[k].t < from || h[k].t > to || h[k].v == h[k - 1].v)
+            continue;
+        /* the ticks between the round that saw h[k-1] and the one that saw
+         * h[j] came within the span of those rounds */
+        size_t j = k;
+        while (j + 1 < p->nh[i] && h[j + 1].t < h[k - 1].ts + win)
+            j++;
+        if (h[j].t < h[k - 1].ts + win && h[j].v - h[k - 1].v > most)
+            most = h[j].v - h[k - 1].v;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return most;
+}
+
+/* How far counter i was ever seen ahead of its schedule: its value minus
+ * `base` minus the due times of a reminder of `period` set after `t_set`
+ * that had come by then (a due time is at least a period after t_set; 50
+ * ms of margin for the silos' wall clock against ours). Above 0, a due
+ * time ticked twice (a tick that ran late cannot do that; a duplicate
+ * after a skipped tick goes unseen). */
+static int64_t rp_ahead(rpoll *p, int i, uint64_t t_set, int64_t base, uint64_t period)
+{
+    int64_t most = INT64_MIN;
+    pthread_mutex_lock(&p->mu);
+    for (size_t k = 0; k < p->nh[i]; k++) {
+        const rp_obs *o = &p->hist[i][k];
+        int64_t due = o->t + 50 > t_set ? (int64_t)((o->t + 50 - t_set) / period) : 0;
+        if (o->v - base - due > most)
+            most = o->v - base - due;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return most;
+}
+
+/* Print when counter i was seen to change between from and to (a case's
+ * evidence when ticks came closer than a period). */
+static void rp_dump(rpoll *p, int i, uint64_t from, uint64_t to)
+{
+    char line[2048];
+    size_t n = 0;
+    pthread_mutex_lock(&p->mu);
+    const rp_obs *h = p->hist[i];
+    for (size_t k = 1; k < p->nh[i] && n + 40 < sizeof line; k++)
+        if (h[k].t >= from && h[k].t <= to && h[k].v != h[k - 1].v)
+            n += (size_t)snprintf(line + n, sizeof line - n, " %lld@+%llu..%llu",
+                                  (long long)h[k].v,
+                                  (unsigned long long)(h[k - 1].t - g_case_t0),
+                                  (unsigned long long)(h[k].t - g_case_t0));
+    pthread_mutex_unlock(&p->mu);
+    printf("#   %s seen going to value@+(last seen before)..(first seen) ms:%s\n", p->ids[i],
+           n ? line : " (none)");
+}
+
+static void rp_check_never_down(rpoll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int d = p->decreased;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", p->decrease_msg);
+    pthread_mutex_unlock(&p->mu);
+    if (d)
+        fail_msg("%d time(s) a durable counter's value went down (a stored tick lost?): "
+                 "first, %s", d, msg);
+}
+
+/* Remind(period) on DurableCounter `id`: the reply's value in *value. */
+static quark_err remind_id(quark_client *c, const char *type, const char *id, uint32_t period,
+                           int64_t *value)
+{
+    quark_ref *r;
+    quark_err err = quark_ref_new(c, &quark_examples_CounterActor_interface, type, id, &r);
+    if (err != QUARK_OK)
+        return err;
+    Quark__Examples__RemindRequest req = QUARK__EXAMPLES__REMIND_REQUEST__INIT;
+    req.period_ms = period;
+    Quark__Examples__CounterValue *v = NULL;
+    err = quark_examples_CounterActor_Remind(r, &req, &v);
+    if (value)
+        *value = err == QUARK_OK && v ? v->value : -1;
+    quark_msg_free(v);
+    quark_ref_free(r);
+    return err;
+}
+
+/* Get on DurableCounter `id`: true with its value in *value. */
+static bool durable_get(quark_client *c, const char *id, int64_t *value)
+{
+    quark_ref *r;
+    if (quark_ref_new(c, &quark_examples_CounterActor_interface, DURABLE_COUNTER_TYPE, id, &r) !=
+        QUARK_OK)
+        return false;
+    quark_err err = call1(r, M_GET, 0, value);
+    quark_ref_free(r);
+    return err == QUARK_OK;
+}
+
+static int64_t must_remind(quark_client *c, const char *id, uint32_t period)
+{
+    int64_t v = -1;
+    quark_err err = remind_id(c, DURABLE_COUNTER_TYPE, id, period, &v);
+    if (err != QUARK_OK)
+        fail_msg("Remind(%s, %u ms) -> %s: %s", id, period, quark_errname(err),
+                 quark_last_error());
+    return v;
+}
+
+/* The reminders of this case's cluster in Redis, as an operator would read
+ * them (SCAN for "<cluster>/reminders/...", HGETALL of each): how many fields
+ * there are, and whether each of DurableCounter "<prefix>-<i>" for the i of
+ * `want` (bit mask) has exactly one, named "DurableCounter/<id_len>:<id>tick",
+ * whose value is "<due> <period> <hash>" with period `period`. */
+static int redis_reminders(const char *prefix, unsigned want, uint64_t period, char *why,
+                           size_t cap)
+{
+    int found[RP_MAX] = {0}, total = 0;
+    why[0] = '\0';
+    char cursor[32] = "0";
+    do {
+        redisReply *r = rs_command(&g_redis, "SCAN %s MATCH %s/reminders/* COUNT 1000", cursor,
+                                   g_cluster);
+        assert_non_null(r);
+        assert_true(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t k = 0; k < r->element[1]->elements; k++) {
+            redisReply *h = rs_command(&g_redis, "HGETALL %s", r->element[1]->element[k]->str);
+            assert_non_null(h);
+            assert_int_equal(h->type, REDIS_REPLY_ARRAY);
+            for (size_t f = 0; f + 1 < h->elements; f += 2) {
+                const char *field = h->element[f]->str, *val = h->element[f + 1]->str;
+                total++;
+                int hit = -1;
+                for (int i = 0; i < RP_MAX && hit < 0; i++) {
+                    char id[32], name[96];
+                    snprintf(id, sizeof id, "%s-%d", prefix, i);
+                    snprintf(name, sizeof name, "%s/%zu:%stick", DURABLE_COUNTER_TYPE,
+                             strlen(id), id);
+                    if (!strcmp(field, name))
+                        hit = i;
+                }
+                unsigned long long due, per, hash;
+                if (hit < 0 || !(want >> hit & 1u)) {
+                    if (!why[0])
+                        snprintf(why, cap, "unexpected field '%s' in %s", field,
+                                 r->element[1]->element[k]->str);
+                    continue;
+                }
+                found[hit]++;
+                if (sscanf(val, "%llu %llu %llu", &due, &per, &hash) != 3 || per != period)
+                    if (!why[0])
+                        snprintf(why, cap, "field '%s' = '%s', not '<due> %llu <hash>'", field,
+                                 val, (unsigned long long)period);
+            }
+            freeReplyObject(h);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    for (int i = 0; i < RP_MAX; i++)
+        if ((want >> i & 1u) && found[i] != 1 && !why[0])
+            snprintf(why, cap, "%d fields for %s-%d", found[i], prefix, i);
+    return total;
+}
+
+/* The value DurableCounter `id` has in the storage (Redis), 0 if none. */
+static int64_t stored_value(const char *id)
+{
+    redisReply *r = rs_command(&g_redis, "HGET %s/state/%s/%s data", g_cluster,
+                               DURABLE_COUNTER_TYPE, id);
+    assert_non_null(r);
+    int64_t v = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+        Quark__Examples__CounterState *st =
+            quark__examples__counter_state__unpack(NULL, r->len, (const uint8_t *)r->str);
+        if (!st)
+            fail_msg("the stored state of %s does not decode", id);
+        v = st->value;
+        quark__examples__counter_state__free_unpacked(st, NULL);
+    } else if (r->type != REDIS_REPLY_NIL) {
+        fail_msg("HGET of the state of %s: reply type %d", id, r->type);
+    }
+    freeReplyObject(r);
+    return v;
+}
+
+enum {
+    N_REM = 10,
+    REM_PERIOD_MS = 1000,
+    REM_REFRESH_MS = 1000,  /* the silos' reminder_refresh_ms (the default) */
+    REM_POLL_MS = 50,
+    /* a counter rises by 2 within this of the death of a silo */
+    REM_RECOVERY_MS = FAILURE_TIMEOUT_MS + 2 * REM_PERIOD_MS + 3000,
+};
+
+/* Worst, over the counters of `mask`, of when each was first seen at
+ * base[i] + d or more after `t0` (ms after t0; UINT64_MAX if one was not),
+ * and which counter that was. */
+static uint64_t rp_worst(rpoll *p, unsigned mask, const int64_t *base, int64_t d, uint64_t t0,
+                         int *which)
+{
+    uint64_t worst = 0;
+    *which = -1;
+    for (int i = 0; i < p->n; i++) {
+        if (!(mask >> i & 1u))
+            continue;
+        uint64_t t = rp_when_at_least(p, i, base[i] + d, t0);
+        uint64_t ms = t ? t - t0 : UINT64_MAX;
+        if (*which < 0 || ms > worst) {
+            worst = ms;
+            *which = i;
+        }
+    }
+    return worst;
+}
+
+static long long ms_or_neg(uint64_t ms)
+{
+    return ms == UINT64_MAX ? -1LL : (long long)ms;
+}
+
+/* Three silos with membership, directory, storage and reminders in Redis;
+ * Remind(1 s) on 10 DurableCounters:
+ *   (a) each rises by a tick per period;
+ *   (b) Redis holds exactly their 10 reminders, where docs/reminders.md says;
+ *   (c) kill -9 of the silo hosting most of them, and its restart: each
+ *       rises by 2 within failure timeout + 2 periods + 3 s of the kill,
+ *       and again by 2 after the restart;
+ *   (d) kill -9 of all three, ~4 periods down, started again: each rises
+ *       again, and the missed ticks are not replayed (within 1.5 periods
+ *       of the first new tick no counter rose by more than 2);
+ *   (e) Remind(0) on half: their fields are gone from Redis, and they stop
+ *       (at most one tick after reminder_refresh_ms), the others go on.
+ * No value ever goes down (every tick's increment is stored before its
+ * reply, and so before a Get can see it). */
+static void test_reminders(void **state)
+{
+    (void)state;
+    snprintf(g_storage, sizeof g_storage, "%s", g_membership);
+    assert_true(g_reminders[0] != '\0'); /* the group's silos keep reminders in Redis */
+    const unsigned all = (1u << N_REM) - 1;
+    cluster_up();
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    char id[32], why[256];
+    int64_t base[N_REM];
+    uint64_t t_set = tu_now_ms(), t_set_i[N_REM];
+    for (int i = 0; i < N_REM; i++) {
+        snprintf(id, sizeof id, "rm-%d", i);
+        t_set_i[i] = tu_now_ms();
+        base[i] = must_remind(c, id, REM_PERIOD_MS);
+        assert_int_equal(base[i], 0);
+    }
+    uint64_t set_ms = tu_now_ms() - t_set;
+    rpoll *p = rp_start(c, "rm", N_REM, REM_POLL_MS);
+
+    /* (a) ticks: each at 3 or more (its first tick is a period after its
+     * Remind, the owner of its bucket reads it within a refresh) */
+    if (!POLL_UNTIL(rp_all_at_least(p, all, base, 3), 3 * REM_PERIOD_MS + REM_REFRESH_MS + 5000))
+        fail_msg("not every counter reached 3 within %d ms of its Remind", 3 * REM_PERIOD_MS +
+                 REM_REFRESH_MS + 5000);
+    int w;
+    uint64_t first3 = rp_worst(p, all, base, 3, t_set, &w);
+    printf("# reminders: Remind(%d ms) on %d DurableCounters in %llu ms; all at 3 ticks after "
+           "%llu ms (the last rm-%d)\n",
+           REM_PERIOD_MS, N_REM, (unsigned long long)set_ms, (unsigned long long)first3, w);
+
+    /* (b) in Redis: one field per reminder, in the bucket hashes */
+    int total = redis_reminders("rm", all, REM_PERIOD_MS, why, sizeof why);
+    printf("# reminders: Redis holds %d reminder fields under %s/reminders/*%s%s\n", total,
+           g_cluster, why[0] ? ": " : "", why);
+    if (why[0] || total != N_REM)
+        fail_msg("the reminders in Redis: %d fields (%d wanted): %s", total, N_REM, why);
+
+    /* (c) kill -9 of the silo hosting most counters, restarted once the
+     * others declared it dead */
+    int on[N_SILOS] = {0}, victim = 0;
+    for (int i = 0; i < N_REM; i++) {
+        char e[128];
+        entry_of_id("rm", i, e, sizeof e);
+        for (int k = 0; k < N_SILOS; k++)
+            if (!strncmp(e, g_silo[k].addr, strlen(g_silo[k].addr)) &&
+                e[strlen(g_silo[k].addr)] == ' ')
+                on[k]++;
+    }
+    for (int k = 1; k < N_SILOS; k++)
+        if (on[k] > on[victim])
+            victim = k;
+    unsigned others = ALL & ~(1u << victim);
+    rp_fresh(p);
+    int64_t v_kill[N_REM];
+    for (int i = 0; i < N_REM; i++)
+        v_kill[i] = rp_last(p, i);
+    uint64_t t_kill = tu_now_ms();
+    silo_signal(victim, SIGKILL);
+    bool two = POLL_UNTIL(all_report(others, others), RECOVERY_MS);
+    uint64_t dead_ms = tu_now_ms() - t_kill;
+    silo_spawn(victim);
+    bool three = POLL_UNTIL(all_report(ALL, ALL), 10000);
+    uint64_t t_back = tu_now_ms();
+    POLL_UNTIL(rp_all_at_least(p, all, v_kill, 2), 2 * REM_RECOVERY_MS);
+    uint64_t worst_kill = rp_worst(p, all, v_kill, 2, t_kill, &w);
+    printf("# reminders: silo %d (hosting %d/%d/%d of the counters on silos 1/2/3) killed at "
+           "+%llu ms: declared dead after %llu ms, back after %llu ms; every counter rose by 2 "
+           "within %lld ms of the kill (the last rm-%d; limit %d ms)\n",
+           victim + 1, on[0], on[1], on[2], (unsigned long long)(t_kill - g_case_t0),
+           (unsigned long long)dead_ms,
+           (unsigned long long)(t_back - t_kill), ms_or_neg(worst_kill), w, REM_RECOVERY_MS);
+    if (!two || !three)
+        fail_msg("silo %d killed: the others did not report 2 members within %d ms (%d), or "
+                 "all 3 again within 10 s of its restart (%d)", victim + 1, RECOVERY_MS, two,
+                 three);
+    if (worst_kill > REM_RECOVERY_MS)
+        fail_msg("rm-%d rose by 2 only %lld ms after silo %d was killed (limit %d ms: "
+                 "failure timeout + 2 periods + 3 s)", w, ms_or_neg(worst_kill), victim + 1,
+                 REM_RECOVERY_MS);
+    /* and on after the restart (the buckets move back to it) */
+    rp_fresh(p);
+    int64_t v_back[N_REM];
+    for (int i = 0; i < N_REM; i++)
+        v_back[i] = rp_last(p, i);
+    uint64_t t_back2 = tu_now_ms();
+    POLL_UNTIL(rp_all_at_least(p, all, v_back, 2), 2 * REM_RECOVERY_MS);
+    uint64_t worst_back = rp_worst(p, all, v_back, 2, t_back2, &w);
+    int64_t most_c = 0;
+    for (int i = 0; i < N_REM; i++) {
+        int64_t m = rp_most_within(p, i, t_kill, tu_now_ms(), REM_PERIOD_MS * 9 / 10);
+        if (m > most_c)
+            most_c = m;
+        if (m > 1)
+            rp_dump(p, i, t_kill, tu_now_ms());
+    }
+    printf("# reminders: after silo %d's restart every counter rose by 2 within %lld ms; the "
+           "most ticks of one counter seen within 0.9 periods since the kill: %lld\n",
+           victim + 1, ms_or_neg(worst_back), (long long)most_c);
+    if (worst_back > REM_RECOVERY_MS)
+        fail_msg("after silo %d's restart rm-%d rose by 2 only after %lld ms (limit %d ms)",
+                 victim + 1, w, ms_or_neg(worst_back), REM_RECOVERY_MS);
+
+    /* (d) the whole cluster down for ~4 periods and up again */
+    for (int k = 0; k < N_SILOS; k++)
+        silo_signal(k, SIGKILL);
+    uint64_t t_down = tu_now_ms();
+    int64_t v_down[N_REM];
+    for (int i = 0; i < N_REM; i++) {
+        snprintf(id, sizeof id, "rm-%d", i);
+        v_down[i] = stored_value(id);
+    }
+    uint64_t up_at = t_down + 4 * REM_PERIOD_MS;
+    if (tu_now_ms() < up_at)
+        tu_sleep_ms((unsigned)(up_at - tu_now_ms())); /* the length of the outage */
+    uint64_t t_up0 = tu_now_ms();
+    cluster_up();
+    uint64_t t_up = tu_now_ms();
+    POLL_UNTIL(rp_all_at_least(p, all, v_down, 1), 2 * REM_RECOVERY_MS);
+    uint64_t worst_up = rp_worst(p, all, v_down, 1, t_up, &w);
+    int w_first = -1;
+    uint64_t t_first = UINT64_MAX;
+    for (int i = 0; i < N_REM; i++) {
+        uint64_t t = rp_when_at_least(p, i, v_down[i] + 1, t_up0);
+        if (t && t < t_first) {
+            t_first = t;
+            w_first = i;
+        }
+    }
+    if (worst_up > REM_RECOVERY_MS || t_first == UINT64_MAX)
+        fail_msg("after the whole cluster's restart rm-%d rose only after %lld ms (limit %d ms)",
+                 w, ms_or_neg(worst_up), REM_RECOVERY_MS);
+    /* missed ticks are skipped: within 1.5 periods of the first new tick,
+     * at most 2 per counter */
+    uint64_t window_end = t_first + REM_PERIOD_MS * 3 / 2;
+    POLL_UNTIL(tu_now_ms() > window_end + 100, 2 * REM_PERIOD_MS);
+    rp_fresh(p);
+    int64_t most_rise = 0;
+    int w_rise = 0;
+    for (int i = 0; i < N_REM; i++) {
+        int64_t r = rp_value_at(p, i, window_end) - v_down[i];
+        if (r > most_rise) {
+            most_rise = r;
+            w_rise = i;
+        }
+    }
+    printf("# reminders: all 3 silos killed at +%llu ms, up again %llu ms later (all members "
+           "after %llu ms); first new tick (rm-%d) %lld ms after they were all up, every "
+           "counter ticked within %lld ms; within 1.5 periods of the first new tick at most "
+           "%lld ticks (rm-%d) over the stored values\n",
+           (unsigned long long)(t_down - g_case_t0), (unsigned long long)(t_up0 - t_down),
+           (unsigned long long)(t_up - t_up0), w_first, (long long)t_first - (long long)t_up,
+           ms_or_neg(worst_up), (long long)most_rise, w_rise);
+    int64_t most_d = 0;
+    for (int i = 0; i < N_REM; i++) {
+        int64_t m = rp_most_within(p, i, t_up0, tu_now_ms(), REM_PERIOD_MS * 9 / 10);
+        if (m > most_d)
+            most_d = m;
+        if (m > 1)
+            rp_dump(p, i, t_up0, tu_now_ms());
+    }
+    printf("# reminders: the most ticks of one counter seen within 0.9 periods since the "
+           "restart: %lld\n", (long long)most_d);
+    if (most_rise > 2)
+        fail_msg("rm-%d rose by %lld within 1.5 periods of the first tick after the restart "
+                 "(from %lld stored while down): missed ticks replayed, or fired twice",
+                 w_rise, (long long)most_rise, (long long)v_down[w_rise]);
+
+    /* (e) Remind(0) on the even half */
+    unsigned stopped = 0;
+    for (int i = 0; i < N_REM; i += 2)
+        stopped |= 1u << i;
+    unsigned kept = all & ~stopped;
+    int64_t v_unset[N_REM] = {0};
+    uint64_t t_ret[N_REM] = {0}, t_unset0 = tu_now_ms(), t_unset_last = 0;
+    for (int i = 0; i < N_REM; i++) {
+        if (!(stopped >> i & 1u))
+            continue;
+        snprintf(id, sizeof id, "rm-%d", i);
+        v_unset[i] = must_remind(c, id, 0);
+        t_ret[i] = t_unset_last = tu_now_ms();
+    }
+    total = redis_reminders("rm", kept, REM_PERIOD_MS, why, sizeof why);
+    if (why[0] || total != N_REM / 2)
+        fail_msg("after Remind(0) on half: %d reminder fields in Redis (%d wanted): %s", total,
+                 N_REM / 2, why);
+    int64_t v_kept[N_REM] = {0};
+    uint64_t watch_from = t_unset_last + REM_REFRESH_MS;
+    uint64_t watch_end = watch_from + 3 * REM_PERIOD_MS;
+    if (tu_now_ms() < watch_end)
+        tu_sleep_ms((unsigned)(watch_end - tu_now_ms())); /* the time they are watched */
+    rp_fresh(p);
+    int64_t most_after = 0, most_total = 0, least_kept = INT64_MAX;
+    int w_after = -1;
+    for (int i = 0; i < N_REM; i++) {
+        int64_t now_v = rp_last(p, i);
+        if (stopped >> i & 1u) {
+            int64_t at_refresh = rp_value_at(p, i, t_ret[i] + REM_REFRESH_MS);
+            if (now_v - at_refresh > most_after) {
+                most_after = now_v - at_refresh;
+                w_after = i;
+            }
+            if (now_v - v_unset[i] > most_total)
+                most_total = now_v - v_unset[i];
+        } else {
+            v_kept[i] = rp_value_at(p, i, watch_from);
+            if (now_v - v_kept[i] < least_kept)
+                least_kept = now_v - v_kept[i];
+        }
+    }
+    printf("# reminders: Remind(0) on %d counters in %llu ms, their fields gone from Redis; "
+           "since, at most %lld ticks of one of them (%lld after reminder_refresh_ms); the "
+           "other %d rose by at least %lld in the %d ms after\n",
+           N_REM / 2, (unsigned long long)(t_unset_last - t_unset0), (long long)most_total,
+           (long long)most_after, N_REM / 2, (long long)least_kept, 3 * REM_PERIOD_MS);
+    if (most_after > 1)
+        fail_msg("rm-%d rose by %lld more after Remind(0) returned and %d ms passed", w_after,
+                 (long long)most_after, REM_REFRESH_MS);
+    if (least_kept < 2)
+        fail_msg("a counter still reminded rose by only %lld in %d ms", (long long)least_kept,
+                 3 * REM_PERIOD_MS);
+    rp_stop(p);
+    pthread_mutex_lock(&p->mu);
+    size_t gets = p->gets, failed = p->failed;
+    pthread_mutex_unlock(&p->mu);
+    /* No due time ticked twice: no value ever above the due times so far. */
+    int64_t ahead = INT64_MIN;
+    int w_ahead = 0;
+    for (int i = 0; i < N_REM; i++) {
+        int64_t a = rp_ahead(p, i, t_set_i[i], base[i], REM_PERIOD_MS);
+        if (a > ahead) {
+            ahead = a;
+            w_ahead = i;
+        }
+    }
+    printf("# reminders: the watcher made %zu Gets (%zu failed, the outages); a counter was "
+           "at most %lld ticks ahead of its due times (rm-%d; above 0: a due time ticked "
+           "twice)\n", gets, failed, (long long)ahead, w_ahead);
+    if (ahead > 0) {
+        rp_dump(p, w_ahead, t_set, tu_now_ms());
+        fail_msg("rm-%d was %lld ticks ahead of its due times: a due time ticked twice",
+                 w_ahead, (long long)ahead);
+    }
+    rp_check_never_down(p);
+    rp_free(p);
+    quark_client_free(c);
+    cluster_down();
+}
+
+/* One silo of a gossip cluster, reminders in memory (the default): Remind
+ * on CounterActor, which does not implement it, fails clearly; a period
+ * below the minimum is refused; DurableCounter's reminder ticks, and stops
+ * with Remind(0) (this silo fires it: no refresh to wait for). */
+static void test_reminder_errors(void **state)
+{
+    (void)state;
+    silo_spawn(0);
+    if (!POLL_UNTIL(all_report(1u, 1u), 10000))
+        fail_msg("silo 1 did not see itself within 10 s");
+    quark_client *c = client_new(QUARK_ROUTE_OWNER, 1u);
+    int64_t v;
+    quark_err err = remind_id(c, NULL, "re-0", 1000, &v); /* NULL: CounterActor's own type */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", quark_last_error());
+    printf("# reminder_errors: Remind on CounterActor -> %s: %s\n", quark_errname(err), msg);
+    if (err != QUARK_EUNIMPLEMENTED || !strstr(msg, "Remind"))
+        fail_msg("Remind on CounterActor -> %s (%s), not QUARK_EUNIMPLEMENTED naming Remind",
+                 quark_errname(err), msg);
+    err = remind_id(c, DURABLE_COUNTER_TYPE, "re-1", 10, &v);
+    snprintf(msg, sizeof msg, "%s", quark_last_error());
+    printf("# reminder_errors: Remind(10 ms) on DurableCounter -> %s: %s\n", quark_errname(err),
+           msg);
+    if (err != QUARK_EINVAL || !strstr(msg, "reminder_min_period_ms"))
+        fail_msg("Remind(10 ms) -> %s (%s), not QUARK_EINVAL naming reminder_min_period_ms",
+                 quark_errname(err), msg);
+
+    assert_int_equal(must_remind(c, "re-1", 1000), 0);
+    uint64_t t0 = tu_now_ms();
+    int64_t got = -1;
+    if (!POLL_UNTIL(durable_get(c, "re-1", &got) && got >= 2, 2 * 1000 + 3000))
+        fail_msg("re-1 reached only %lld within 5 s of Remind(1000)", (long long)got);
+    uint64_t two_ms = tu_now_ms() - t0;
+    int64_t at_unset = must_remind(c, "re-1", 0);
+    tu_sleep_ms(2500); /* 2.5 periods in which it must not tick */
+    assert_true(durable_get(c, "re-1", &got));
+    printf("# reminder_errors: re-1 ticked twice in %llu ms; Remind(0) at %lld, 2.5 periods "
+           "later %lld\n", (unsigned long long)two_ms, (long long)at_unset, (long long)got);
+    if (got > at_unset + 1)
+        fail_msg("re-1 went on from %lld to %lld after Remind(0)", (long long)at_unset,
+                 (long long)got);
     quark_client_free(c);
     cluster_down();
 }
@@ -1415,6 +2245,7 @@ enum {
     CHAOS_THREADS = 4,
     CHAOS_DEADLINE_MS = 5000,
     CHAOS_BACK_MS = 5000,   /* every counter served again within this of each fault */
+    CHAOS_REM = 4,          /* DurableCounters with a reminder through the faults */
 };
 
 typedef struct probe_act {
@@ -1493,7 +2324,10 @@ static int check_probe(int i, size_t *acts, size_t *calls, size_t *late)
  * acknowledged increment is lost, no two activations of a counter ever
  * served at once (by the probe's records), every failed call failed with a
  * clear error within its deadline, and every counter was served again
- * within 5 s of each fault. */
+ * within 5 s of each fault. Meanwhile 4 DurableCounters have a reminder of
+ * 1 s (reminders in Redis too): they tick through it all (at least 40% of
+ * the seconds: ticks missed during faults are skipped) and each ticked
+ * again within 5 s of the last fault. */
 static void test_chaos(void **state)
 {
     (void)state;
@@ -1506,6 +2340,17 @@ static void test_chaos(void **state)
     setenv("QUARK_PROBE_PREFIX", g_cluster, 1);
     cluster_up();
     quark_client *c = client_new(QUARK_ROUTE_OWNER, ALL);
+    /* Durable reminders through the faults: Remind(1 s) on DurableCounters
+     * of their own, watched through a client of their own. */
+    quark_client *rc = client_new(QUARK_ROUTE_OWNER, ALL);
+    for (int i = 0; i < CHAOS_REM; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "cr-%d", i);
+        must_remind(rc, id, REM_PERIOD_MS);
+    }
+    rpoll *rp = rp_start(rc, "cr", CHAOS_REM, 100);
+    size_t r0 = rp_rounds(rp);
+    assert_true(TU_WAIT_UNTIL(rp_rounds(rp) >= r0 + 1, 10000));
     load ld;
     load_start(&ld, c, CHAOS_THREADS, M_INC, "p", CHAOS_IDS, CHAOS_DEADLINE_MS);
     bool loaded = TU_WAIT_UNTIL(atomic_load(&ld.ok_calls) >= 500, 30000);
@@ -1538,6 +2383,7 @@ static void test_chaos(void **state)
     tu_sleep_ms(CHAOS_EVERY_MS);
     uint64_t t_end = tu_now_ms();
     load_stop(&ld);
+    rp_stop(rp);
     assert_true(loaded);
 
     /* The calls: clear errors within their deadline, and per counter how
@@ -1631,6 +2477,40 @@ static void test_chaos(void **state)
     assert_int_equal(lost, 0);
     assert_int_equal(extra, 0);
     assert_int_equal(overlaps, 0);
+
+    /* The reminders ticked through the faults (missed ticks allowed: at
+     * least 40% of the seconds), and each rose again within CHAOS_BACK_MS
+     * of the last fault. */
+    double chaos_s = (double)(t_end - t_begin) / 1000.0;
+    int64_t least = INT64_MAX, most = 0, most_within = 0;
+    uint64_t worst_rem = 0;
+    for (int i = 0; i < CHAOS_REM; i++) {
+        int64_t rise = rp_value_at(rp, i, t_end) - rp_value_at(rp, i, t_begin);
+        if (rise < least)
+            least = rise;
+        if (rise > most)
+            most = rise;
+        uint64_t back = rp_rose_after(rp, i, fault_at[N_FAULTS - 1]);
+        if (back > worst_rem)
+            worst_rem = back;
+        int64_t m = rp_most_within(rp, i, t_begin, t_end, REM_PERIOD_MS * 9 / 10);
+        if (m > most_within)
+            most_within = m;
+    }
+    printf("# chaos: %d reminders of %d ms rose by %lld to %lld in the %.1f s of faults (at "
+           "least %.1f wanted, at most ~%.0f ticks due); after the last fault each rose again "
+           "within %lld ms; the most ticks of one seen within 0.9 periods: %lld\n",
+           CHAOS_REM, REM_PERIOD_MS, (long long)least, (long long)most, chaos_s, 0.4 * chaos_s,
+           chaos_s * 1000.0 / REM_PERIOD_MS, ms_or_neg(worst_rem), (long long)most_within);
+    rp_check_never_down(rp);
+    if ((double)least < 0.4 * chaos_s)
+        fail_msg("a reminder rose by only %lld in %.1f s of faults (< 40%%)", (long long)least,
+                 chaos_s);
+    if (worst_rem > CHAOS_BACK_MS)
+        fail_msg("a reminder did not rise again within %d ms of the last fault (%lld ms)",
+                 CHAOS_BACK_MS, ms_or_neg(worst_rem));
+    rp_free(rp);
+    quark_client_free(rc);
     load_free(&ld);
     quark_client_free(c);
     cluster_down();
@@ -1750,6 +2630,7 @@ int main(void)
         CASE(test_formation),
         CASE(test_actor_to_actor),
         CASE(test_cluster_key),
+        CASE(test_reminder_errors),
     };
     const struct CMUnitTest per_transport[] = {
         CASE(test_placement),
@@ -1788,6 +2669,7 @@ int main(void)
     const struct CMUnitTest with_redis_dir[] = {
         CASE(test_dir_stays),
         CASE(test_dir_renewal),
+        CASE(test_reminders),
         CASE(test_chaos),
         CASE(test_redis_faults),
         CASE(test_placement),
@@ -1795,6 +2677,7 @@ int main(void)
         CASE(test_leave),
     };
     snprintf(g_directory, sizeof g_directory, "%s", g_membership);
+    snprintf(g_reminders, sizeof g_reminders, "%s", g_membership);
     failed += _cmocka_run_group_tests("cluster_redis_dir", with_redis_dir,
                                       sizeof with_redis_dir / sizeof with_redis_dir[0], NULL,
                                       NULL);
