@@ -13,6 +13,10 @@
 #   activate   100,000 fresh counters, 64 in flight   (activations/s)
 #   first      5,000 fresh counters, 1 in flight      (first-call p50/p99)
 #   w2         1,000,000 calls on 10,000 counters      (calls/s)
+# then, once, a 4th silo joins each cluster and w2 runs again ("w2 after a
+# join": with hash placement a quarter of the counters move to it; with the
+# Redis directory they stay, and the client learns where from the answers'
+# location), with the silos' forwarded calls counted around it.
 # and the references: redis-benchmark -P 16 -c 4 of ../shared/peers/redis's
 # CAS script by EVALSHA (what one script per activation can reach) and -c 1
 # (its round trip). Prints a markdown table of medians and writes
@@ -87,6 +91,31 @@ for i in $(seq "$RUNS"); do
     P50[cas-c1]+="$(awk -F'","' '{print $5}' <<<"$line") "
     echo "run: cas-c1 $line"
 done
+# A 4th silo joins each cluster; w2 again, counting the forwards around it.
+forwarded() { # addresses...: the silos' forwarded calls, summed
+    local n=0 a f
+    for a in "$@"; do
+        f=$("$STATUS" "$a" | sed -n 's/.* \([0-9]*\) forwarded.*/\1/p' | head -1)
+        n=$((n + ${f:-0}))
+    done
+    echo $n
+}
+declare -A FWD
+for kind in hash redis; do
+    db=$([ $kind = hash ] && echo 0 || echo 1)
+    dir=$([ $kind = hash ] && echo hash || echo "$R/$db")
+    p=$(free_port)
+    start "${kind}4" --listen 127.0.0.1:$p --workers 2 --membership "$R/$db" --directory "$dir"
+    ADDRS[$kind]="${ADDRS[$kind]},127.0.0.1:$p"
+    for _ in $(seq 100); do
+        "$STATUS" 127.0.0.1:$p | grep -q ': 4 members' && break; sleep 0.1
+    done
+    IFS=, read -ra all <<<"${ADDRS[$kind]}"
+    f0=$(forwarded "${all[@]}")
+    run "w2j-$kind" $kind --workload w2 --calls 1000000
+    FWD[$kind]=$(( $(forwarded "${all[@]}") - f0 ))
+    echo "run: w2j-$kind forwarded ${FWD[$kind]}"
+done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 OUT=$REPO/bench/results/directory-$(date +%Y-%m-%d).md
 {
@@ -98,6 +127,9 @@ OUT=$REPO/bench/results/directory-$(date +%Y-%m-%d).md
         h=$(median <<<"${CPS[$w-hash]:-0}"); r=$(median <<<"${CPS[$w-redis]:-0}")
         echo "| $w calls/s | $h | $r | $(awk -v a="$r" -v b="$h" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }') |"
     done
+    h=$(median <<<"${CPS[w2j-hash]:-0}"); r=$(median <<<"${CPS[w2j-redis]:-0}")
+    echo "| w2 after a 4th silo joined, calls/s (1 run) | $h | $r | $(awk -v a="$r" -v b="$h" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }') |"
+    echo "| ... calls forwarded by silos during it | ${FWD[hash]:-?} | ${FWD[redis]:-?} | |"
     for q in P50 P99; do
         declare -n arr=$q
         h=$(median <<<"${arr[first-hash]:-0}"); r=$(median <<<"${arr[first-redis]:-0}")

@@ -619,6 +619,7 @@ static void remote_free(qk_remote *r)
 {
     remote_free_conns(r);
     qk_direct_free(r->direct);
+    free((void *)r->loc);
     uv_mutex_destroy(&r->mu);
     uv_cond_destroy(&r->cv);
     uv_mutex_destroy(&r->route_mu);
@@ -672,6 +673,7 @@ quark_err qk_remote_new(const qk_remote_cfg *cfg, qk_remote **out)
                         "of HOST:PORT", cs);
     }
     r->primary = r->conns[0];
+    r->loc = calloc(QK_LOC_SLOTS, sizeof *r->loc); /* NULL: it routes by the ring alone */
     if (c.direct_sockets > 0) /* NULL: none */
         r->direct = qk_direct_new(r->cfg.cluster_id, r->cfg.client_name, r->max_msg,
                                   c.direct_sockets, c.transport == QUARK_TRANSPORT_GRPC,

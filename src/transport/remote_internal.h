@@ -127,7 +127,7 @@ struct qk_rconn {
     qk_rconn **lanes;             /* a silo connection: [workers], NULL where none */
 };
 
-#define QK_LOC_SLOTS 4096
+#define QK_LOC_SLOTS 16384 /* 128 KiB */
 
 struct qk_remote {
     qk_remote_cfg cfg;            /* its strings are copies (owned) */
@@ -180,10 +180,11 @@ struct qk_remote {
      * a call another silo forwarded, as the answer told (its location). A
      * slot packs the key's top 40 bits, the member's index in the view and
      * that view's generation (12 bits each); it holds for that view only.
-     * Written and read by the I/O thread and by direct callers, lock-free
-     * (a stale or torn-looking slot only costs one more hop). */
+     * Two ways per set. Written and read by the I/O thread and by direct
+     * callers, lock-free (a stale slot only costs one more hop). Clients
+     * only (NULL in a peer link, or out of memory). */
     uint32_t view_gen;            /* of r->view (I/O thread) */
-    _Atomic uint64_t loc[QK_LOC_SLOTS];
+    _Atomic uint64_t *loc;        /* QK_LOC_SLOTS */
 };
 
 /* The remote whose I/O thread this is (NULL on any other thread). */

@@ -93,29 +93,55 @@ static uint64_t loc_slot(uint64_t hash, int member, uint32_t gen)
     return (hash & ~0xffffffull) | ((uint64_t)member & 0xfff) << 12 | (gen & 0xfff);
 }
 
+static bool loc_is(uint64_t s, uint64_t hash)
+{
+    return s && !((s ^ hash) & ~0xffffffull);
+}
+
+/* The set of `hash`: two slots side by side. */
+static _Atomic uint64_t *loc_set(const qk_remote *r, uint64_t hash)
+{
+    return &r->loc[(hash & (QK_LOC_SLOTS / 2 - 1)) * 2];
+}
+
 int qk_rm_located(const qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash)
 {
-    uint64_t s = atomic_load_explicit(&r->loc[hash & (QK_LOC_SLOTS - 1)], memory_order_relaxed);
-    if (!s || (s ^ hash) & ~0xffffffull || (s & 0xfff) != (gen & 0xfff))
+    if (!r->loc)
         return -1;
-    size_t m = (size_t)(s >> 12 & 0xfff);
-    return m < v->n ? (int)m : -1;
+    _Atomic uint64_t *set = loc_set(r, hash);
+    for (int w = 0; w < 2; w++) {
+        uint64_t s = atomic_load_explicit(&set[w], memory_order_relaxed);
+        if (!loc_is(s, hash))
+            continue;
+        if ((s & 0xfff) != (gen & 0xfff))
+            return -1;
+        size_t m = (size_t)(s >> 12 & 0xfff);
+        return m < v->n ? (int)m : -1;
+    }
+    return -1;
 }
 
 void qk_rm_locate(qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash, const char *p,
                   size_t n)
 {
     char addr[QK_ADDR_MAX];
-    if (!v || n == 0 || n >= sizeof addr)
+    if (!r->loc || !v || n == 0 || n >= sizeof addr)
         return;
     memcpy(addr, p, n);
     addr[n] = '\0';
     int m = qk_view_find(v, addr);
-    _Atomic uint64_t *slot = &r->loc[hash & (QK_LOC_SLOTS - 1)];
-    if (m < 0 || m > 0xfff)
-        atomic_store_explicit(slot, 0, memory_order_relaxed); /* not a member now */
-    else
-        atomic_store_explicit(slot, loc_slot(hash, m, gen), memory_order_relaxed);
+    uint64_t val = m < 0 || m > 0xfff ? 0 : loc_slot(hash, m, gen); /* 0: not a member now */
+    _Atomic uint64_t *set = loc_set(r, hash);
+    /* Its own slot if it has one, else an empty or stale one, else the one
+     * the hash picks. */
+    uint64_t s0 = atomic_load_explicit(&set[0], memory_order_relaxed);
+    uint64_t s1 = atomic_load_explicit(&set[1], memory_order_relaxed);
+    int w = loc_is(s0, hash)                        ? 0
+            : loc_is(s1, hash)                      ? 1
+            : !s0 || (s0 & 0xfff) != (gen & 0xfff) ? 0
+            : !s1 || (s1 & 0xfff) != (gen & 0xfff) ? 1
+                                                    : (int)(hash >> 24 & 1);
+    atomic_store_explicit(&set[w], val, memory_order_relaxed);
 }
 
 static void reroute_waiting(qk_remote *r)
