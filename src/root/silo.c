@@ -116,16 +116,19 @@ quark_err quark_silo_start(quark_silo *s)
                            .refresh_ms = s->opts.reminder_refresh_ms};
         rc = qk_rsvc_new(s, &ro);
     }
-    if (rc == QUARK_OK && (rc = qk_silo_run(s)) != QUARK_OK && p->server) {
-        qk_silo_set_listener(s, NULL, NULL); /* the workers never started: unplug */
-        qk_silo_set_route(s, NULL, NULL);
-        qk_cluster_free(p->cluster);
-        qk_server_free(p->server);
-        p->cluster = NULL;
-        p->server = NULL;
-    }
-    if (rc != QUARK_OK) /* a later start begins afresh */
+    if (rc == QUARK_OK)
+        rc = qk_silo_run(s);
+    if (rc != QUARK_OK) { /* the workers never started: unplug; a later start begins afresh */
+        if (p->server) {
+            qk_silo_set_listener(s, NULL, NULL);
+            qk_silo_set_route(s, NULL, NULL);
+            qk_cluster_free(p->cluster);
+            qk_server_free(p->server);
+            p->cluster = NULL;
+            p->server = NULL;
+        }
         qk_rsvc_free(s);
+    }
     if (rc == QUARK_OK && p->cluster)
         rc = qk_cluster_start(p->cluster);
     if (rc == QUARK_OK)

@@ -33,7 +33,8 @@
 #include "runtime/reminder_service.h"
 
 #define VIEW_CHECK_MS 100   /* how often the view is compared */
-#define LOG_EVERY_MS 5000   /* at most one line per this, of each kind */
+#define LOG_EVERY_MS 5000   /* at most one line per this, of each kind (LOG_*) */
+enum { LOG_TICK, LOG_STORE, LOG_OTHER, LOG_KINDS };
 #define DUE_MAX_MS (100ull * 365 * 24 * 3600 * 1000) /* 100 years */
 
 enum { RQ_SET, RQ_UNSET, RQ_LIST };
@@ -94,7 +95,8 @@ struct qk_rsvc {
     size_t view_n;
     uint32_t gen;
     uint64_t next_reload_ms;   /* monotonic */
-    _Atomic uint64_t last_log_ms;
+    _Atomic uint64_t last_log_ms[LOG_KINDS];
+    _Atomic bool warned_local; /* the once-only warning of a local store in a cluster */
     _Atomic uint64_t ticks, failed;
 };
 
@@ -113,14 +115,15 @@ static uint64_t tick_at_or_after(uint64_t due, uint64_t period, uint64_t t)
     return due + (t - due + period - 1) / period * period;
 }
 
-static void rs_log(qk_rsvc *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void rs_log(qk_rsvc *r, const char *fmt, ...)
+static void rs_log(qk_rsvc *r, int kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void rs_log(qk_rsvc *r, int kind, const char *fmt, ...)
 {
     uint64_t now = qk_now_ms_coarse();
-    uint64_t last = atomic_load(&r->last_log_ms);
+    uint64_t last = atomic_load(&r->last_log_ms[kind]);
     if (last && now < last + LOG_EVERY_MS)
         return;
-    if (!atomic_compare_exchange_strong(&r->last_log_ms, &last, now))
+    if (!atomic_compare_exchange_strong(&r->last_log_ms[kind], &last, now))
         return;
     char line[600];
     va_list ap;
@@ -128,6 +131,13 @@ static void rs_log(qk_rsvc *r, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(stderr, "quark: reminders: %s\n", line);
+}
+
+/* A tick still queued when the next is due is of no use: its deadline is
+ * one period (1 s to 30 s). */
+static uint32_t tick_deadline(uint64_t period_ms)
+{
+    return period_ms < 1000 ? 1000 : period_ms > 30000 ? 30000 : (uint32_t)period_ms;
 }
 
 /* ---- the heap of next ticks ---- */
@@ -268,11 +278,22 @@ static void tab_remove(qk_rsvc *r, rent *e)
 static void schedule(qk_rsvc *r, const qk_reminder *rm, uint64_t now)
 {
     const qk_actor_key *k = &rm->key;
+    /* What the store holds is not trusted (another program, another
+     * version may have written it): a period of 0 would divide by zero, a
+     * huge one wrap the arithmetic and fire without end. */
+    if (rm->period_ms < 1 || rm->period_ms > DUE_MAX_MS || rm->due_ms > now + DUE_MAX_MS ||
+        k->type_len == 0 || k->id_len == 0 || rm->name_len == 0) {
+        rs_log(r, LOG_STORE, "a stored reminder of %.*s '%.*s' is not valid (period %llu ms, "
+               "due %llu): it is ignored", (int)(k->type_len > 100 ? 100 : k->type_len),
+               k->type, (int)(k->id_len > 100 ? 100 : k->id_len), k->id,
+               (unsigned long long)rm->period_ms, (unsigned long long)rm->due_ms);
+        return;
+    }
     size_t cap = k->type_len + k->id_len + rm->name_len + 24;
     char stackf[512];
     char *f = cap <= sizeof stackf ? stackf : malloc(cap);
     if (!f) {
-        rs_log(r, "out of memory keeping a reminder: it is read again in %u ms",
+        rs_log(r, LOG_OTHER, "out of memory keeping a reminder: it is read again in %u ms",
                r->o.refresh_ms);
         return;
     }
@@ -286,6 +307,8 @@ static void schedule(qk_rsvc *r, const qk_reminder *rm, uint64_t now)
             e->period_ms = rm->period_ms;
             e->next_ms = tick_at_or_after(e->due_ms, e->period_ms, now);
             heap_fix(r, e);
+            if (e->ref)
+                quark_ref_set_deadline(e->ref, tick_deadline(e->period_ms));
         }
         goto out;
     }
@@ -298,7 +321,7 @@ static void schedule(qk_rsvc *r, const qk_reminder *rm, uint64_t now)
     e->fh = fh;
     e->key_hash = k->hash;
     e->due_ms = rm->due_ms;
-    e->period_ms = rm->period_ms ? rm->period_ms : 1;
+    e->period_ms = rm->period_ms;
     e->next_ms = tick_at_or_after(e->due_ms, e->period_ms, now);
     e->bucket = qk_reminder_bucket(k->hash);
     e->seen = r->gen;
@@ -327,7 +350,7 @@ static void schedule(qk_rsvc *r, const qk_reminder *rm, uint64_t now)
     r->count++;
     goto out;
 oom:
-    rs_log(r, "out of memory keeping a reminder: it is read again in %u ms", r->o.refresh_ms);
+    rs_log(r, LOG_OTHER, "out of memory keeping a reminder: it is read again in %u ms", r->o.refresh_ms);
 out:
     if (f != stackf)
         free(f);
@@ -354,7 +377,7 @@ static void tick_done(quark_err err, const char *errmsg, const ProtobufCMessage 
     qk_rsvc *r = arg;
     if (err != QUARK_OK) {
         atomic_fetch_add(&r->failed, 1);
-        rs_log(r, "a tick failed: %s", errmsg ? errmsg : quark_strerror(err));
+        rs_log(r, LOG_TICK, "a tick failed: %s", errmsg ? errmsg : quark_strerror(err));
     }
 }
 
@@ -363,20 +386,18 @@ static void fire_one(qk_rsvc *r, rent *e, uint64_t scheduled)
     if (!e->ref) {
         e->te = qk_registry_lookup(e->type, strlen(e->type));
         if (!e->te || e->te->reminder_method < 0) {
-            rs_log(r, "reminder '%s' of %s '%s' cannot tick here: %s", e->name, e->type, e->id,
+            rs_log(r, LOG_TICK, "reminder '%s' of %s '%s' cannot tick here: %s", e->name, e->type, e->id,
                    e->te ? "the type has no on_reminder" : "no actor type of that name is "
                    "registered in this silo");
             return;
         }
         if (quark_ref_new(r->silo->self_client, e->te->iface, e->type, e->id, &e->ref) !=
             QUARK_OK) {
-            rs_log(r, "reminder '%s' of %s '%s': %s", e->name, e->type, e->id,
+            rs_log(r, LOG_TICK, "reminder '%s' of %s '%s': %s", e->name, e->type, e->id,
                    quark_last_error());
             return;
         }
-        /* A tick still queued when the next is due is of no use. */
-        uint64_t dl = e->period_ms < 1000 ? 1000 : e->period_ms;
-        quark_ref_set_deadline(e->ref, dl > 30000 ? 30000 : (uint32_t)dl);
+        quark_ref_set_deadline(e->ref, tick_deadline(e->period_ms));
     }
     Quark__ReminderTick tk = QUARK__REMINDER_TICK__INIT;
     tk.name = e->name;
@@ -387,7 +408,7 @@ static void fire_one(qk_rsvc *r, rent *e, uint64_t scheduled)
                                     &tk.base, tick_done, r);
     if (rc != QUARK_OK) {
         atomic_fetch_add(&r->failed, 1);
-        rs_log(r, "reminder '%s' of %s '%s' did not tick: %s", e->name, e->type, e->id,
+        rs_log(r, LOG_TICK, "reminder '%s' of %s '%s' did not tick: %s", e->name, e->type, e->id,
                quark_last_error());
     }
 }
@@ -481,7 +502,7 @@ static void reload(qk_rsvc *r)
             continue;
         quark_err rc = r->o.ops->load_bucket(r->o.store, b, on_loaded, &c);
         if (rc != QUARK_OK) {
-            rs_log(r, "reading the reminders failed (they are read again in %u ms): %s",
+            rs_log(r, LOG_STORE, "reading the reminders failed (they are read again in %u ms): %s",
                    r->o.refresh_ms, quark_last_error());
             break; /* the store is unreachable: the others would wait as long */
         }
@@ -533,9 +554,23 @@ static void collect(void *arg, const qk_reminder *rm)
         .name = name, .due_ms = rm->due_ms, .period_ms = rm->period_ms};
 }
 
+/* Give q back to its actor without touching the store: err (ECLOSED: the
+ * silo stops; a request whose caller's deadline passed is not run). */
+static void refuse(rreq *q, quark_err err, const char *why)
+{
+    q->err = err;
+    snprintf(q->errmsg, sizeof q->errmsg, "%s", why);
+    qk_outcome o = {.err = QUARK_OK};
+    qk_op_finish(&q->oc->op, &o);
+}
+
 static void serve(qk_rsvc *r, rreq *q)
 {
     quark_err rc = QUARK_OK;
+    if (qk_now_ms_coarse() >= q->oc->dl.at_ms) { /* its caller was told ETIMEDOUT */
+        refuse(q, QUARK_ETIMEDOUT, "the reminder store did not answer in time");
+        return;
+    }
     switch (q->kind) {
     case RQ_SET:
         rc = r->o.ops->upsert(r->o.store, &q->rem);
@@ -576,7 +611,10 @@ static void on_wake(uv_async_t *h)
     uv_mutex_unlock(&r->mu);
     while (q) {
         rreq *next = q->next;
-        serve(r, q);
+        if (stopping) /* nothing waits for the store any more */
+            refuse(q, QUARK_ECLOSED, "the silo is stopping: the reminder was not changed");
+        else
+            serve(r, q);
         q = next;
     }
     if (stopping) {
@@ -640,8 +678,17 @@ void qk_rsvc_stop(quark_silo *s)
         uv_thread_join(&r->thread);
         return;
     }
-    /* It never ran: close its handles here (nothing was queued: requests
-     * come from turns, and the workers never ran any). */
+    /* It never ran (the silo's start failed after its workers ran): answer
+     * what was queued, close its handles here. */
+    uv_mutex_lock(&r->mu);
+    rreq *q = r->q_head;
+    r->q_head = r->q_tail = NULL;
+    uv_mutex_unlock(&r->mu);
+    while (q) {
+        rreq *next = q->next;
+        refuse(q, QUARK_ECLOSED, "the silo is stopping: the reminder was not changed");
+        q = next;
+    }
     uv_close((uv_handle_t *)&r->wake, NULL);
     uv_close((uv_handle_t *)&r->fire_t, NULL);
     uv_close((uv_handle_t *)&r->check_t, NULL);
@@ -795,6 +842,11 @@ static quark_err request(quark_actor *self, int kind, const char *what, const ch
     if (w->cur.chain_len)
         memcpy(oc->chain, w->cur.chain, w->cur.chain_len * sizeof(qk_chain_link));
 
+    if (kind == RQ_SET && r->o.ops->local && r->o.view && !atomic_exchange(&r->warned_local, true))
+        fprintf(stderr, "quark: reminders: this silo is in a cluster but keeps reminders in "
+                "its own memory: each silo fires only what was set on it, and a reminder "
+                "set or unset on another silo is not seen here. Give every silo the same "
+                "shared store (quark_silo_opts.reminders, e.g. redis://HOST:PORT)\n");
     uv_mutex_lock(&r->mu);
     bool stopping = r->stopping;
     if (!stopping) {

@@ -116,6 +116,8 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
             uv_mutex_unlock(&r->route_mu);
         }
         quark_err err = (quark_err)res.resp.error_code;
+        if (err == QUARK_EUNAVAILABLE && !res.resp.actor_error)
+            qk_rm_unlocate(r, c->hash); /* not there (any more): by the ring next time */
         if (err == QUARK_EUNAVAILABLE && !res.resp.actor_error && max > 1) {
             /* It did not run (ownership moving, silo stopping): once more,
              * the multiplexed way, after a backoff. */

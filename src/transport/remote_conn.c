@@ -380,6 +380,8 @@ static void finish_call(qk_remote *r, qk_rcall *c, quark_err err, bool actor_err
                         const char *errmsg, size_t errlen, const uint8_t *result, size_t len)
 {
     unsigned max = r->cfg.retry.max_attempts ? r->cfg.retry.max_attempts : 1;
+    if (err == QUARK_EUNAVAILABLE && !actor_error && c->has_hash && c->kind == RC_OP_CALL)
+        qk_rm_unlocate(r, c->hash); /* not there (any more): by the ring next time */
     if (err == QUARK_EUNAVAILABLE && !actor_error && c->attempts < max &&
         (c->kind == RC_OP_CALL || c->kind == RC_OP_FWD)) {
         qk_rm_retry_later(r, c); /* the silo says it did not run it */

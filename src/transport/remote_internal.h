@@ -232,6 +232,9 @@ void qk_rm_set_view(qk_remote *r, qk_view *v);
 /* The member of view v (generation gen) that ran the last call for key
  * `hash` a silo forwarded (-1: not known): where its next calls go. */
 int qk_rm_located(const qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash);
+/* Forget where the actor of `hash` lives (its silo said the call did not
+ * run there): the next call goes by the ring again. */
+void qk_rm_unlocate(qk_remote *r, uint64_t hash);
 /* A response told where the call for `hash` ran (location p[0..n)). */
 void qk_rm_locate(qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash, const char *p,
                   size_t n);

@@ -121,6 +121,16 @@ int qk_rm_located(const qk_remote *r, const qk_view *v, uint32_t gen, uint64_t h
     return -1;
 }
 
+void qk_rm_unlocate(qk_remote *r, uint64_t hash)
+{
+    if (!r->loc)
+        return;
+    _Atomic uint64_t *set = loc_set(r, hash);
+    for (int w = 0; w < 2; w++)
+        if (loc_is(atomic_load_explicit(&set[w], memory_order_relaxed), hash))
+            atomic_store_explicit(&set[w], 0, memory_order_relaxed);
+}
+
 void qk_rm_locate(qk_remote *r, const qk_view *v, uint32_t gen, uint64_t hash, const char *p,
                   size_t n)
 {
