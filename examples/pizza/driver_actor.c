@@ -69,18 +69,60 @@ static Pizza__DriverState *driver_edit(quark_actor *self)
     return d;
 }
 
+/* The dispatcher has the new driver: Initialize's reply (a turn of the
+ * driver, which deferred it). */
+typedef struct reg_job {
+    quark_actor *self;
+    quark_deferred *call;
+} reg_job;
+
+static void registered(quark_err err, const char *errmsg, const Pizza__DispatcherView *v,
+                       void *arg)
+{
+    (void)v;
+    reg_job j = *(reg_job *)arg;
+    free(arg);
+    if (err != QUARK_OK)
+        quark_reply_error(j.call, err, "the dispatcher did not take the driver: %s", errmsg);
+    else
+        quark_reply(j.call, &pizza_DriverActor_state(j.self)->base);
+}
+
 static quark_err driver_register(quark_actor *self, const Pizza__RegisterDriverRequest *req,
                                  Pizza__DriverState *reply)
 {
+    (void)reply; /* deferred: registered() replies */
     Pizza__DriverState *d = driver_edit(self);
     if (!d)
         return quark_actor_fail(self, QUARK_ENOMEM, "out of memory");
     if (req->name && *req->name)
         d->name = req->name;
     quark_err rc = driver_store(self, d);
-    if (rc == QUARK_OK)
-        *reply = *pizza_DriverActor_state(self);
-    return rc;
+    if (rc != QUARK_OK)
+        return rc;
+    /* The dispatcher lists every driver: reply once it has this one (an
+     * Offline driver is never offered an order, so no call comes back). */
+    quark_deferred *call = quark_actor_defer(self);
+    reg_job *j = malloc(sizeof *j);
+    quark_ref *ref;
+    rc = j ? pizza_DispatcherActor_ref(quark_actor_client(self), PIZZA_DISPATCHER_ID, &ref)
+           : quark_actor_fail(self, QUARK_ENOMEM, "out of memory");
+    if (rc == QUARK_OK) {
+        j->self = self;
+        j->call = call;
+        Pizza__DriverReport rq = PIZZA__DRIVER_REPORT__INIT;
+        rq.driver_id = (char *)quark_actor_id(self);
+        rq.status = d->status;
+        rq.location = d->location;
+        rq.has_location = d->has_location;
+        rc = pizza_DispatcherActor_Report_async(ref, &rq, registered, j);
+        quark_ref_free(ref);
+    }
+    if (rc != QUARK_OK) {
+        free(j);
+        quark_reply_error(call, rc, "%s", quark_last_error());
+    }
+    return QUARK_PENDING;
 }
 
 static quark_err driver_get(quark_actor *self, const Pizza__GetOrderRequest *req,
