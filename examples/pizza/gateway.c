@@ -3,7 +3,7 @@
  * (libmicrohttpd, JSON with cJSON), a Quark cluster client inside.
  *
  *   pizza-gateway [--listen HOST:PORT] [--cluster H1:P1,...] [--cluster-id ID]
- *                 [--threads N] [--deadline-ms MS]
+ *                 [--threads N] [--deadline-ms MS] [--keepalive-ms MS]
  *
  *   POST /api/orders                      201 + Location, the order
  *   GET  /api/orders/{id}                 200 the order | 404
@@ -11,6 +11,7 @@
  *   POST /api/orders/{id}/cancel          {reason}; 200 | 404 | 409
  *   POST /api/orders/{id}/start-delivery  200 | 404 | 409
  *   POST /api/orders/{id}/complete-delivery
+ *   GET  /api/orders/{id}/track           Server-Sent Events (sse below)
  *   POST /api/drivers                     {driverId, name}: 201 + Location
  *   GET  /api/drivers/{id}                200 | 404
  *   GET  /api/drivers                     every driver the dispatcher knows
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "pizza_json.h"
 
@@ -257,6 +259,8 @@ static enum MHD_Result order_action(struct MHD_Connection *c, const char *id, co
     return order_reply(c, MHD_HTTP_OK, o, NULL);
 }
 
+static enum MHD_Result track(struct MHD_Connection *c, const char *id);
+
 static enum MHD_Result orders(struct MHD_Connection *c, const char *method, const char *rest,
                               req_ctx *b)
 {
@@ -284,6 +288,12 @@ static enum MHD_Result orders(struct MHD_Connection *c, const char *method, cons
         }
         return order_reply(c, MHD_HTTP_OK, o, NULL);
     }
+    if (!strcmp(act, "track")) {
+        if (strcmp(method, MHD_HTTP_METHOD_GET))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                              "/api/orders/{id}/track takes GET");
+        return track(c, id);
+    }
     if (strcmp(act, "confirm") && strcmp(act, "cancel") && strcmp(act, "start-delivery") &&
         strcmp(act, "complete-delivery"))
         return send_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such path");
@@ -291,6 +301,385 @@ static enum MHD_Result orders(struct MHD_Connection *c, const char *method, cons
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                           "/api/orders/{id}/%s takes POST", act);
     return order_action(c, id, act, b);
+}
+
+/* ---- tracking an order: Server-Sent Events ----
+ * A stream subscribes to the order's events (quark_subscribe), then reads
+ * the order: its first event is the whole order (event: order, id = the
+ * order's event count), or, with a Last-Event-ID, the status changes (from
+ * the order's history) and the latest driver position after that id. Then
+ * each event as it comes (event: status / location, id = its seq), events
+ * the snapshot already covers dropped: no gap, no repeat. It ends after
+ * Delivered or Cancelled. While there is nothing to send the connection is
+ * suspended (no thread waits); a comment every --keepalive-ms lets a client
+ * that went away be noticed, and its subscription freed. */
+
+typedef struct sse_chunk {
+    struct sse_chunk *next;
+    uint64_t seq;            /* an event's seq (0: not an event) */
+    bool terminal;           /* Delivered or Cancelled */
+    size_t len, off;
+    char text[];
+} sse_chunk;
+
+typedef struct sse {
+    pthread_mutex_t mu;
+    struct MHD_Connection *conn; /* NULL once MHD let go of the response */
+    bool suspended, ended, ready;
+    uint64_t last_seq;       /* the newest event queued (once ready) */
+    sse_chunk *head, *tail;
+    quark_subscription *sub;
+    int refs;                /* the response's and the subscription's */
+    struct sse *prev, *next; /* every open stream (keepalives) */
+} sse;
+
+static pthread_mutex_t g_sse_mu = PTHREAD_MUTEX_INITIALIZER;
+static sse *g_sse;
+static unsigned g_keepalive_ms = 15000;
+
+static void sse_unref(sse *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int left = --s->refs;
+    pthread_mutex_unlock(&s->mu);
+    if (left)
+        return;
+    for (sse_chunk *c = s->head, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* Under s->mu: something to send (or the end): a suspended reader goes on. */
+static void sse_wake(sse *s)
+{
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+/* Under s->mu: queue text. */
+static void sse_push(sse *s, const char *text, uint64_t seq, bool terminal)
+{
+    size_t n = strlen(text);
+    sse_chunk *c = malloc(sizeof *c + n);
+    if (!c)
+        return; /* out of memory: the client resumes from its Last-Event-ID */
+    c->next = NULL;
+    c->seq = seq;
+    c->terminal = terminal;
+    c->len = n;
+    c->off = 0;
+    memcpy(c->text, text, n);
+    if (s->tail)
+        s->tail->next = c;
+    else
+        s->head = c;
+    s->tail = c;
+}
+
+/* One SSE message: "id: N\nevent: E\ndata: JSON\n\n" (j deleted). */
+static char *sse_message(uint64_t id, const char *event, cJSON *j)
+{
+    char *data = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!data)
+        return NULL;
+    size_t cap = strlen(data) + strlen(event) + 64;
+    char *m = malloc(cap);
+    if (m)
+        snprintf(m, cap, "id: %llu\nevent: %s\ndata: %s\n\n", (unsigned long long)id, event,
+                 data);
+    free(data);
+    return m;
+}
+
+static char *status_message(const char *order, Pizza__OrderStatus st, int64_t at, uint64_t seq)
+{
+    char t[40];
+    pizza_json_time(t, sizeof t, at);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "orderId", order);
+    cJSON_AddStringToObject(j, "status", pizza_order_status_name(st));
+    cJSON_AddStringToObject(j, "at", t);
+    return sse_message(seq, "status", j);
+}
+
+static char *location_message(const char *order, const char *driver, const Pizza__Location *l,
+                              int64_t at, uint64_t seq)
+{
+    char t[40];
+    pizza_json_time(t, sizeof t, at);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "orderId", order);
+    cJSON_AddStringToObject(j, "driverId", driver);
+    cJSON_AddNumberToObject(j, "lat", l ? l->lat : 0);
+    cJSON_AddNumberToObject(j, "lon", l ? l->lon : 0);
+    cJSON_AddStringToObject(j, "at", t);
+    return sse_message(seq, "location", j);
+}
+
+static bool terminal_status(Pizza__OrderStatus st)
+{
+    return st == PIZZA__ORDER_STATUS__DELIVERED || st == PIZZA__ORDER_STATUS__CANCELLED;
+}
+
+/* The order's events, on a Quark thread. */
+static void sse_event(const quark_event *ev, quark_err end, const char *errmsg, void *arg)
+{
+    (void)end;
+    (void)errmsg;
+    sse *s = arg;
+    if (!ev) { /* the subscription ended (unsubscribed, or its silo is gone) */
+        pthread_mutex_lock(&s->mu);
+        s->ended = true; /* a client reconnects with its Last-Event-ID */
+        sse_wake(s);
+        pthread_mutex_unlock(&s->mu);
+        sse_unref(s);
+        return;
+    }
+    char *m = NULL;
+    uint64_t seq = 0;
+    bool terminal = false;
+    if (!strcmp(ev->event_type, "pizza.OrderStatusEvent")) {
+        Pizza__OrderStatusEvent *e =
+            pizza__order_status_event__unpack(NULL, ev->payload_len, ev->payload);
+        if (e) {
+            seq = e->seq;
+            terminal = terminal_status(e->status);
+            m = status_message(e->order_id, e->status, e->at_ms, e->seq);
+            pizza__order_status_event__free_unpacked(e, NULL);
+        }
+    } else if (!strcmp(ev->event_type, "pizza.DriverLocationEvent")) {
+        Pizza__DriverLocationEvent *e =
+            pizza__driver_location_event__unpack(NULL, ev->payload_len, ev->payload);
+        if (e) {
+            seq = e->seq;
+            m = location_message(e->order_id, e->driver_id, e->location, e->at_ms, e->seq);
+            pizza__driver_location_event__free_unpacked(e, NULL);
+        }
+    }
+    if (!m)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (!s->ended && (!s->ready || seq > s->last_seq)) {
+        sse_push(s, m, seq, terminal);
+        if (s->ready) {
+            s->last_seq = seq;
+            s->ended = terminal;
+        }
+        sse_wake(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(m);
+}
+
+/* MHD asks for the next bytes (on its thread). */
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    sse *s = cls;
+    pthread_mutex_lock(&s->mu);
+    size_t n = 0;
+    while (s->head && n < max) {
+        sse_chunk *c = s->head;
+        size_t k = c->len - c->off < max - n ? c->len - c->off : max - n;
+        memcpy(buf + n, c->text + c->off, k);
+        n += k;
+        c->off += k;
+        if (c->off == c->len) {
+            s->head = c->next;
+            if (!s->head)
+                s->tail = NULL;
+            free(c);
+        }
+    }
+    ssize_t ret = (ssize_t)n;
+    if (n == 0 && s->ended) {
+        ret = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (n == 0) { /* nothing yet: park the connection until an event */
+        s->suspended = true;
+        MHD_suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ret;
+}
+
+/* MHD is done with the response (sent, or the client went away). */
+static void sse_free(void *cls)
+{
+    sse *s = cls;
+    pthread_mutex_lock(&g_sse_mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        g_sse = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    pthread_mutex_unlock(&g_sse_mu);
+    pthread_mutex_lock(&s->mu);
+    s->conn = NULL;
+    quark_subscription *sub = s->sub;
+    s->sub = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (sub)
+        quark_unsubscribe(sub); /* its final callback drops its reference */
+    sse_unref(s);
+}
+
+/* Every --keepalive-ms: a comment on every open stream. */
+static void *sse_keepalive(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {.tv_sec = g_keepalive_ms / 1000,
+                              .tv_nsec = (long)(g_keepalive_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&g_sse_mu);
+        for (sse *s = g_sse; s; s = s->next) {
+            pthread_mutex_lock(&s->mu);
+            if (!s->ended && s->ready) {
+                sse_push(s, ": keepalive\n\n", 0, false);
+                sse_wake(s);
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_mutex_unlock(&g_sse_mu);
+    }
+    return NULL;
+}
+
+/* Under s->mu, after the snapshot: the events it covers (seq <= upto) are
+ * dropped from what came meanwhile; the initial messages go first. */
+static void sse_start(sse *s, sse_chunk *initial, uint64_t upto)
+{
+    sse_chunk *kept = NULL, **tail = &kept;
+    for (sse_chunk *c = s->head, *n; c; c = n) {
+        n = c->next;
+        if (c->seq && c->seq <= upto) {
+            free(c);
+            continue;
+        }
+        if (c->seq > upto)
+            upto = c->seq;
+        s->ended |= c->terminal;
+        c->next = NULL;
+        *tail = c;
+        tail = &c->next;
+    }
+    s->head = initial ? initial : kept;
+    if (initial) {
+        sse_chunk *t = initial;
+        while (t->next)
+            t = t->next;
+        t->next = kept;
+    }
+    s->tail = s->head;
+    while (s->tail && s->tail->next)
+        s->tail = s->tail->next;
+    s->last_seq = upto;
+    s->ready = true;
+}
+
+static enum MHD_Result track(struct MHD_Connection *c, const char *id)
+{
+    const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    uint64_t last_id = lei ? strtoull(lei, NULL, 10) : 0;
+    sse *s = calloc(1, sizeof *s);
+    if (!s)
+        return MHD_NO;
+    pthread_mutex_init(&s->mu, NULL);
+    s->refs = 2;
+    s->conn = c;
+    quark_err rc = quark_subscribe(g_client, pizza_OrderActor_TYPE_NAME, id, sse_event, s,
+                                   &s->sub);
+    if (rc != QUARK_OK) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return send_call_error(c, rc);
+    }
+    Pizza__Order *o = NULL;
+    rc = get_order(id, &o);
+    if (rc != QUARK_OK || o->status == PIZZA__ORDER_STATUS__ORDER_STATUS_NONE) {
+        quark_unsubscribe(s->sub); /* its final callback drops its reference */
+        s->sub = NULL;
+        sse_unref(s);
+        enum MHD_Result r = rc != QUARK_OK ? send_call_error(c, rc)
+                                           : send_error(c, MHD_HTTP_NOT_FOUND, "not_found",
+                                                        "order %s does not exist", id);
+        quark_msg_free(o);
+        return r;
+    }
+    /* What the client has not seen yet, from the snapshot. */
+    pthread_mutex_lock(&s->mu);
+    sse_chunk *saved_head = s->head, *saved_tail = s->tail;
+    s->head = s->tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    sse_chunk *initial = NULL;
+    {
+        sse tmp = {.head = NULL, .tail = NULL};
+        sse_push(&tmp, "retry: 1000\n\n", 0, false);
+        if (!last_id) {
+            char *m = sse_message(o->event_seq, "order", pizza_json_order(o));
+            if (m)
+                sse_push(&tmp, m, 0, false);
+            free(m);
+        } else {
+            for (size_t i = 0; i < o->n_history; i++) {
+                const Pizza__StatusChange *h = o->history[i];
+                if (h->seq <= last_id)
+                    continue;
+                char *m = status_message(id, h->status, h->at_ms, h->seq);
+                if (m)
+                    sse_push(&tmp, m, 0, false);
+                free(m);
+            }
+            if (o->driver_location && o->driver_location_seq > last_id &&
+                !terminal_status(o->status)) { /* the newest position (older ones are past) */
+                char *m = location_message(id, o->driver_id, o->driver_location,
+                                           o->driver_location_ms, o->driver_location_seq);
+                if (m)
+                    sse_push(&tmp, m, 0, false);
+                free(m);
+            }
+        }
+        initial = tmp.head;
+    }
+    uint64_t upto = o->event_seq > last_id ? o->event_seq : last_id;
+    bool done = terminal_status(o->status);
+    quark_msg_free(o);
+    pthread_mutex_lock(&s->mu);
+    /* Events that came while the snapshot was read (and before). */
+    if (saved_head) {
+        saved_tail->next = s->head;
+        s->head = saved_head;
+        if (!s->tail)
+            s->tail = saved_tail;
+    }
+    sse_start(s, initial, upto);
+    s->ended |= done;
+    pthread_mutex_unlock(&s->mu);
+
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read,
+                                                               s, sse_free);
+    if (!r) {
+        sse_free(s);
+        return MHD_NO;
+    }
+    pthread_mutex_lock(&g_sse_mu);
+    s->next = g_sse;
+    if (g_sse)
+        g_sse->prev = s;
+    g_sse = s;
+    pthread_mutex_unlock(&g_sse_mu);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- drivers ---- */
@@ -473,7 +862,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void usage(void)
 {
     fprintf(stderr, "usage: pizza-gateway [--listen HOST:PORT] [--cluster H1:P1,...] "
-                    "[--cluster-id ID] [--threads N] [--deadline-ms MS]\n");
+                    "[--cluster-id ID] [--threads N] [--deadline-ms MS] [--keepalive-ms MS]\n");
     exit(2);
 }
 
@@ -496,6 +885,8 @@ int main(int argc, char **argv)
             threads = (unsigned)atoi(v);
         else if (!strcmp(a, "--deadline-ms"))
             deadline = (unsigned)atoi(v);
+        else if (!strcmp(a, "--keepalive-ms"))
+            g_keepalive_ms = (unsigned)atoi(v);
         else
             usage();
     }
@@ -537,7 +928,9 @@ int main(int argc, char **argv)
         return 1;
     }
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+            MHD_ALLOW_SUSPEND_RESUME,
+        0, NULL, NULL,
         handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
@@ -546,6 +939,12 @@ int main(int argc, char **argv)
         quark_client_free(g_client);
         return 1;
     }
+    pthread_t ka;
+    if (g_keepalive_ms < 10 || pthread_create(&ka, NULL, sse_keepalive, NULL) != 0) {
+        fprintf(stderr, "pizza-gateway: --keepalive-ms must be >= 10\n");
+        return 1;
+    }
+    pthread_detach(ka);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     printf("pizza-gateway: listening on %s (port %u, cluster %s)\n", listen,
            info ? info->port : (unsigned)port, cluster);

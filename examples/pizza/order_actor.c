@@ -33,13 +33,15 @@ static char *state_str(quark_actor *self, const char *s)
     return p;
 }
 
-static void publish_status(quark_actor *self, Pizza__Order *o, int64_t at)
+/* The event of o's latest status change (history's last: its seq). */
+static void publish_status(quark_actor *self, const Pizza__Order *o)
 {
+    const Pizza__StatusChange *c = o->history[o->n_history - 1];
     Pizza__OrderStatusEvent ev = PIZZA__ORDER_STATUS_EVENT__INIT;
     ev.order_id = (char *)quark_actor_id(self);
-    ev.status = o->status;
-    ev.at_ms = at;
-    ev.seq = ++o->event_seq;
+    ev.status = c->status;
+    ev.at_ms = c->at_ms;
+    ev.seq = c->seq;
     quark_actor_publish(self, &ev.base);
 }
 
@@ -56,6 +58,7 @@ static quark_err set_status(quark_actor *self, Pizza__Order *o, Pizza__OrderStat
     pizza__status_change__init(c);
     c->status = s;
     c->at_ms = now;
+    c->seq = ++o->event_seq;
     if (o->n_history)
         memcpy(h, o->history, o->n_history * sizeof *h);
     h[o->n_history] = c;
@@ -64,7 +67,7 @@ static quark_err set_status(quark_actor *self, Pizza__Order *o, Pizza__OrderStat
     o->status = s;
     o->updated_ms = now;
     quark_actor_state_changed(self);
-    publish_status(self, o, now);
+    publish_status(self, o);
     return QUARK_OK;
 }
 
@@ -290,6 +293,7 @@ static quark_err order_create(quark_actor *self, const Pizza__CreateOrderRequest
     Pizza__StatusChange created = PIZZA__STATUS_CHANGE__INIT;
     created.status = PIZZA__ORDER_STATUS__CREATED;
     created.at_ms = now;
+    created.seq = 1;
     Pizza__StatusChange *hist[1] = {&created};
     Pizza__Location addr = *a;
     n.order_id = (char *)id;
@@ -303,11 +307,12 @@ static quark_err order_create(quark_actor *self, const Pizza__CreateOrderRequest
     n.updated_ms = now;
     n.n_history = 1;
     n.history = hist;
+    n.event_seq = 1;
     quark_err rc = quark_actor_state_set(self, &n.base);
     if (rc != QUARK_OK)
         return quark_actor_fail(self, rc, "%s", quark_last_error());
     o = state_of(self);
-    publish_status(self, o, now);
+    publish_status(self, o);
     fill_reply(reply, o);
     return QUARK_OK;
 }
@@ -490,6 +495,8 @@ static quark_err order_update_driver_location(quark_actor *self,
     ev.location = o->driver_location;
     ev.at_ms = at;
     ev.seq = ++o->event_seq;
+    o->driver_location_seq = ev.seq;
+    o->driver_location_ms = at;
     quark_actor_state_changed(self);
     quark_actor_publish(self, &ev.base);
     fill_reply(reply, o);

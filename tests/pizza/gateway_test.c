@@ -9,7 +9,11 @@
  *               malformed ids, unknown paths (404), wrong methods (405)
  *   drivers     register (201 + Location), get, list, 404
  *   lifecycle   an order placed and driven through REST to Delivered, its
- *               driver made available the way the MQTT bridge does
+ *               driver made available the way the MQTT bridge does; tracked
+ *               over Server-Sent Events from before it was confirmed (the
+ *               whole order first, then every status in order, the stream
+ *               ending after Delivered) and resumed with a Last-Event-ID (the
+ *               rest, no gap, no repeat)
  *   outage      the silo killed: /healthz and calls answer 503 within the
  *               deadline (never hang); started again on its files: the order
  *               is still there
@@ -324,6 +328,78 @@ static void driver_available(const char *id, double lat, double lon)
     quark_client_free(c);
 }
 
+/* ---- Server-Sent Events ---- */
+
+/* Open GET path (with a Last-Event-ID when last > 0); the socket. */
+static int sse_open(const char *path, unsigned long last)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_gw_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char rq[512], lei[64] = "";
+    if (last)
+        snprintf(lei, sizeof lei, "Last-Event-ID: %lu\r\n", last);
+    int n = snprintf(rq, sizeof rq, "GET %s HTTP/1.1\r\nHost: localhost\r\nAccept: "
+                     "text/event-stream\r\n%sConnection: close\r\n\r\n", path, lei);
+    assert_int_equal(send(fd, rq, (size_t)n, MSG_NOSIGNAL), n);
+    return fd;
+}
+
+/* Read until `until` was seen (NULL: until the server ends the stream, or
+ * 30 s of silence); what was read before (prefix, malloc'd or NULL) comes
+ * first. */
+static char *sse_read_until(int fd, char *prefix, const char *until)
+{
+    size_t cap = 1 << 16, len = prefix ? strlen(prefix) : 0;
+    char *buf = malloc(cap > len * 2 ? cap : (cap = len * 2 + 4096));
+    if (prefix)
+        memcpy(buf, prefix, len);
+    buf[len] = '\0';
+    free(prefix);
+    while (!until || !strstr(buf, until)) {
+        if (len + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t got = recv(fd, buf + len, cap - len - 1, 0);
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        buf[len] = '\0';
+    }
+    if (!until)
+        close(fd);
+    return buf;
+}
+
+typedef struct sse_seen {
+    int n;
+    unsigned long id[64];
+    char event[64][16];
+    char status[64][24];
+} sse_seen;
+
+/* The messages of a stream: each "id:", "event:" and the status in "data:". */
+static void sse_parse(const char *text, sse_seen *s)
+{
+    memset(s, 0, sizeof *s);
+    for (const char *p = strstr(text, "\r\n\r\n"); p && s->n < 64; p = strstr(p, "\nid: ")) {
+        p = strstr(p, "id: ");
+        if (!p)
+            break;
+        int i = s->n++;
+        s->id[i] = strtoul(p + 4, NULL, 10);
+        sscanf(strstr(p, "event: ") + 7, "%15s", s->event[i]);
+        const char *st = strstr(p, "\"status\":\"");
+        const char *next = strstr(p + 4, "\nid: ");
+        if (st && (!next || st < next))
+            sscanf(st + 10, "%23[^\"]", s->status[i]);
+        p += 4;
+    }
+}
+
 static void test_lifecycle(void **state)
 {
     (void)state;
@@ -334,6 +410,10 @@ static void test_lifecycle(void **state)
     driver_available("d-rest", 52.5201, 13.4051);
     char id[64], path[160];
     place(id, sizeof id);
+    snprintf(path, sizeof path, "/api/orders/%s/track", id);
+    int live = sse_open(path, 0); /* tracked from before it is confirmed */
+    char *head = sse_read_until(live, NULL, "event: order"); /* it is open */
+    assert_non_null(strstr(head, "event: order"));
     snprintf(path, sizeof path, "/api/orders/%s/confirm", id);
     req("POST", path, NULL, &r);
     assert_int_equal(r.status, 200);
@@ -360,6 +440,41 @@ static void test_lifecycle(void **state)
     const cJSON *h = cJSON_GetObjectItem(r.json, "history");
     assert_int_equal(cJSON_GetArraySize(h), 8);
     resp_free(&r);
+
+    /* The live stream: the whole order, then each change, then the end. */
+    static const char *const order[] = {"Confirmed", "Preparing", "Baking", "Ready",
+                                        "DriverAssigned", "OutForDelivery", "Delivered"};
+    char *text = sse_read_until(live, head, NULL);
+    assert_non_null(strstr(text, "Content-Type: text/event-stream"));
+    sse_seen s;
+    sse_parse(text, &s);
+    printf("# track: %d messages, the first '%s' (id %lu), the last '%s' (id %lu)\n", s.n,
+           s.event[0], s.id[0], s.status[s.n - 1], s.id[s.n - 1]);
+    assert_string_equal(s.event[0], "order");
+    assert_string_equal(s.status[0], "Created");
+    int k = 0;
+    for (int i = 1; i < s.n; i++) {
+        assert_true(s.id[i] > s.id[i - 1]); /* in order, no repeat */
+        if (!strcmp(s.event[i], "status")) {
+            assert_true(k < 7);
+            assert_string_equal(s.status[i], order[k]);
+            k++;
+        }
+    }
+    assert_int_equal(k, 7); /* every change, and the stream ended after Delivered */
+    free(text);
+    /* Resumed after id 3: the rest of the statuses, then the end. */
+    snprintf(path, sizeof path, "/api/orders/%s/track", id);
+    text = sse_read_until(sse_open(path, 3), NULL, NULL);
+    sse_parse(text, &s);
+    assert_true(s.n >= 1);
+    assert_int_equal(s.id[0], 4);
+    assert_string_equal(s.status[s.n - 1], "Delivered");
+    for (int i = 1; i < s.n; i++)
+        assert_true(s.id[i] > s.id[i - 1]);
+    free(text);
+    expect("GET", "/api/orders/order-nobody/track", NULL, 404, "does not exist");
+    expect("POST", path, NULL, 405, "GET");
     assert_true(TU_WAIT_UNTIL(({
                                   req("GET", "/api/drivers/d-rest", NULL, &r);
                                   bool ok = !strcmp(str(&r, "status"), "Available") &&
