@@ -4,10 +4,10 @@
 
 QUARK_BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev
   protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev libnghttp2-dev
-  libsqlite3-dev libhiredis-dev libssl-dev libmicrohttpd-dev libcjson-dev"
+  libsqlite3-dev libhiredis-dev libssl-dev libmicrohttpd-dev libcjson-dev libmosquitto-dev"
 # clang: CI builds and runs one configuration with it, and the generated code
 # is compiled with both compilers (tests/generator/warnings.cmake).
-QUARK_TEST_PKGS="libcmocka-dev clang sqlite3 redis-server redis-tools"
+QUARK_TEST_PKGS="libcmocka-dev clang sqlite3 redis-server redis-tools mosquitto"
 
 quark_install_packages() {
   local missing=()

@@ -33,6 +33,26 @@ static char *state_str(quark_actor *self, const char *s)
     return p;
 }
 
+static void fed(quark_err err, const char *errmsg, const Pizza__Ack *a, void *arg)
+{
+    (void)a;
+    (void)arg;
+    if (err != QUARK_OK)
+        pizza_log_failure("telling the order feed", err, errmsg);
+}
+
+/* Every change goes to the feed too (pizza-mqtt-bridge follows it). */
+static void feed(quark_actor *self, const Pizza__OrderStatusEvent *ev)
+{
+    quark_ref *f;
+    if (pizza_OrderFeedActor_ref(quark_actor_client(self), PIZZA_FEED_ID, &f) != QUARK_OK)
+        return;
+    quark_err rc = pizza_OrderFeedActor_Publish_async(f, ev, fed, NULL);
+    if (rc != QUARK_OK)
+        pizza_log_failure("telling the order feed", rc, quark_last_error());
+    quark_ref_free(f);
+}
+
 /* The event of o's latest status change (history's last: its seq). */
 static void publish_status(quark_actor *self, const Pizza__Order *o)
 {
@@ -43,6 +63,7 @@ static void publish_status(quark_actor *self, const Pizza__Order *o)
     ev.at_ms = c->at_ms;
     ev.seq = c->seq;
     quark_actor_publish(self, &ev.base);
+    feed(self, &ev);
 }
 
 /* Move o to status s now: history, updated_ms, the event. The caller says
@@ -555,3 +576,17 @@ static const pizza_OrderActor_methods order_methods = {
 QUARK_ACTOR_TYPE(pizza_order_actor, .interface = &pizza_OrderActor_interface,
                  .methods = &order_methods, .map_to_interface = 1,
                  .persistent = pizza_OrderActor_STATE, .on_reminder = order_on_reminder)
+
+/* ---- the feed: every order's changes as one actor's events ---- */
+
+static quark_err feed_publish(quark_actor *self, const Pizza__OrderStatusEvent *ev,
+                              Pizza__Ack *reply)
+{
+    (void)reply;
+    return quark_actor_publish(self, &ev->base);
+}
+
+static const pizza_OrderFeedActor_methods feed_methods = {.Publish = feed_publish};
+
+QUARK_ACTOR_TYPE(pizza_order_feed, .interface = &pizza_OrderFeedActor_interface,
+                 .methods = &feed_methods, .map_to_interface = 1)

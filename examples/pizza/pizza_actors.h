@@ -7,6 +7,8 @@
  *   pizza.DriverActor      a driver: status, position, the order it delivers (driver_actor.c)
  *   pizza.DispatcherActor  "main": available drivers and where they are; the
  *                          nearest one for each Ready order
+ *   pizza.OrderFeedActor   "main": every order's status changes as its events
+ *                          (order_actor.c; not stored)
  *
  * Linking the object library registers them all (QUARK_ACTOR_TYPE). Every
  * actor keeps its state in the silo's storage. Calls between them are
@@ -36,6 +38,7 @@ extern pizza_config pizza_cfg;
 
 #define PIZZA_KITCHEN_ID "main"
 #define PIZZA_DISPATCHER_ID "main"
+#define PIZZA_FEED_ID "main"
 #define PIZZA_CHEF_CAPACITY 3
 #define PIZZA_NEAR_M 30.0      /* "arrived": within this many metres */
 
