@@ -7,6 +7,7 @@
 #define QUARK_TEST_SILO_PROC_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,9 @@ typedef struct silo_proc {
     FILE *out;                     /* its stdout */
 } silo_proc;
 
-/* Spawn argv (argv[0] the program) and wait for its listening line. */
-static inline void silo_proc_start(silo_proc *sp, char *const argv[])
+/* Spawn argv (argv[0] the program) and wait for a line holding `ready`
+ * (a program that listens says "listening ... (port N": port gets N). */
+static inline void silo_proc_start_until(silo_proc *sp, char *const argv[], const char *ready)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -39,13 +41,19 @@ static inline void silo_proc_start(silo_proc *sp, char *const argv[])
     sp->out = fdopen(fds[0], "r");
     char line[256];
     sp->port = 0;
-    while (fgets(line, sizeof line, sp->out)) {
+    bool seen = false;
+    while (!seen && fgets(line, sizeof line, sp->out)) {
         char *p = strstr(line, "(port ");
-        if (strstr(line, "listening") && p) {
+        if (p)
             sp->port = atoi(p + 6);
-            break;
-        }
+        seen = strstr(line, ready) != NULL;
     }
+    assert_true(seen);
+}
+
+static inline void silo_proc_start(silo_proc *sp, char *const argv[])
+{
+    silo_proc_start_until(sp, argv, "listening");
     assert_true(sp->port > 0);
 }
 

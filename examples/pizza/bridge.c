@@ -245,18 +245,8 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    co.connection_string = cluster;
-    co.cluster_id = cluster_id;
-    co.default_deadline_ms = 5000;
-    if (quark_client_create(&co, &g_client) != QUARK_OK) {
-        fprintf(stderr, "pizza-mqtt-bridge: %s\n", quark_last_error());
+    if (!(g_client = pizza_client_open("pizza-mqtt-bridge", cluster, cluster_id, 5000)))
         return 1;
-    }
-    if (quark_client_connect(g_client) != QUARK_OK) /* it keeps trying */
-        fprintf(stderr, "pizza-mqtt-bridge: the cluster at %s is not reachable yet (%s); it "
-                        "keeps trying\n", cluster, quark_last_error());
 
     mosquitto_lib_init();
     /* A persistent session: the broker keeps the subscriptions and queues

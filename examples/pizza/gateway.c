@@ -915,19 +915,8 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    co.connection_string = cluster;
-    co.cluster_id = cluster_id;
-    co.default_deadline_ms = deadline;
-    quark_err rc = quark_client_create(&co, &g_client);
-    if (rc == QUARK_OK && quark_client_connect(g_client) != QUARK_OK) /* it keeps trying */
-        fprintf(stderr, "pizza-gateway: the cluster at %s is not reachable yet (%s); it "
-                        "keeps trying\n", cluster, quark_last_error());
-    if (rc != QUARK_OK) {
-        fprintf(stderr, "pizza-gateway: %s\n", quark_last_error());
+    if (!(g_client = pizza_client_open("pizza-gateway", cluster, cluster_id, deadline)))
         return 1;
-    }
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
             MHD_ALLOW_SUSPEND_RESUME,

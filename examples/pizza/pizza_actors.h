@@ -54,6 +54,13 @@ double pizza_distance_m(double lat1, double lon1, double lat2, double lon2);
 /* Wall clock, ms since the epoch. */
 int64_t pizza_now_ms(void);
 
+/* The cluster client of a pizza program (`who`, for its messages) to
+ * `cluster` ("H1:P1,..."): created and connecting; while no silo answers it
+ * keeps trying, and says so on stderr. NULL on failure (the reason on
+ * stderr). */
+quark_client *pizza_client_open(const char *who, const char *cluster, const char *cluster_id,
+                                uint32_t deadline_ms);
+
 /* A failed fire-and-forget call between actors: one line on stderr (at
  * most one per second). */
 void pizza_log_failure(const char *what, quark_err err, const char *errmsg);

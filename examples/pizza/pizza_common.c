@@ -76,3 +76,22 @@ void pizza_log_failure(const char *what, quark_err err, const char *errmsg)
     fprintf(stderr, "pizza: %s failed: %s: %s\n", what, quark_errname(err),
             errmsg ? errmsg : quark_strerror(err));
 }
+
+quark_client *pizza_client_open(const char *who, const char *cluster, const char *cluster_id,
+                                uint32_t deadline_ms)
+{
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.connection_string = cluster;
+    co.cluster_id = cluster_id;
+    co.default_deadline_ms = deadline_ms;
+    quark_client *c;
+    if (quark_client_create(&co, &c) != QUARK_OK) {
+        fprintf(stderr, "%s: %s\n", who, quark_last_error());
+        return NULL;
+    }
+    if (quark_client_connect(c) != QUARK_OK) /* it keeps trying */
+        fprintf(stderr, "%s: the cluster at %s is not reachable yet (%s); it keeps trying\n",
+                who, cluster, quark_last_error());
+    return c;
+}

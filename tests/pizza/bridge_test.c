@@ -143,22 +143,7 @@ static int setup(void **state)
     snprintf(cluster, sizeof cluster, "127.0.0.1:%d", g_silo_port);
     char *argv[] = {PIZZA_BRIDGE, "--broker", g_broker, "--cluster", cluster, "--cluster-id",
                     g_cluster, NULL};
-    /* (its "running" line has no port: silo_proc wants "listening ... (port") */
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    assert_int_equal(posix_spawn(&g_bridge.pid, argv[0], &fa, NULL, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    g_bridge.out = fdopen(fds[0], "r");
-    char line[256];
-    bool subscribed = false;
-    while (!subscribed && fgets(line, sizeof line, g_bridge.out))
-        subscribed = strstr(line, "subscribed") != NULL;
-    assert_true(subscribed);
+    silo_proc_start_until(&g_bridge, argv, "subscribed"); /* connected to the broker */
 
     quark_client_opts co;
     quark_client_opts_init(&co);
