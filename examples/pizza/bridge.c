@@ -11,7 +11,7 @@
  *                                                        -> DriverActor.UpdateStatus
  * (a driver comes online by publishing Available), and publishes each
  * order's change, retained, on pizza/orders/{id}/status {orderId, status,
- * at} (it follows pizza.OrderFeedActor "main"). A bad topic or payload is
+ * driverId?, at} (it follows pizza.OrderFeedActor "main"). A bad topic or payload is
  * dropped with a log line (at most one a second) and counted; a message
  * whose call failed is dropped the same way (its error in the log). The
  * broker's restarts are survived (libmosquitto reconnects, 1 s to 10 s
@@ -190,6 +190,8 @@ static void on_feed(const quark_event *ev, quark_err end, const char *errmsg, vo
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "orderId", e->order_id);
     cJSON_AddStringToObject(j, "status", pizza_order_status_name(e->status));
+    if (e->driver_id && *e->driver_id)
+        cJSON_AddStringToObject(j, "driverId", e->driver_id);
     cJSON_AddStringToObject(j, "at", at);
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

@@ -398,13 +398,16 @@ static char *sse_message(uint64_t id, const char *event, cJSON *j)
     return m;
 }
 
-static char *status_message(const char *order, Pizza__OrderStatus st, int64_t at, uint64_t seq)
+static char *status_message(const char *order, Pizza__OrderStatus st, const char *driver,
+                            int64_t at, uint64_t seq)
 {
     char t[40];
     pizza_json_time(t, sizeof t, at);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "orderId", order);
     cJSON_AddStringToObject(j, "status", pizza_order_status_name(st));
+    if (driver && *driver)
+        cJSON_AddStringToObject(j, "driverId", driver);
     cJSON_AddStringToObject(j, "at", t);
     return sse_message(seq, "status", j);
 }
@@ -451,7 +454,7 @@ static void sse_event(const quark_event *ev, quark_err end, const char *errmsg, 
         if (e) {
             seq = e->seq;
             terminal = terminal_status(e->status);
-            m = status_message(e->order_id, e->status, e->at_ms, e->seq);
+            m = status_message(e->order_id, e->status, e->driver_id, e->at_ms, e->seq);
             pizza__order_status_event__free_unpacked(e, NULL);
         }
     } else if (!strcmp(ev->event_type, "pizza.DriverLocationEvent")) {
@@ -633,7 +636,11 @@ static enum MHD_Result track(struct MHD_Connection *c, const char *id)
                 const Pizza__StatusChange *h = o->history[i];
                 if (h->seq <= last_id)
                     continue;
-                char *m = status_message(id, h->status, h->at_ms, h->seq);
+                char *m = status_message(id, h->status,
+                                         h->status >= PIZZA__ORDER_STATUS__DRIVER_ASSIGNED
+                                             ? o->driver_id
+                                             : NULL,
+                                         h->at_ms, h->seq);
                 if (m)
                     sse_push(&tmp, m, 0, false);
                 free(m);

@@ -62,6 +62,7 @@ static void publish_status(quark_actor *self, const Pizza__Order *o)
     ev.status = c->status;
     ev.at_ms = c->at_ms;
     ev.seq = c->seq;
+    ev.driver_id = o->driver_id;
     quark_actor_publish(self, &ev.base);
     feed(self, &ev);
 }
