@@ -294,10 +294,10 @@ int main(int argc, char **argv)
     if (g_feed)
         quark_unsubscribe(g_feed);
     mosquitto_disconnect(g_mq);
-    mosquitto_loop_stop(g_mq, true);
+    mosquitto_loop_stop(g_mq, true); /* no message callback (which calls actors) after this */
+    quark_client_free(g_client);     /* no feed callback (which publishes) after this */
     mosquitto_destroy(g_mq);
     mosquitto_lib_cleanup();
-    quark_client_free(g_client);
     printf("pizza-mqtt-bridge: stopped: %llu messages, %llu driver updates, %llu dropped, %llu "
            "order changes published\n",
            (unsigned long long)atomic_load(&g_received), (unsigned long long)atomic_load(&g_ok),

@@ -91,7 +91,7 @@ static void registered(quark_err err, const char *errmsg, const Pizza__Dispatche
 static quark_err driver_register(quark_actor *self, const Pizza__RegisterDriverRequest *req,
                                  Pizza__DriverState *reply)
 {
-    (void)reply; /* deferred: registered() replies */
+    /* (deferred unless the driver is online: registered() replies) */
     Pizza__DriverState *d = driver_edit(self);
     if (!d)
         return quark_actor_fail(self, QUARK_ENOMEM, "out of memory");
@@ -100,6 +100,13 @@ static quark_err driver_register(quark_actor *self, const Pizza__RegisterDriverR
     quark_err rc = driver_store(self, d);
     if (rc != QUARK_OK)
         return rc;
+    if (d->status != PIZZA__DRIVER_STATUS__OFFLINE) {
+        /* Known to the dispatcher already; it may offer this driver an
+         * order right away, so the reply does not wait for it (a cycle). */
+        report(self);
+        *reply = *pizza_DriverActor_state(self);
+        return QUARK_OK;
+    }
     /* The dispatcher lists every driver: reply once it has this one (an
      * Offline driver is never offered an order, so no call comes back). */
     quark_deferred *call = quark_actor_defer(self);
@@ -170,6 +177,27 @@ static void order_told(quark_err err, const char *errmsg, const Pizza__Order *o,
 
 typedef enum { TELL_LOCATION, TELL_PICKED_UP, TELL_ARRIVED } tell_kind;
 
+typedef struct loc_job {
+    quark_actor *self;
+    char order[];
+} loc_job;
+
+static void free_driver(quark_actor *self, const char *order);
+
+/* The order's answer to a position, as a turn of the driver: an order that
+ * no longer follows this driver (delivered, cancelled, or its DeliveryDone
+ * was lost) sets the driver free. */
+static void location_told(quark_err err, const char *errmsg, const Pizza__Order *o, void *arg)
+{
+    (void)o;
+    loc_job *j = arg;
+    if (err == QUARK_EACTOR || err == QUARK_EINVAL)
+        free_driver(j->self, j->order);
+    else if (err != QUARK_OK)
+        pizza_log_failure("giving an order its driver's position", err, errmsg);
+    free(j);
+}
+
 static void tell_order(quark_actor *self, const Pizza__DriverState *d, tell_kind k)
 {
     quark_ref *o;
@@ -183,10 +211,19 @@ static void tell_order(quark_actor *self, const Pizza__DriverState *d, tell_kind
     u.at_ms = pizza_now_ms();
     quark_err rc;
     switch (k) {
-    case TELL_LOCATION:
-        rc = pizza_OrderActor_UpdateDriverLocation_async(o, &u, order_told,
-                                                         (void *)"giving an order its driver's position");
+    case TELL_LOCATION: {
+        size_t n = strlen(d->current_order_id);
+        loc_job *j = malloc(sizeof *j + n + 1);
+        rc = QUARK_ENOMEM;
+        if (j) {
+            j->self = self;
+            memcpy(j->order, d->current_order_id, n + 1);
+            rc = pizza_OrderActor_UpdateDriverLocation_async(o, &u, location_told, j);
+            if (rc != QUARK_OK)
+                free(j);
+        }
         break;
+    }
     case TELL_PICKED_UP:
         rc = pizza_OrderActor_StartDelivery_async(o, &t, order_told,
                                                   (void *)"starting a delivery");
@@ -224,10 +261,12 @@ static quark_err driver_update_location(quark_actor *self, const Pizza__DriverLo
             PIZZA_NEAR_M) {
         d->picked_up = true; /* at the restaurant: out for delivery */
         k = TELL_PICKED_UP;
-    } else if (delivering && d->picked_up && d->order_address &&
+    } else if (delivering && d->order_address &&
                pizza_distance_m(l->lat, l->lon, d->order_address->lat, d->order_address->lon) <=
                    PIZZA_NEAR_M) {
-        k = TELL_ARRIVED; /* the order calls DeliveryDone when it is Delivered */
+        /* At the door (picked up, or the pick-up was not heard: the order
+         * takes both steps from its driver). It calls DeliveryDone. */
+        k = TELL_ARRIVED;
     }
     quark_err rc = driver_store(self, d);
     if (rc != QUARK_OK)
@@ -254,22 +293,28 @@ static void order_took_driver(quark_err err, const char *errmsg, const Pizza__Or
     (void)o;
     assign_job *j = arg;
     quark_actor *self = j->self; /* a turn of the driver */
-    if (err != QUARK_OK) {
-        /* The order would not have it (cancelled meanwhile): free again. */
+    if (err == QUARK_EACTOR || err == QUARK_EINVAL) /* it would not have it (cancelled) */
+        free_driver(self, j->order);
+    else if (err != QUARK_OK) /* unknown whether it took it: its positions will tell */
         pizza_log_failure("giving an order its driver", err, errmsg);
-        const Pizza__DriverState *cur = pizza_DriverActor_state(self);
-        if (cur->current_order_id && !strcmp(cur->current_order_id, j->order)) {
-            Pizza__DriverState *d = driver_edit(self);
-            if (d) {
-                d->current_order_id = "";
-                d->picked_up = false;
-                d->status = PIZZA__DRIVER_STATUS__AVAILABLE;
-                if (driver_store(self, d) == QUARK_OK)
-                    report(self);
-            }
-        }
-    }
     free(j);
+}
+
+/* The driver's order `order` is over for it: Available again. */
+static void free_driver(quark_actor *self, const char *order)
+{
+    const Pizza__DriverState *cur = pizza_DriverActor_state(self);
+    if (!cur->current_order_id || strcmp(cur->current_order_id, order))
+        return;
+    Pizza__DriverState *d = driver_edit(self);
+    if (!d)
+        return;
+    d->current_order_id = "";
+    d->order_address = NULL;
+    d->picked_up = false;
+    d->status = PIZZA__DRIVER_STATUS__AVAILABLE;
+    if (driver_store(self, d) == QUARK_OK)
+        report(self);
 }
 
 static quark_err driver_assign(quark_actor *self, const Pizza__AssignRequest *req,

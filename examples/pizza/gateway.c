@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,12 +332,14 @@ typedef struct sse {
     sse_chunk *head, *tail;
     quark_subscription *sub;
     int refs;                /* the response's and the subscription's */
+    bool linked;             /* in g_sse */
     struct sse *prev, *next; /* every open stream (keepalives) */
 } sse;
 
 static pthread_mutex_t g_sse_mu = PTHREAD_MUTEX_INITIALIZER;
 static sse *g_sse;
 static unsigned g_keepalive_ms = 15000;
+static atomic_bool g_stopping;
 
 static void sse_unref(sse *s)
 {
@@ -517,12 +520,15 @@ static void sse_free(void *cls)
 {
     sse *s = cls;
     pthread_mutex_lock(&g_sse_mu);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        g_sse = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    if (s->linked) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            g_sse = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->linked = false;
+    }
     pthread_mutex_unlock(&g_sse_mu);
     pthread_mutex_lock(&s->mu);
     s->conn = NULL;
@@ -538,10 +544,12 @@ static void sse_free(void *cls)
 static void *sse_keepalive(void *arg)
 {
     (void)arg;
-    for (;;) {
+    while (!atomic_load(&g_stopping)) {
         struct timespec ts = {.tv_sec = g_keepalive_ms / 1000,
                               .tv_nsec = (long)(g_keepalive_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
+        if (atomic_load(&g_stopping))
+            break;
         pthread_mutex_lock(&g_sse_mu);
         for (sse *s = g_sse; s; s = s->next) {
             pthread_mutex_lock(&s->mu);
@@ -591,7 +599,10 @@ static void sse_start(sse *s, sse_chunk *initial, uint64_t upto)
 static enum MHD_Result track(struct MHD_Connection *c, const char *id)
 {
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
-    uint64_t last_id = lei ? strtoull(lei, NULL, 10) : 0;
+    char *end = NULL;
+    uint64_t last_id = lei && *lei >= '0' && *lei <= '9' ? strtoull(lei, &end, 10) : 0;
+    if (end && *end)
+        last_id = 0; /* not a number: from the start */
     sse *s = calloc(1, sizeof *s);
     if (!s)
         return MHD_NO;
@@ -626,29 +637,35 @@ static enum MHD_Result track(struct MHD_Connection *c, const char *id)
     {
         sse tmp = {.head = NULL, .tail = NULL};
         sse_push(&tmp, "retry: 1000\n\n", 0, false);
+        if (last_id > o->event_seq)
+            last_id = 0; /* an id this order never gave (another order's?): from the start */
         if (!last_id) {
             char *m = sse_message(o->event_seq, "order", pizza_json_order(o));
             if (m)
                 sse_push(&tmp, m, 0, false);
             free(m);
         } else {
-            for (size_t i = 0; i < o->n_history; i++) {
-                const Pizza__StatusChange *h = o->history[i];
-                if (h->seq <= last_id)
+            /* In the order of their numbers: the newest position goes among
+             * the statuses where its number puts it. */
+            bool loc = o->driver_location && o->driver_location_seq > last_id &&
+                       !terminal_status(o->status);
+            for (size_t i = 0; i <= o->n_history; i++) {
+                const Pizza__StatusChange *h = i < o->n_history ? o->history[i] : NULL;
+                if (loc && (!h || h->seq > o->driver_location_seq)) {
+                    char *m = location_message(id, o->driver_id, o->driver_location,
+                                               o->driver_location_ms, o->driver_location_seq);
+                    if (m)
+                        sse_push(&tmp, m, 0, false);
+                    free(m);
+                    loc = false;
+                }
+                if (!h || h->seq <= last_id)
                     continue;
                 char *m = status_message(id, h->status,
                                          h->status >= PIZZA__ORDER_STATUS__DRIVER_ASSIGNED
                                              ? o->driver_id
                                              : NULL,
                                          h->at_ms, h->seq);
-                if (m)
-                    sse_push(&tmp, m, 0, false);
-                free(m);
-            }
-            if (o->driver_location && o->driver_location_seq > last_id &&
-                !terminal_status(o->status)) { /* the newest position (older ones are past) */
-                char *m = location_message(id, o->driver_id, o->driver_location,
-                                           o->driver_location_ms, o->driver_location_seq);
                 if (m)
                     sse_push(&tmp, m, 0, false);
                 free(m);
@@ -682,6 +699,7 @@ static enum MHD_Result track(struct MHD_Connection *c, const char *id)
     if (g_sse)
         g_sse->prev = s;
     g_sse = s;
+    s->linked = true;
     pthread_mutex_unlock(&g_sse_mu);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
@@ -811,6 +829,9 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
         return send_error(c, MHD_HTTP_BAD_REQUEST, "bad_request", "the body is over %d bytes",
                           BODY_MAX);
     if (!strcmp(url, "/healthz")) {
+        if (strcmp(method, MHD_HTTP_METHOD_GET))
+            return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                              "/healthz takes GET");
         if (!quark_client_is_connected(g_client))
             return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                               "the pizza cluster cannot be reached");
@@ -941,13 +962,34 @@ int main(int argc, char **argv)
         fprintf(stderr, "pizza-gateway: --keepalive-ms must be >= 10\n");
         return 1;
     }
-    pthread_detach(ka);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     printf("pizza-gateway: listening on %s (port %u, cluster %s)\n", listen,
            info ? info->port : (unsigned)port, cluster);
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);
+    /* Stopping: no more keepalives; every stream ends (a suspended one is
+     * resumed to do so: MHD must not stop with suspended connections), and
+     * MHD gets a moment to write those ends. */
+    atomic_store(&g_stopping, true);
+    pthread_join(ka, NULL);
+    pthread_mutex_lock(&g_sse_mu);
+    for (sse *s = g_sse; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        s->ended = true;
+        sse_wake(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&g_sse_mu);
+    for (int i = 0; i < 100; i++) { /* up to 1 s for them to close */
+        pthread_mutex_lock(&g_sse_mu);
+        bool open = g_sse != NULL;
+        pthread_mutex_unlock(&g_sse_mu);
+        if (!open)
+            break;
+        struct timespec ms10 = {.tv_nsec = 10 * 1000000L};
+        nanosleep(&ms10, NULL);
+    }
     MHD_stop_daemon(d);
     quark_client_free(g_client);
     printf("pizza-gateway: stopped\n");

@@ -144,7 +144,9 @@ static quark_err kitchen_enqueue(quark_actor *self, const Pizza__EnqueueRequest 
         return rc;
     Pizza__KitchenState *k = pizza_KitchenActor_state(self);
     for (size_t i = 0; i < k->n_queue; i++)
-        if (!strcmp(k->queue[i], req->order_id)) { /* queued already (a nudge) */
+        if (!strcmp(k->queue[i], req->order_id)) { /* queued already (a nudge): offer again */
+            ((kitchen_mem *)quark_actor_state(self))->tried = 0;
+            offer_soon(self);
             kitchen_view(k, reply);
             return QUARK_OK;
         }
@@ -266,13 +268,21 @@ static void order_step(quark_actor *self, chef_job *j, bool baking);
 static void order_answered(quark_actor *self, chef_job *j, bool baking, quark_err err,
                            const char *errmsg)
 {
-    if (err != QUARK_OK) {
-        /* Cancelled meanwhile, or unreachable (its nudge queues it again):
-         * the slot is free. */
+    if (err == QUARK_EACTOR) {
+        /* Not this chef's any more (cancelled, or another chef has it): the
+         * slot is free. */
         pizza_log_failure(baking ? "putting an order in the oven" : "starting an order", err,
                           errmsg);
         chef_drop(self, j->order, false);
         tell_kitchen_free(self);
+        free(j);
+        return;
+    }
+    if (err != QUARK_OK) {
+        /* Unknown whether it happened: the chef keeps it, and the order's
+         * nudge asks again (Take of an order the chef has carries on). */
+        pizza_log_failure(baking ? "putting an order in the oven" : "starting an order", err,
+                          errmsg);
         free(j);
         return;
     }
@@ -313,6 +323,61 @@ static void order_step(quark_actor *self, chef_job *j, bool baking)
         order_answered(self, j, baking, rc, quark_last_error());
 }
 
+static chef_job *job_new(quark_actor *self, const char *order)
+{
+    size_t len = strlen(order);
+    chef_job *j = malloc(sizeof *j + len + 1);
+    if (j) {
+        j->self = self;
+        memcpy(j->order, order, len + 1);
+    }
+    return j;
+}
+
+/* A held order's status, as a turn of the chef: one no longer its own (or
+ * no longer in its hands) frees its slot; one still Confirmed is started
+ * again. */
+static void checked(quark_err err, const char *errmsg, const Pizza__Order *o, void *arg)
+{
+    chef_job *j = arg;
+    quark_actor *self = j->self;
+    if (err != QUARK_OK) {
+        pizza_log_failure("a chef checking an order", err, errmsg);
+        free(j);
+        return;
+    }
+    bool mine = !strcmp(o->chef_id, quark_actor_id(self));
+    if (o->status == PIZZA__ORDER_STATUS__CONFIRMED) {
+        order_step(self, j, false); /* (order_answered frees j) */
+        return;
+    }
+    if (!mine || (o->status != PIZZA__ORDER_STATUS__PREPARING &&
+                  o->status != PIZZA__ORDER_STATUS__BAKING)) {
+        chef_drop(self, j->order, false);
+        tell_kitchen_free(self);
+    }
+    free(j);
+}
+
+/* Full: are all its orders still in its hands? (A Done that never came,
+ * a step whose answer was lost.) */
+static void chef_check(quark_actor *self)
+{
+    Pizza__ChefState *c = pizza_ChefActor_state(self);
+    for (size_t i = 0; i < c->n_orders; i++) {
+        chef_job *j = job_new(self, c->orders[i]);
+        quark_ref *o;
+        if (!j || pizza_OrderActor_ref(quark_actor_client(self), j->order, &o) != QUARK_OK) {
+            free(j);
+            continue;
+        }
+        Pizza__GetOrderRequest g = PIZZA__GET_ORDER_REQUEST__INIT;
+        if (pizza_OrderActor_Get_async(o, &g, checked, j) != QUARK_OK)
+            free(j);
+        quark_ref_free(o);
+    }
+}
+
 static quark_err chef_take(quark_actor *self, const Pizza__TakeRequest *req,
                            Pizza__TakeReply *reply)
 {
@@ -320,14 +385,18 @@ static quark_err chef_take(quark_actor *self, const Pizza__TakeRequest *req,
         return quark_actor_fail(self, QUARK_EINVAL, "order_id is missing");
     Pizza__ChefState *c = pizza_ChefActor_state(self);
     for (size_t i = 0; i < c->n_orders; i++)
-        if (!strcmp(c->orders[i], req->order_id)) { /* has it already */
+        if (!strcmp(c->orders[i], req->order_id)) { /* has it: carry on with it */
             reply->taken = true;
             reply->load = (uint32_t)c->n_orders;
+            chef_job *j = job_new(self, req->order_id);
+            if (j)
+                order_step(self, j, false); /* both steps are idempotent */
             return QUARK_OK;
         }
     if (c->n_orders >= PIZZA_CHEF_CAPACITY) {
         reply->taken = false;
         reply->load = (uint32_t)c->n_orders;
+        chef_check(self);
         return QUARK_OK;
     }
     size_t len = strlen(req->order_id);

@@ -178,48 +178,102 @@ static void request_driver(quark_actor *self, const Pizza__Order *o)
     quark_ref_free(d);
 }
 
+/* An ended order (Delivered, Cancelled) keeps its nudge until its chef
+ * and its driver both acknowledged that it no longer needs them (their
+ * slot, their delivery): `pending` counts the answers of this round. */
+typedef struct order_mem {
+    uint8_t pending;
+} order_mem;
+
+static void acked(quark_actor *self, quark_err err, const char *what, const char *errmsg)
+{
+    order_mem *m = quark_actor_state(self);
+    if (err != QUARK_OK) {
+        pizza_log_failure(what, err, errmsg); /* the next nudge tells it again */
+        return;
+    }
+    Pizza__OrderStatus s = pizza_OrderActor_state(self)->status;
+    if (m->pending && --m->pending == 0 &&
+        (s == PIZZA__ORDER_STATUS__DELIVERED || s == PIZZA__ORDER_STATUS__CANCELLED))
+        quark_actor_reminder_unset(self, "nudge", NULL, NULL); /* nothing left to do */
+}
+
 static void chef_told(quark_err err, const char *errmsg, const Pizza__TakeReply *r, void *arg)
 {
     (void)r;
-    (void)arg;
-    if (err != QUARK_OK)
-        pizza_log_failure("telling a chef an order is done", err, errmsg);
+    acked(arg, err, "telling a chef an order is done", errmsg);
 }
 
-static void tell_chef_done(quark_actor *self, const char *chef)
+static bool tell_chef_done(quark_actor *self, const char *chef)
 {
     quark_ref *c;
     if (!chef || !*chef || pizza_ChefActor_ref(quark_actor_client(self), chef, &c) != QUARK_OK)
-        return;
+        return false;
     Pizza__DoneRequest rq = PIZZA__DONE_REQUEST__INIT;
     rq.order_id = (char *)quark_actor_id(self);
-    quark_err rc = pizza_ChefActor_Done_async(c, &rq, chef_told, NULL);
+    quark_err rc = pizza_ChefActor_Done_async(c, &rq, chef_told, self);
     if (rc != QUARK_OK)
         pizza_log_failure("telling a chef an order is done", rc, quark_last_error());
     quark_ref_free(c);
+    return rc == QUARK_OK;
 }
 
 static void driver_told(quark_err err, const char *errmsg, const Pizza__DriverState *r, void *arg)
 {
     (void)r;
-    (void)arg;
-    if (err != QUARK_OK)
-        pizza_log_failure("telling a driver its delivery ended", err, errmsg);
+    acked(arg, err, "telling a driver its delivery ended", errmsg);
 }
 
-static void tell_driver_done(quark_actor *self, const char *driver, bool delivered)
+static bool tell_driver_done(quark_actor *self, const char *driver, bool delivered)
 {
     quark_ref *d;
     if (!driver || !*driver ||
         pizza_DriverActor_ref(quark_actor_client(self), driver, &d) != QUARK_OK)
-        return;
+        return false;
     Pizza__DeliveryDoneRequest rq = PIZZA__DELIVERY_DONE_REQUEST__INIT;
     rq.order_id = (char *)quark_actor_id(self);
     rq.delivered = delivered;
-    quark_err rc = pizza_DriverActor_DeliveryDone_async(d, &rq, driver_told, NULL);
+    quark_err rc = pizza_DriverActor_DeliveryDone_async(d, &rq, driver_told, self);
     if (rc != QUARK_OK)
         pizza_log_failure("telling a driver its delivery ended", rc, quark_last_error());
     quark_ref_free(d);
+    return rc == QUARK_OK;
+}
+
+static void chef_asked(quark_err err, const char *errmsg, const Pizza__TakeReply *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    if (err != QUARK_OK)
+        pizza_log_failure("asking a chef about an order (the nudge asks again)", err, errmsg);
+}
+
+/* Preparing, and the chef's steps were lost (a crash, a failed call): the
+ * chef takes it again (a chef that has it carries on with it). */
+static void ask_chef(quark_actor *self, const char *chef)
+{
+    quark_ref *c;
+    if (!chef || !*chef || pizza_ChefActor_ref(quark_actor_client(self), chef, &c) != QUARK_OK)
+        return;
+    Pizza__TakeRequest rq = PIZZA__TAKE_REQUEST__INIT;
+    rq.order_id = (char *)quark_actor_id(self);
+    quark_err rc = pizza_ChefActor_Take_async(c, &rq, chef_asked, NULL);
+    if (rc != QUARK_OK)
+        pizza_log_failure("asking a chef about an order", rc, quark_last_error());
+    quark_ref_free(c);
+}
+
+/* An ended order tells its chef and its driver (each acknowledges; until
+ * both did, the nudge tells them again). */
+static void let_go(quark_actor *self, const Pizza__Order *o)
+{
+    order_mem *m = quark_actor_state(self);
+    m->pending = 0;
+    m->pending += tell_chef_done(self, o->chef_id);
+    m->pending += tell_driver_done(self, o->driver_id,
+                                   o->status == PIZZA__ORDER_STATUS__DELIVERED);
+    if (!m->pending && !(o->chef_id && *o->chef_id) && !(o->driver_id && *o->driver_id))
+        quark_actor_reminder_unset(self, "nudge", NULL, NULL);
 }
 
 static void reminder_done(quark_actor *self, quark_err err, const char *errmsg, void *arg)
@@ -357,11 +411,10 @@ static quark_err order_confirm(quark_actor *self, const Pizza__OrderTransition *
                                Pizza__Order *reply)
 {
     (void)req;
+    (void)reply; /* deferred: reply_after_reminder answers */
     Pizza__Order *o = state_of(self);
-    if (o->status == PIZZA__ORDER_STATUS__CONFIRMED) { /* again: the same answer */
-        fill_reply(reply, o);
-        return QUARK_OK;
-    }
+    if (o->status == PIZZA__ORDER_STATUS__CONFIRMED) /* again: its nudge again too */
+        return reply_after_reminder(self, "nudge", pizza_cfg.nudge_ms, pizza_cfg.nudge_ms);
     quark_err rc = check(self, o, PIZZA__ORDER_STATUS__CONFIRMED, PIZZA__ORDER_STATUS__CREATED);
     if (rc == QUARK_OK)
         rc = set_status(self, o, PIZZA__ORDER_STATUS__CONFIRMED);
@@ -430,11 +483,8 @@ static quark_err order_assign_driver(quark_actor *self, const Pizza__OrderTransi
                                      Pizza__Order *reply)
 {
     Pizza__Order *o = state_of(self);
-    quark_err rc = step(self, req, reply, PIZZA__ORDER_STATUS__READY,
-                        PIZZA__ORDER_STATUS__DRIVER_ASSIGNED, &o->driver_id);
-    if (rc == QUARK_OK && o->status == PIZZA__ORDER_STATUS__DRIVER_ASSIGNED)
-        unset_reminder(self, "nudge"); /* nothing to wait for any more */
-    return rc;
+    return step(self, req, reply, PIZZA__ORDER_STATUS__READY,
+                PIZZA__ORDER_STATUS__DRIVER_ASSIGNED, &o->driver_id);
 }
 
 static quark_err order_start_delivery(quark_actor *self, const Pizza__OrderTransition *req,
@@ -449,11 +499,23 @@ static quark_err order_complete_delivery(quark_actor *self, const Pizza__OrderTr
 {
     Pizza__Order *o = state_of(self);
     bool was = o->status == PIZZA__ORDER_STATUS__DELIVERED;
+    /* Its driver at the door delivers it even if the pick-up was not heard
+     * (a lost StartDelivery): both steps now. */
+    if (o->status == PIZZA__ORDER_STATUS__DRIVER_ASSIGNED && req->by && *req->by &&
+        !strcmp(req->by, o->driver_id)) {
+        quark_err rc = set_status(self, o, PIZZA__ORDER_STATUS__OUT_FOR_DELIVERY);
+        if (rc != QUARK_OK)
+            return rc;
+    }
     quark_err rc = step(self, req, reply, PIZZA__ORDER_STATUS__OUT_FOR_DELIVERY,
                         PIZZA__ORDER_STATUS__DELIVERED, NULL);
-    if (rc == QUARK_OK && !was)
-        tell_driver_done(self, o->driver_id, true);
-    return rc;
+    if (rc != QUARK_OK || was)
+        return rc;
+    let_go(self, o); /* the driver is free (told again by the nudge until it says so) */
+    return quark_actor_reminder_set(self, "nudge", pizza_cfg.nudge_ms, pizza_cfg.nudge_ms,
+                                    reminder_done, (void *)"setting an order's nudge") == QUARK_OK
+               ? QUARK_OK
+               : quark_actor_fail(self, QUARK_ENOMEM, "%s", quark_last_error());
 }
 
 static quark_err order_cancel(quark_actor *self, const Pizza__OrderTransition *req,
@@ -477,14 +539,14 @@ static quark_err order_cancel(quark_actor *self, const Pizza__OrderTransition *r
     quark_err rc = set_status(self, o, PIZZA__ORDER_STATUS__CANCELLED);
     if (rc != QUARK_OK)
         return rc;
-    if (was == PIZZA__ORDER_STATUS__PREPARING || was == PIZZA__ORDER_STATUS__BAKING)
-        tell_chef_done(self, o->chef_id);
     if (was == PIZZA__ORDER_STATUS__BAKING)
         unset_reminder(self, "bake");
-    if (was == PIZZA__ORDER_STATUS__DRIVER_ASSIGNED)
-        tell_driver_done(self, o->driver_id, false);
-    if (was == PIZZA__ORDER_STATUS__CONFIRMED || was == PIZZA__ORDER_STATUS__READY)
-        unset_reminder(self, "nudge");
+    /* Its chef and driver (if any) let go; the nudge tells them again until
+     * they said so, then ends. */
+    let_go(self, o);
+    if (quark_actor_reminder_set(self, "nudge", pizza_cfg.nudge_ms, pizza_cfg.nudge_ms,
+                                 reminder_done, (void *)"setting an order's nudge") != QUARK_OK)
+        pizza_log_failure("setting an order's nudge", QUARK_ENOMEM, quark_last_error());
     fill_reply(reply, o);
     return QUARK_OK;
 }
@@ -527,35 +589,60 @@ static quark_err order_update_driver_location(quark_actor *self,
 
 /* ---- reminders: out of the oven, and the nudge ---- */
 
+/* Out of the oven: Ready, the chef's slot free, a driver asked for; the
+ * nudge asks again until one has it. */
+static quark_err out_of_oven(quark_actor *self, Pizza__Order *o)
+{
+    quark_err rc = set_status(self, o, PIZZA__ORDER_STATUS__READY);
+    if (rc != QUARK_OK)
+        return rc;
+    unset_reminder(self, "bake");
+    tell_chef_done(self, o->chef_id);
+    request_driver(self, o);
+    rc = quark_actor_reminder_set(self, "nudge", pizza_cfg.nudge_ms, pizza_cfg.nudge_ms,
+                                  reminder_done, (void *)"setting an order's nudge");
+    return rc == QUARK_OK ? QUARK_OK : quark_actor_fail(self, rc, "%s", quark_last_error());
+}
+
 static quark_err order_on_reminder(quark_actor *self, const quark_reminder_tick *tick)
 {
     Pizza__Order *o = state_of(self);
     if (!strcmp(tick->name, "bake")) {
-        unset_reminder(self, "bake");
-        if (o->status != PIZZA__ORDER_STATUS__BAKING)
+        if (o->status != PIZZA__ORDER_STATUS__BAKING) {
+            unset_reminder(self, "bake");
             return QUARK_OK;
-        quark_err rc = set_status(self, o, PIZZA__ORDER_STATUS__READY);
-        if (rc != QUARK_OK)
-            return rc;
-        tell_chef_done(self, o->chef_id);
-        request_driver(self, o);
-        /* Until a driver has it, the nudge asks the dispatcher again. */
-        rc = quark_actor_reminder_set(self, "nudge", pizza_cfg.nudge_ms, pizza_cfg.nudge_ms,
-                                      reminder_done, (void *)"setting an order's nudge");
-        return rc == QUARK_OK ? QUARK_OK : quark_actor_fail(self, rc, "%s", quark_last_error());
+        }
+        return out_of_oven(self, o);
     }
-    switch (o->status) { /* "nudge" */
+    /* "nudge": whatever this order waits for, ask again. */
+    switch (o->status) {
     case PIZZA__ORDER_STATUS__CONFIRMED:
         enqueue_in_kitchen(self);
         break;
+    case PIZZA__ORDER_STATUS__PREPARING:
+        ask_chef(self, o->chef_id);
+        break;
+    case PIZZA__ORDER_STATUS__BAKING: { /* its bake reminder may be lost: the oven's time */
+        int64_t since = o->n_history ? o->history[o->n_history - 1]->at_ms : o->updated_ms;
+        int64_t left = since + (int64_t)pizza_cfg.bake_ms - pizza_now_ms();
+        if (left <= 0)
+            return out_of_oven(self, o);
+        quark_actor_reminder_set(self, "bake", (uint64_t)left, pizza_cfg.bake_ms, reminder_done,
+                                 (void *)"setting an order's bake reminder");
+        break;
+    }
     case PIZZA__ORDER_STATUS__READY:
         request_driver(self, o);
         break;
-    case PIZZA__ORDER_STATUS__PREPARING:
-    case PIZZA__ORDER_STATUS__BAKING:
-        break; /* a chef has it */
+    case PIZZA__ORDER_STATUS__DELIVERED:
+    case PIZZA__ORDER_STATUS__CANCELLED:
+        let_go(self, o); /* until its chef and driver acknowledged */
+        break;
+    case PIZZA__ORDER_STATUS__DRIVER_ASSIGNED:
+    case PIZZA__ORDER_STATUS__OUT_FOR_DELIVERY:
+        break; /* its driver has it */
     default:
-        unset_reminder(self, tick->name); /* nothing left to wait for */
+        unset_reminder(self, tick->name);
         break;
     }
     return QUARK_OK;
@@ -576,7 +663,8 @@ static const pizza_OrderActor_methods order_methods = {
 
 QUARK_ACTOR_TYPE(pizza_order_actor, .interface = &pizza_OrderActor_interface,
                  .methods = &order_methods, .map_to_interface = 1,
-                 .persistent = pizza_OrderActor_STATE, .on_reminder = order_on_reminder)
+                 .state_size = sizeof(order_mem), .persistent = pizza_OrderActor_STATE,
+                 .on_reminder = order_on_reminder)
 
 /* ---- the feed: every order's changes as one actor's events ---- */
 

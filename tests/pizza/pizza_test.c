@@ -325,13 +325,21 @@ static void test_lifecycle(void **state)
         assert_int_equal(o->history[i]->status, want[i]);
     quark_msg_free(o);
     /* Every change as an event, in order, and the driver's positions. */
-    assert_true(TU_WAIT_UNTIL(({
-                                  pthread_mutex_lock(&s.mu);
-                                  int n = s.n_status;
-                                  pthread_mutex_unlock(&s.mu);
-                                  n >= 8;
-                              }),
-                              5000));
+    if (!TU_WAIT_UNTIL(({
+                           pthread_mutex_lock(&s.mu);
+                           int n = s.n_status;
+                           pthread_mutex_unlock(&s.mu);
+                           n >= 8;
+                       }),
+                       15000)) {
+        pthread_mutex_lock(&s.mu);
+        char got[256] = "";
+        for (int i = 0; i < s.n_status; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), " %s",
+                     pizza_order_status_name(s.status[i]));
+        pthread_mutex_unlock(&s.mu);
+        fail_msg("the subscriber saw %d status events in 15 s:%s", s.n_status, got);
+    }
     quark_unsubscribe(sub);
     pthread_mutex_lock(&s.mu);
     printf("# lifecycle: %d status events, %d location events\n", s.n_status, s.n_location);
