@@ -429,9 +429,11 @@ static bool disp_begin(quark_actor *self, disp_edit *e)
         e->drivers[i] = &dv[i];
     }
     e->drivers[cur->n_drivers] = &dv[cur->n_drivers];
-    memcpy(e->waiting, cur->waiting, cur->n_waiting * sizeof *e->waiting);
+    if (cur->n_waiting) /* (an empty repeated field's array is NULL) */
+        memcpy(e->waiting, cur->waiting, cur->n_waiting * sizeof *e->waiting);
     size_t na = cur->n_waiting_address < cur->n_waiting ? cur->n_waiting_address : cur->n_waiting;
-    memcpy(e->addr, cur->waiting_address, na * sizeof *e->addr);
+    if (na)
+        memcpy(e->addr, cur->waiting_address, na * sizeof *e->addr);
     e->s.drivers = e->drivers;
     e->s.waiting = e->waiting;
     e->s.waiting_address = e->addr;

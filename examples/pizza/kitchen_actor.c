@@ -153,7 +153,8 @@ static quark_err kitchen_enqueue(quark_actor *self, const Pizza__EnqueueRequest 
     char **q = quark_actor_alloc(self, (k->n_queue + 1) * sizeof *q);
     if (!q)
         return quark_actor_fail(self, QUARK_ENOMEM, "out of memory");
-    memcpy(q, k->queue, k->n_queue * sizeof *q);
+    if (k->n_queue) /* (an empty repeated field's array is NULL) */
+        memcpy(q, k->queue, k->n_queue * sizeof *q);
     q[k->n_queue] = req->order_id;
     rc = kitchen_store(self, q, k->n_queue + 1, k->next_chef);
     if (rc != QUARK_OK)
@@ -406,7 +407,8 @@ static quark_err chef_take(quark_actor *self, const Pizza__TakeRequest *req,
         free(j);
         return quark_actor_fail(self, QUARK_ENOMEM, "out of memory");
     }
-    memcpy(orders, c->orders, c->n_orders * sizeof *orders);
+    if (c->n_orders)
+        memcpy(orders, c->orders, c->n_orders * sizeof *orders);
     orders[c->n_orders] = req->order_id;
     quark_err rc = chef_store(self, orders, c->n_orders + 1, c->done);
     if (rc != QUARK_OK) {
