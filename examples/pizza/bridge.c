@@ -231,21 +231,14 @@ int main(int argc, char **argv)
             usage();
     }
     char host[256];
-    const char *colon = strrchr(broker, ':');
-    if (!colon || colon == broker || (size_t)(colon - broker) >= sizeof host ||
-        atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+    int port;
+    if (!pizza_host_port(broker, host, sizeof host, &port) || port == 0) {
         fprintf(stderr, "pizza-mqtt-bridge: --broker wants HOST:PORT (got '%s')\n", broker);
         return 2;
     }
-    memcpy(host, broker, (size_t)(colon - broker));
-    host[colon - broker] = '\0';
-    int port = atoi(colon + 1);
     signal(SIGPIPE, SIG_IGN);
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    pizza_block_stop_signals(&stop);
 
     if (!(g_client = pizza_client_open("pizza-mqtt-bridge", cluster, cluster_id, 5000)))
         return 1;

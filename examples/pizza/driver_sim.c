@@ -197,20 +197,15 @@ int main(int argc, char **argv)
             usage();
     }
     char host[256];
-    const char *colon = strrchr(broker, ':');
-    if (g_n < 1 || g_n > MAX_DRIVERS || g_speed <= 0 || g_tick < 10 || !colon ||
-        colon == broker || (size_t)(colon - broker) >= sizeof host) {
+    int port;
+    if (g_n < 1 || g_n > MAX_DRIVERS || g_speed <= 0 || g_tick < 10 ||
+        !pizza_host_port(broker, host, sizeof host, &port) || port == 0) {
         fprintf(stderr, "pizza-driver-sim: --drivers 1..%d, --speed-mps > 0, --tick-ms >= 10, "
                         "--broker HOST:PORT\n", MAX_DRIVERS);
         return 2;
     }
-    memcpy(host, broker, (size_t)(colon - broker));
-    host[colon - broker] = '\0';
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    pizza_block_stop_signals(&stop);
     if (!(g_client = pizza_client_open("pizza-driver-sim", cluster, cluster_id, 5000)))
         return 1;
     /* The drivers wait around the restaurant, a few hundred metres out. */
@@ -239,7 +234,7 @@ int main(int argc, char **argv)
     mosquitto_connect_callback_set(g_mq, on_connect);
     mosquitto_message_callback_set(g_mq, on_message);
     mosquitto_reconnect_delay_set(g_mq, 1, 10, true);
-    mosquitto_connect_async(g_mq, host, atoi(colon + 1), 30);
+    mosquitto_connect_async(g_mq, host, port, 30);
     if (mosquitto_loop_start(g_mq) != MOSQ_ERR_SUCCESS)
         return 1;
     printf("pizza-driver-sim: %d drivers (%s1..%s%d) online around the restaurant\n", g_n,

@@ -921,27 +921,20 @@ int main(int argc, char **argv)
     }
     char host[64];
     int port = 0;
-    const char *colon = strrchr(listen, ':');
     struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (!colon || (size_t)(colon - listen) >= sizeof host || threads < 1 || threads > 64 ||
+    if (!pizza_host_port(listen, host, sizeof host, &port) || threads < 1 || threads > 64 ||
         deadline < 1) {
         fprintf(stderr, "pizza-gateway: --listen wants HOST:PORT (IPv4), --threads 1..64\n");
         return 2;
     }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    port = atoi(colon + 1);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1 || port < 0 || port > 65535) {
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
         fprintf(stderr, "pizza-gateway: --listen %s is not an IPv4 HOST:PORT\n", listen);
         return 2;
     }
     sa.sin_port = htons((uint16_t)port);
     signal(SIGPIPE, SIG_IGN);
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    pizza_block_stop_signals(&stop);
 
     if (!(g_client = pizza_client_open("pizza-gateway", cluster, cluster_id, deadline)))
         return 1;

@@ -19,7 +19,9 @@
 #ifndef PIZZA_ACTORS_H
 #define PIZZA_ACTORS_H
 
+#include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <quark/quark.h>
@@ -60,6 +62,14 @@ int64_t pizza_now_ms(void);
  * stderr). */
 quark_client *pizza_client_open(const char *who, const char *cluster, const char *cluster_id,
                                 uint32_t deadline_ms);
+
+/* Split "HOST:PORT" (port 0..65535, host non-empty) into host[cap] and
+ * *port; false if it is not one. */
+bool pizza_host_port(const char *s, char *host, size_t cap, int *port);
+
+/* Block SIGTERM and SIGINT in this thread and every thread it starts, so
+ * the program's main can wait for them (sigwait / sigtimedwait on *stop). */
+void pizza_block_stop_signals(sigset_t *stop);
 
 /* A failed fire-and-forget call between actors: one line on stderr (at
  * most one per second). */

@@ -3,6 +3,9 @@
  * pizza-silo sets, status names as the REST API spells them, distances.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <strings.h>
@@ -94,4 +97,27 @@ quark_client *pizza_client_open(const char *who, const char *cluster, const char
         fprintf(stderr, "%s: the cluster at %s is not reachable yet (%s); it keeps trying\n",
                 who, cluster, quark_last_error());
     return c;
+}
+
+bool pizza_host_port(const char *s, char *host, size_t cap, int *port)
+{
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    if (!colon || colon == s || (size_t)(colon - s) >= cap || !colon[1])
+        return false;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535)
+        return false;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = (int)p;
+    return true;
+}
+
+void pizza_block_stop_signals(sigset_t *stop)
+{
+    sigemptyset(stop);
+    sigaddset(stop, SIGTERM);
+    sigaddset(stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, stop, NULL);
 }

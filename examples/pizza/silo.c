@@ -134,10 +134,7 @@ int main(int argc, char **argv)
     so.on_view = on_view;
 
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    pizza_block_stop_signals(&stop);
 
     quark_silo *silo;
     quark_err rc = quark_silo_create(&so, &silo);
