@@ -331,8 +331,11 @@ typedef struct sse {
     uint64_t last_seq;       /* the newest event queued (once ready) */
     sse_chunk *head, *tail;
     quark_subscription *sub;
-    int refs;                /* the response's and the subscription's */
+    int refs;                /* the response's and the subscription's (+ a repair's) */
     bool linked;             /* in g_sse */
+    bool repairing;          /* a gap is being filled: events wait in held */
+    sse_chunk *held, *held_tail;
+    char order_id[ID_MAX + 1];
     struct sse *prev, *next; /* every open stream (keepalives) */
 } sse;
 
@@ -349,6 +352,10 @@ static void sse_unref(sse *s)
     if (left)
         return;
     for (sse_chunk *c = s->head, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    for (sse_chunk *c = s->held, *n; c; c = n) {
         n = c->next;
         free(c);
     }
@@ -434,6 +441,8 @@ static bool terminal_status(Pizza__OrderStatus st)
     return st == PIZZA__ORDER_STATUS__DELIVERED || st == PIZZA__ORDER_STATUS__CANCELLED;
 }
 
+static void sse_repair(sse *s);
+
 /* The order's events, on a Quark thread. */
 static void sse_event(const quark_event *ev, quark_err end, const char *errmsg, void *arg)
 {
@@ -471,8 +480,24 @@ static void sse_event(const quark_event *ev, quark_err end, const char *errmsg, 
     }
     if (!m)
         return;
+    bool repair = false;
     pthread_mutex_lock(&s->mu);
-    if (!s->ended && (!s->ready || seq > s->last_seq)) {
+    if (s->ready && !s->ended && (s->repairing || seq > s->last_seq + 1)) {
+        /* After a gap: held until the order's history fills it. */
+        sse tmp = {.head = NULL, .tail = NULL};
+        sse_push(&tmp, m, seq, terminal);
+        if (tmp.head) {
+            if (s->held_tail)
+                s->held_tail->next = tmp.head;
+            else
+                s->held = tmp.head;
+            s->held_tail = tmp.head;
+        }
+        if (!s->repairing) {
+            s->repairing = repair = true;
+            s->refs++; /* the repair's */
+        }
+    } else if (!s->ended && (!s->ready || seq > s->last_seq)) {
         sse_push(s, m, seq, terminal);
         if (s->ready) {
             s->last_seq = seq;
@@ -482,6 +507,8 @@ static void sse_event(const quark_event *ev, quark_err end, const char *errmsg, 
     }
     pthread_mutex_unlock(&s->mu);
     free(m);
+    if (repair)
+        sse_repair(s);
 }
 
 /* MHD asks for the next bytes (on its thread). */
@@ -596,6 +623,94 @@ static void sse_start(sse *s, sse_chunk *initial, uint64_t upto)
     s->ready = true;
 }
 
+/* Push what order o's snapshot holds with a number in (lo, hi): its status
+ * changes (from its history) and its newest position, in the order of their
+ * numbers (older positions are past: only the newest is replayed). */
+static void replay(sse *s, const Pizza__Order *o, uint64_t lo, uint64_t hi)
+{
+    bool loc = o->driver_location && o->driver_location_seq > lo &&
+               o->driver_location_seq < hi && !terminal_status(o->status);
+    for (size_t i = 0; i <= o->n_history; i++) {
+        const Pizza__StatusChange *h = i < o->n_history ? o->history[i] : NULL;
+        if (loc && (!h || h->seq > o->driver_location_seq)) {
+            char *m = location_message(o->order_id, o->driver_id, o->driver_location,
+                                       o->driver_location_ms, o->driver_location_seq);
+            if (m)
+                sse_push(s, m, o->driver_location_seq, false);
+            free(m);
+            loc = false;
+        }
+        if (!h || h->seq <= lo || h->seq >= hi)
+            continue;
+        char *m = status_message(o->order_id, h->status,
+                                 h->status >= PIZZA__ORDER_STATUS__DRIVER_ASSIGNED ? o->driver_id
+                                                                                   : NULL,
+                                 h->at_ms, h->seq);
+        if (m)
+            sse_push(s, m, h->seq, terminal_status(h->status));
+        free(m);
+    }
+}
+
+/* A gap was filled from the order's history (or could not be): the held
+ * events follow, in order. A turn of nobody: the client's thread. */
+static void repaired(quark_err err, const char *errmsg, const Pizza__Order *o, void *arg)
+{
+    sse *s = arg;
+    pthread_mutex_lock(&s->mu);
+    uint64_t first = s->held ? s->held->seq : UINT64_MAX;
+    if (err == QUARK_OK && o) {
+        sse tmp = {.head = NULL, .tail = NULL};
+        replay(&tmp, o, s->last_seq, first);
+        fprintf(stderr, "pizza-gateway: order %s's stream filled a gap (events %llu..%llu) from "
+                "the order\n", s->order_id, (unsigned long long)s->last_seq + 1,
+                (unsigned long long)first - 1);
+        for (sse_chunk *c = tmp.head; c; c = c->next)
+            s->ended |= c->terminal;
+        if (tmp.head) {
+            if (s->tail)
+                s->tail->next = tmp.head;
+            else
+                s->head = tmp.head;
+            s->tail = tmp.tail;
+        }
+    } else {
+        fprintf(stderr, "pizza-gateway: a tracking stream could not fill a gap: %s\n", errmsg);
+    }
+    for (sse_chunk *c = s->held; c; c = c->next) {
+        s->ended |= c->terminal;
+        s->last_seq = c->seq;
+    }
+    if (s->held) {
+        if (s->tail)
+            s->tail->next = s->held;
+        else
+            s->head = s->held;
+        s->tail = s->held_tail;
+    }
+    s->held = s->held_tail = NULL;
+    s->repairing = false;
+    sse_wake(s);
+    pthread_mutex_unlock(&s->mu);
+    sse_unref(s);
+}
+
+/* Events came after a gap (the subscription became active only after the
+ * snapshot was read: its request and the read may take different paths):
+ * read the order again (asynchronously) to fill it. */
+static void sse_repair(sse *s)
+{
+    quark_ref *r;
+    quark_err rc = pizza_OrderActor_ref(g_client, s->order_id, &r);
+    if (rc == QUARK_OK) {
+        Pizza__GetOrderRequest g = PIZZA__GET_ORDER_REQUEST__INIT;
+        rc = pizza_OrderActor_Get_async(r, &g, repaired, s);
+        quark_ref_free(r);
+    }
+    if (rc != QUARK_OK)
+        repaired(rc, quark_last_error(), NULL, s);
+}
+
 static enum MHD_Result track(struct MHD_Connection *c, const char *id)
 {
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
@@ -609,6 +724,7 @@ static enum MHD_Result track(struct MHD_Connection *c, const char *id)
     pthread_mutex_init(&s->mu, NULL);
     s->refs = 2;
     s->conn = c;
+    snprintf(s->order_id, sizeof s->order_id, "%s", id);
     quark_err rc = quark_subscribe(g_client, pizza_OrderActor_TYPE_NAME, id, sse_event, s,
                                    &s->sub);
     if (rc != QUARK_OK) {
@@ -645,31 +761,7 @@ static enum MHD_Result track(struct MHD_Connection *c, const char *id)
                 sse_push(&tmp, m, 0, false);
             free(m);
         } else {
-            /* In the order of their numbers: the newest position goes among
-             * the statuses where its number puts it. */
-            bool loc = o->driver_location && o->driver_location_seq > last_id &&
-                       !terminal_status(o->status);
-            for (size_t i = 0; i <= o->n_history; i++) {
-                const Pizza__StatusChange *h = i < o->n_history ? o->history[i] : NULL;
-                if (loc && (!h || h->seq > o->driver_location_seq)) {
-                    char *m = location_message(id, o->driver_id, o->driver_location,
-                                               o->driver_location_ms, o->driver_location_seq);
-                    if (m)
-                        sse_push(&tmp, m, 0, false);
-                    free(m);
-                    loc = false;
-                }
-                if (!h || h->seq <= last_id)
-                    continue;
-                char *m = status_message(id, h->status,
-                                         h->status >= PIZZA__ORDER_STATUS__DRIVER_ASSIGNED
-                                             ? o->driver_id
-                                             : NULL,
-                                         h->at_ms, h->seq);
-                if (m)
-                    sse_push(&tmp, m, 0, false);
-                free(m);
-            }
+            replay(&tmp, o, last_id, UINT64_MAX);
         }
         initial = tmp.head;
     }
