@@ -1374,8 +1374,13 @@ static void test_dir_stays(void **state)
 
     /* Those answers said where the actors live (location): the client now
      * sends every blocking call straight there, and no silo forwards any
-     * more. */
+     * more. (A call that left before the client had the 3-member view went
+     * to the silo it connected to and taught it nothing: the first round
+     * may still forward those few; the next two forward none.) */
+    totals ta = t;
     for (int round = 0; round < 3; round++) {
+        if (round == 1)
+            ta = must_totals(ALL);
         for (int i = 0; i < N_STAY; i++) {
             snprintf(id, sizeof id, "s-%d", i);
             int64_t v = -1;
@@ -1386,12 +1391,14 @@ static void test_dir_stays(void **state)
         }
     }
     totals t2 = must_totals(ALL);
-    printf("# dir_stays: 3 more rounds: forwarded %llu/%llu/%llu (was %llu/%llu/%llu)\n",
+    printf("# dir_stays: 3 more rounds: forwarded %llu/%llu/%llu (%llu/%llu/%llu before the "
+           "round after the first)\n",
            (unsigned long long)t2.fwd[0], (unsigned long long)t2.fwd[1],
-           (unsigned long long)t2.fwd[2], (unsigned long long)t.fwd[0],
-           (unsigned long long)t.fwd[1], (unsigned long long)t.fwd[2]);
+           (unsigned long long)t2.fwd[2], (unsigned long long)ta.fwd[0],
+           (unsigned long long)ta.fwd[1], (unsigned long long)ta.fwd[2]);
+    assert_true(ta.forwarded - t.forwarded <= 10); /* only calls that left before the view */
     for (int k = 0; k < 3; k++)
-        assert_int_equal(t2.fwd[k], t.fwd[k]);
+        assert_int_equal(t2.fwd[k], ta.fwd[k]);
     /* A new client learns it too, by async (multiplexed) calls. Its first
      * calls may leave before it has the view (they go to the silo it
      * connected to, and what it learns then is not kept); once it has the
