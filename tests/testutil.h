@@ -68,6 +68,18 @@ typedef struct tu_env {
     quark_client *client;
 } tu_env;
 
+/* A silo of options `so`, started, and an embedded client of it. */
+static inline void tu_env_start_opts(tu_env *e, const quark_silo_opts *so)
+{
+    TU_OK(quark_silo_create(so, &e->silo));
+    TU_OK(quark_silo_start(e->silo));
+    quark_client_opts co;
+    quark_client_opts_init(&co);
+    co.embedded = e->silo;
+    TU_OK(quark_client_create(&co, &e->client));
+    TU_OK(quark_client_connect(e->client));
+}
+
 /* A silo of `workers` (idle_ms 0: the default idle timeout) on `storage`
  * (NULL: memory), and an embedded client of it. */
 static inline void tu_env_start_on(tu_env *e, unsigned workers, uint32_t idle_ms,
@@ -79,13 +91,7 @@ static inline void tu_env_start_on(tu_env *e, unsigned workers, uint32_t idle_ms
     so.storage = storage;
     if (idle_ms)
         so.idle_timeout_ms = idle_ms;
-    TU_OK(quark_silo_create(&so, &e->silo));
-    TU_OK(quark_silo_start(e->silo));
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    co.embedded = e->silo;
-    TU_OK(quark_client_create(&co, &e->client));
-    TU_OK(quark_client_connect(e->client));
+    tu_env_start_opts(e, &so);
 }
 
 static inline void tu_env_start(tu_env *e, unsigned workers, uint32_t idle_ms)

@@ -213,34 +213,30 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *broker = "127.0.0.1:1883", *cluster = "127.0.0.1:7000",
-               *cluster_id = "awesome-pizza", *client_id = "pizza-mqtt-bridge";
+    pizza_endpoints ep = PIZZA_ENDPOINTS_DEFAULT;
+    const char *client_id = "pizza-mqtt-bridge";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[++i] : NULL;
         if (!v)
             usage();
-        if (!strcmp(a, "--broker"))
-            broker = v;
-        else if (!strcmp(a, "--cluster"))
-            cluster = v;
-        else if (!strcmp(a, "--cluster-id"))
-            cluster_id = v;
-        else if (!strcmp(a, "--client-id"))
+        if (pizza_endpoint_flag(&ep, a, v))
+            continue;
+        if (!strcmp(a, "--client-id"))
             client_id = v;
         else
             usage();
     }
     char host[256];
     int port;
-    if (!pizza_host_port(broker, host, sizeof host, &port) || port == 0) {
-        fprintf(stderr, "pizza-mqtt-bridge: --broker wants HOST:PORT (got '%s')\n", broker);
+    if (!pizza_host_port(ep.broker, host, sizeof host, &port) || port == 0) {
+        fprintf(stderr, "pizza-mqtt-bridge: --broker wants HOST:PORT (got '%s')\n", ep.broker);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     sigset_t stop;
     pizza_block_stop_signals(&stop);
 
-    if (!(g_client = pizza_client_open("pizza-mqtt-bridge", cluster, cluster_id, 5000)))
+    if (!(g_client = pizza_client_open("pizza-mqtt-bridge", ep.cluster, ep.cluster_id, 5000)))
         return 1;
 
     mosquitto_lib_init();
@@ -257,12 +253,12 @@ int main(int argc, char **argv)
     int mrc = mosquitto_connect_async(g_mq, host, port, 30);
     if (mrc != MOSQ_ERR_SUCCESS)
         fprintf(stderr, "pizza-mqtt-bridge: the broker at %s is not reachable yet (%s); it "
-                        "keeps trying\n", broker, mosquitto_strerror(mrc));
+                        "keeps trying\n", ep.broker, mosquitto_strerror(mrc));
     if (mosquitto_loop_start(g_mq) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "pizza-mqtt-bridge: cannot start the MQTT thread\n");
         return 1;
     }
-    printf("pizza-mqtt-bridge: running (broker %s, cluster %s)\n", broker, cluster);
+    printf("pizza-mqtt-bridge: running (broker %s, cluster %s)\n", ep.broker, ep.cluster);
     fflush(stdout);
 
     /* The main thread: the feed's subscription (again whenever it ends),

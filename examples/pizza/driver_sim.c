@@ -170,19 +170,14 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    const char *broker = "127.0.0.1:1883", *cluster = "127.0.0.1:7000",
-               *cluster_id = "awesome-pizza";
+    pizza_endpoints ep = PIZZA_ENDPOINTS_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[++i] : NULL;
         if (!v)
             usage();
-        if (!strcmp(a, "--broker"))
-            broker = v;
-        else if (!strcmp(a, "--cluster"))
-            cluster = v;
-        else if (!strcmp(a, "--cluster-id"))
-            cluster_id = v;
-        else if (!strcmp(a, "--drivers"))
+        if (pizza_endpoint_flag(&ep, a, v))
+            continue;
+        if (!strcmp(a, "--drivers"))
             g_n = atoi(v);
         else if (!strcmp(a, "--prefix"))
             snprintf(g_prefix, sizeof g_prefix, "%s", v);
@@ -199,14 +194,14 @@ int main(int argc, char **argv)
     char host[256];
     int port;
     if (g_n < 1 || g_n > MAX_DRIVERS || g_speed <= 0 || g_tick < 10 ||
-        !pizza_host_port(broker, host, sizeof host, &port) || port == 0) {
+        !pizza_host_port(ep.broker, host, sizeof host, &port) || port == 0) {
         fprintf(stderr, "pizza-driver-sim: --drivers 1..%d, --speed-mps > 0, --tick-ms >= 10, "
                         "--broker HOST:PORT\n", MAX_DRIVERS);
         return 2;
     }
     sigset_t stop;
     pizza_block_stop_signals(&stop);
-    if (!(g_client = pizza_client_open("pizza-driver-sim", cluster, cluster_id, 5000)))
+    if (!(g_client = pizza_client_open("pizza-driver-sim", ep.cluster, ep.cluster_id, 5000)))
         return 1;
     /* The drivers wait around the restaurant, a few hundred metres out. */
     for (int i = 0; i < g_n; i++) {

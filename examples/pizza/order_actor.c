@@ -178,6 +178,21 @@ static void request_driver(quark_actor *self, const Pizza__Order *o)
     quark_ref_free(d);
 }
 
+static void reminder_done(quark_actor *self, quark_err err, const char *errmsg, void *arg)
+{
+    (void)self;
+    if (err != QUARK_OK)
+        pizza_log_failure(arg, err, errmsg);
+}
+
+static void unset_reminder(quark_actor *self, const char *name)
+{
+    quark_err rc = quark_actor_reminder_unset(self, name, reminder_done,
+                                              (void *)"removing an order's reminder");
+    if (rc != QUARK_OK)
+        pizza_log_failure("removing an order's reminder", rc, quark_last_error());
+}
+
 /* An ended order (Delivered, Cancelled) keeps its nudge until its chef
  * and its driver both acknowledged that it no longer needs them (their
  * slot, their delivery): `pending` counts the answers of this round. */
@@ -195,7 +210,7 @@ static void acked(quark_actor *self, quark_err err, const char *what, const char
     Pizza__OrderStatus s = pizza_OrderActor_state(self)->status;
     if (m->pending && --m->pending == 0 &&
         (s == PIZZA__ORDER_STATUS__DELIVERED || s == PIZZA__ORDER_STATUS__CANCELLED))
-        quark_actor_reminder_unset(self, "nudge", NULL, NULL); /* nothing left to do */
+        unset_reminder(self, "nudge"); /* nothing left to do */
 }
 
 static void chef_told(quark_err err, const char *errmsg, const Pizza__TakeReply *r, void *arg)
@@ -273,22 +288,7 @@ static void let_go(quark_actor *self, const Pizza__Order *o)
     m->pending += tell_driver_done(self, o->driver_id,
                                    o->status == PIZZA__ORDER_STATUS__DELIVERED);
     if (!m->pending && !(o->chef_id && *o->chef_id) && !(o->driver_id && *o->driver_id))
-        quark_actor_reminder_unset(self, "nudge", NULL, NULL);
-}
-
-static void reminder_done(quark_actor *self, quark_err err, const char *errmsg, void *arg)
-{
-    (void)self;
-    if (err != QUARK_OK)
-        pizza_log_failure(arg, err, errmsg);
-}
-
-static void unset_reminder(quark_actor *self, const char *name)
-{
-    quark_err rc = quark_actor_reminder_unset(self, name, reminder_done,
-                                              (void *)"removing an order's reminder");
-    if (rc != QUARK_OK)
-        pizza_log_failure("removing an order's reminder", rc, quark_last_error());
+        unset_reminder(self, "nudge");
 }
 
 /* A reply deferred until a reminder is stored: then the order as it is. */

@@ -63,6 +63,17 @@ int64_t pizza_now_ms(void);
 quark_client *pizza_client_open(const char *who, const char *cluster, const char *cluster_id,
                                 uint32_t deadline_ms);
 
+/* Where an MQTT program connects: --broker, --cluster, --cluster-id. */
+typedef struct pizza_endpoints {
+    const char *broker;        /* "127.0.0.1:1883" */
+    const char *cluster;       /* "127.0.0.1:7000" */
+    const char *cluster_id;    /* "awesome-pizza" */
+} pizza_endpoints;
+#define PIZZA_ENDPOINTS_DEFAULT {"127.0.0.1:1883", "127.0.0.1:7000", "awesome-pizza"}
+
+/* Take flag `a` with value `v` if it is one of those; false if not. */
+bool pizza_endpoint_flag(pizza_endpoints *e, const char *a, const char *v);
+
 /* Split "HOST:PORT" (port 0..65535, host non-empty) into host[cap] and
  * *port; false if it is not one. */
 bool pizza_host_port(const char *s, char *host, size_t cap, int *port);

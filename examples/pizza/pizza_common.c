@@ -121,3 +121,16 @@ void pizza_block_stop_signals(sigset_t *stop)
     sigaddset(stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, stop, NULL);
 }
+
+bool pizza_endpoint_flag(pizza_endpoints *e, const char *a, const char *v)
+{
+    if (!strcmp(a, "--broker"))
+        e->broker = v;
+    else if (!strcmp(a, "--cluster"))
+        e->cluster = v;
+    else if (!strcmp(a, "--cluster-id"))
+        e->cluster_id = v;
+    else
+        return false;
+    return true;
+}

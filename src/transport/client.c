@@ -108,6 +108,7 @@ static bool direct_call(qk_remote *r, qk_rcall *c, quark_ref *ref, ProtobufCMess
             res.resp.actor_error = false;
             res.resp.error_message.p = res.why;
             res.resp.error_message.n = strlen(res.why);
+            res.resp.location.n = 0; /* (resp was not decoded) */
         }
         if (res.resp.location.n) { /* it ran elsewhere: go there next time */
             uv_mutex_lock(&r->route_mu);

@@ -731,7 +731,6 @@ qk_dc_status qk_direct_call(qk_direct *d, const char *addr, uint64_t hash, uint8
 {
     *held = NULL;
     res->why[0] = '\0';
-    memset(&res->resp, 0, sizeof res->resp); /* a gRPC status alone says nothing else */
     if (!d || d->per_worker == 0)
         return QK_DC_NOT_SENT;
     res->grpc_status = 0;

@@ -142,11 +142,10 @@ QUARK_ACTOR_TYPE(no_reminder_probe, .interface = &quark_examples_CounterActor_in
 
 /* ---- helpers ---- */
 
-typedef struct env {
-    quark_silo *silo;
-    quark_client *client;
-} env;
+typedef tu_env env;
 
+/* A silo of 2 workers with reminders in `reminders` (NULL: memory), periods
+ * from 50 ms, buckets read again every 200 ms. */
 static void env_start(env *e, uint32_t idle_ms, const char *storage, const char *reminders)
 {
     quark_silo_opts so;
@@ -158,21 +157,10 @@ static void env_start(env *e, uint32_t idle_ms, const char *storage, const char 
     so.reminder_refresh_ms = 200;
     if (idle_ms)
         so.idle_timeout_ms = idle_ms;
-    TU_OK(quark_silo_create(&so, &e->silo));
-    TU_OK(quark_silo_start(e->silo));
-    quark_client_opts co;
-    quark_client_opts_init(&co);
-    co.embedded = e->silo;
-    TU_OK(quark_client_create(&co, &e->client));
-    TU_OK(quark_client_connect(e->client));
+    tu_env_start_opts(e, &so);
 }
 
-static void env_stop(env *e)
-{
-    quark_client_free(e->client);
-    TU_OK(quark_silo_stop(e->silo));
-    quark_silo_free(e->silo);
-}
+#define env_stop tu_env_stop
 
 static quark_err set_reminder(env *e, const char *type, const char *id, const char *name,
                               int64_t period)
